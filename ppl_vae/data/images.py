@@ -314,6 +314,8 @@ def load_mnist(
     -------
     DataBundle
         Pixels scaled to [0, 1] (raw values / 255), float32; ``labels`` int64.
+        ``attrs["spec"]`` records ``directory`` as an absolute path, so the
+        bundle can be rebuilt from any working directory.
 
     Raises
     ------
