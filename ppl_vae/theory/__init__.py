@@ -1,0 +1,36 @@
+"""Closed-form collapse predictions for linear VAE, CVAE and MHVAE (float64).
+
+- :mod:`~ppl_vae.theory.moments`      data statistics theta (SPEC section 3)
+- :mod:`~ppl_vae.theory.closed_form`  global optima and collapsed modes (SPEC section 4)
+- :mod:`~ppl_vae.theory.thresholds`   largest beta / eta_dec keeping k modes active
+- :mod:`~ppl_vae.theory.numeric`      independent check: direct minimisation of the expected loss
+"""
+
+from ppl_vae.theory.closed_form import linear_cvae, linear_mhvae, linear_vae
+from ppl_vae.theory.moments import cvae_thetas, residual_moment, second_moment, vae_thetas
+from ppl_vae.theory.numeric import (
+    cvae_expected_loss,
+    mhvae_expected_loss,
+    numeric_linear_cvae,
+    numeric_linear_mhvae,
+    numeric_linear_vae,
+    vae_expected_loss,
+)
+from ppl_vae.theory.thresholds import collapse_thresholds
+
+__all__ = [
+    "collapse_thresholds",
+    "cvae_expected_loss",
+    "cvae_thetas",
+    "linear_cvae",
+    "linear_mhvae",
+    "linear_vae",
+    "mhvae_expected_loss",
+    "numeric_linear_cvae",
+    "numeric_linear_mhvae",
+    "numeric_linear_vae",
+    "residual_moment",
+    "second_moment",
+    "vae_expected_loss",
+    "vae_thetas",
+]

@@ -1,0 +1,275 @@
+"""Independent numerical check of the closed forms: minimise the exact expected loss.
+
+For each linear model the expected negative beta-ELBO over the data
+distribution depends on the data only through its second moments, so it is an
+analytic function of the parameter matrices and the moment matrices (written
+out below, constants included, per data point).  The functions here minimise
+it with SciPy's L-BFGS-B (gradients from torch autograd, float64) from several
+seeded random starts and keep the best.  No closed-form result is used: these
+minimisers are what the closed forms in :mod:`ppl_vae.theory.closed_form` are
+tested against.
+
+Results are returned as :class:`xarray.Dataset` objects in the theory's
+coordinates but in *rank order*: along ``rank``, singular values descending
+and encoder stds ascending (the optimiser's latent axes carry no mode labels).
+The best loss and the spread of the restarts' losses are in ``attrs``.
+Keep problems small (d <= 10): every evaluation is a handful of dense products.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.optimize import minimize
+
+from ppl_vae._validate import check_int_range, check_positive, check_positive_seq
+from ppl_vae.theory.moments import as_data_matrix, as_paired_data, psd_sqrt, residual_moment_from_blocks
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _t(value) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=torch.float64)
+
+
+def _gaussian_kl_to_isotropic(mean_second_moment_diag, std, prior_std) -> torch.Tensor:
+    """E_x KL(N(m(x), diag std^2) || N(0, prior_std^2 I)) given diag E[m m^T]."""
+    variance = std**2
+    return 0.5 * torch.sum((mean_second_moment_diag + variance) / prior_std**2
+                           - torch.log(variance / prior_std**2) - 1.0)
+
+
+def vae_expected_loss(decoder, encoder, encoder_std, moment, *, beta, eta_enc, eta_dec) -> torch.Tensor:
+    """Expected negative beta-ELBO of the linear VAE, per data point.
+
+    Parameters
+    ----------
+    decoder : (d, k) U;  encoder : (k, d) W;  encoder_std : (k,) sqrt(diag Sigma)
+    moment : (d, d) A = E[x x^T]
+    """
+    decoder, encoder, encoder_std, moment = map(_t, (decoder, encoder, encoder_std, moment))
+    latent_moment = encoder @ moment @ encoder.T + torch.diag(encoder_std**2)  # E[z z^T]
+    squared_error = (torch.trace(moment) - 2.0 * torch.trace(decoder @ encoder @ moment)
+                     + torch.trace(decoder.T @ decoder @ latent_moment))
+    reconstruction = 0.5 * moment.shape[0] * (_LOG_2PI + 2.0 * math.log(eta_dec)) + squared_error / (2 * eta_dec**2)
+    kl = _gaussian_kl_to_isotropic(torch.diagonal(encoder @ moment @ encoder.T), encoder_std, eta_enc)
+    return reconstruction + beta * kl
+
+
+def cvae_expected_loss(decoder_z, decoder_x, encoder_x, encoder_y, encoder_std, moment_xx, moment_yx, moment_yy,
+                       *, beta, eta_enc, eta_dec) -> torch.Tensor:
+    """Expected negative beta-ELBO of the linear CVAE, per data point.
+
+    Decoder mean U1 z + U2 x (``decoder_z`` (d_y, k), ``decoder_x`` (d_y, d_x));
+    encoder mean W1 x + W2 y (``encoder_x`` (k, d_x), ``encoder_y`` (k, d_y)),
+    ``encoder_std`` (k,); moments E[xx^T], E[yx^T], E[yy^T].
+    """
+    tensors = map(_t, (decoder_z, decoder_x, encoder_x, encoder_y, encoder_std, moment_xx, moment_yx, moment_yy))
+    decoder_z, decoder_x, encoder_x, encoder_y, encoder_std, moment_xx, moment_yx, moment_yy = tensors
+    joint = torch.cat([torch.cat([moment_xx, moment_yx.T], 1), torch.cat([moment_yx, moment_yy], 1)], 0)
+    encoder = torch.cat([encoder_x, encoder_y], 1)
+    identity_y = torch.eye(moment_yy.shape[0], dtype=torch.float64)
+    # y - decoder mean at the encoder mean, as a linear map of v = [x; y].
+    residual_map = torch.cat([-(decoder_z @ encoder_x + decoder_x), identity_y - decoder_z @ encoder_y], 1)
+    squared_error = (torch.trace(residual_map @ joint @ residual_map.T)
+                     + torch.trace(decoder_z @ torch.diag(encoder_std**2) @ decoder_z.T))
+    reconstruction = 0.5 * moment_yy.shape[0] * (_LOG_2PI + 2.0 * math.log(eta_dec)) + squared_error / (2 * eta_dec**2)
+    kl = _gaussian_kl_to_isotropic(torch.diagonal(encoder @ joint @ encoder.T), encoder_std, eta_enc)
+    return reconstruction + beta * kl
+
+
+def mhvae_expected_loss(decoder1, decoder2, encoder1, encoder2, z2_std, moment, *, beta1, beta2, eta_enc, eta_dec,
+                        sigma1) -> torch.Tensor:
+    """Expected loss of the linear two-level MHVAE (SPEC 2.3), per data point.
+
+    ``decoder1`` (d, d1) U1, ``decoder2`` (d1, d2) U2, ``encoder1`` (d1, d) W1,
+    ``encoder2`` (d2, d1) W2, ``z2_std`` (d2,), ``moment`` (d, d) E[x x^T];
+    q(z1|x) has the fixed std ``sigma1``.
+    Loss = E[-log p(x|z1)] + beta1 E[log q(z1|x) - log p(z1|z2)] + beta2 E[KL(q(z2|z1) || p(z2))].
+    """
+    decoder1, decoder2, encoder1, encoder2, z2_std, moment = map(
+        _t, (decoder1, decoder2, encoder1, encoder2, z2_std, moment))
+    d, d1 = decoder1.shape
+    z1_moment = encoder1 @ moment @ encoder1.T + sigma1**2 * torch.eye(d1, dtype=torch.float64)  # E[z1 z1^T]
+    squared_error = (torch.trace(moment) - 2.0 * torch.trace(decoder1 @ encoder1 @ moment)
+                     + torch.trace(decoder1.T @ decoder1 @ z1_moment))
+    reconstruction = 0.5 * d * (_LOG_2PI + 2.0 * math.log(eta_dec)) + squared_error / (2 * eta_dec**2)
+    # z1 - U2 z2 = (I - U2 W2) z1 - U2 eps2
+    z1_residual = torch.eye(d1, dtype=torch.float64) - decoder2 @ encoder2
+    z1_error = (torch.trace(z1_residual @ z1_moment @ z1_residual.T)
+                + torch.trace(decoder2 @ torch.diag(z2_std**2) @ decoder2.T))
+    neg_entropy_z1 = -0.5 * d1 * (_LOG_2PI + 2.0 * math.log(sigma1) + 1.0)
+    neg_log_p_z1 = 0.5 * d1 * (_LOG_2PI + 2.0 * math.log(eta_dec)) + z1_error / (2 * eta_dec**2)
+    kl_z2 = _gaussian_kl_to_isotropic(torch.diagonal(encoder2 @ z1_moment @ encoder2.T), z2_std, eta_enc)
+    return reconstruction + beta1 * (neg_entropy_z1 + neg_log_p_z1) + beta2 * kl_z2
+
+
+def minimise(loss: Callable[..., torch.Tensor], shapes: dict[str, tuple[int, ...]], *, n_restarts: int = 5,
+             seed: int = 0, log_params: Sequence[str] = (), init_scale: float = 0.5,
+             max_iterations: int = 20000) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Minimise ``loss(**params)`` over float64 parameters of the given shapes, from random starts.
+
+    Parameters named in ``log_params`` are optimised as their logarithm (stds
+    stay positive).  Returns the best parameters (NumPy, natural scale) and the
+    final loss of every restart.
+    """
+    names = list(shapes)
+    sizes = [int(np.prod(shapes[name])) for name in names]
+    splits = np.cumsum(sizes)[:-1]
+    generator = np.random.default_rng(seed)
+
+    def unpack(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        params = {}
+        for name, chunk in zip(names, torch.tensor_split(flat, tuple(splits))):
+            chunk = chunk.reshape(shapes[name])
+            params[name] = torch.exp(chunk) if name in log_params else chunk
+        return params
+
+    def value_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        flat_t = torch.from_numpy(flat).requires_grad_(True)
+        value = loss(**unpack(flat_t))
+        (grad,) = torch.autograd.grad(value, flat_t)
+        return float(value.detach()), grad.numpy()
+
+    best_flat, best_value, values = None, np.inf, []
+    for _ in range(n_restarts):
+        start = init_scale * generator.standard_normal(int(sum(sizes)))
+        result = minimize(value_and_grad, start, jac=True, method="L-BFGS-B",
+                          options={"maxiter": max_iterations, "maxfun": 2 * max_iterations, "maxcor": 30,
+                                   "ftol": 1e-16, "gtol": 1e-11})
+        values.append(float(result.fun))
+        if result.fun < best_value:
+            best_flat, best_value = result.x, float(result.fun)
+    best = {name: value.detach().numpy() for name, value in unpack(torch.from_numpy(best_flat)).items()}
+    return best, np.asarray(values)
+
+
+def _singular_values(matrix: np.ndarray) -> np.ndarray:
+    return np.linalg.svd(matrix, compute_uv=False)
+
+
+def _rank_dataset(variables: dict[str, np.ndarray], restart_losses: np.ndarray, attrs: dict) -> xr.Dataset:
+    """Rank-ordered results: each variable padded with NaN to a common length along ``rank``."""
+    length = max(len(values) for values in variables.values())
+    data_vars = {}
+    for name, values in variables.items():
+        padded = np.full(length, np.nan)
+        padded[: len(values)] = values
+        data_vars[name] = ("rank", padded, {"description": f"{name} in rank order (numeric minimiser)"})
+    attrs = dict(attrs, loss=float(restart_losses.min()), restart_loss_spread=float(np.ptp(restart_losses)),
+                 n_restarts=len(restart_losses))
+    return xr.Dataset(data_vars, coords={"rank": np.arange(length)}, attrs=attrs)
+
+
+def _descending(values: np.ndarray) -> np.ndarray:
+    return np.sort(values)[::-1]
+
+
+def numeric_linear_vae(x, latent_dim: int, beta: float = 1.0, eta_enc: float = 1.0, eta_dec: float = 1.0,
+                       encoder_std: float | Sequence[float] | None = None, *, n_restarts: int = 5,
+                       seed: int = 0) -> xr.Dataset:
+    """Numerically optimal linear VAE (learnable or fixed encoder std), in rank order.
+
+    Variables along ``rank``: ``decoder_sv`` (singular values of U, descending),
+    ``encoder_sv`` (singular values of W A^(1/2) = those of W P diag(phi)^(1/2),
+    descending), ``encoder_std`` (ascending; the given stds if fixed).
+    """
+    x = as_data_matrix("x", x)
+    latent_dim = check_int_range("latent_dim", latent_dim, 1, x.shape[1])
+    beta, eta_enc, eta_dec = (check_positive(n, v) for n, v in
+                              (("beta", beta), ("eta_enc", eta_enc), ("eta_dec", eta_dec)))
+    moment = x.T @ x / x.shape[0]
+    d = x.shape[1]
+    shapes = {"decoder": (d, latent_dim), "encoder": (latent_dim, d)}
+    if encoder_std is None:
+        shapes["encoder_std"] = (latent_dim,)
+        fixed_std = None
+    else:
+        fixed_std = np.broadcast_to(check_positive_seq("encoder_std", encoder_std), (latent_dim,)).copy()
+    moment_t = _t(moment)
+
+    def loss(decoder, encoder, encoder_std=None):
+        std = _t(fixed_std) if encoder_std is None else encoder_std
+        return vae_expected_loss(decoder, encoder, std, moment_t, beta=beta, eta_enc=eta_enc, eta_dec=eta_dec)
+
+    best, losses = minimise(loss, shapes, n_restarts=n_restarts, seed=seed, log_params=("encoder_std",))
+    std = best["encoder_std"] if fixed_std is None else fixed_std
+    return _rank_dataset({
+        "decoder_sv": _singular_values(best["decoder"]),
+        "encoder_sv": _singular_values(best["encoder"] @ psd_sqrt(moment)),
+        "encoder_std": np.sort(std),
+    }, losses, {"model": "linear_vae", "encoder_variance": "learnable" if fixed_std is None else "fixed"})
+
+
+def numeric_linear_cvae(x, y, latent_dim: int, beta: float = 1.0, eta_enc: float = 1.0, eta_dec: float = 1.0,
+                        *, n_restarts: int = 5, seed: int = 0) -> xr.Dataset:
+    """Numerically optimal linear CVAE (learnable encoder std), in rank order.
+
+    Variables along ``rank``: ``decoder_sv`` (of U1), ``encoder_sv`` (of W2 E^(1/2),
+    E the residual moment), ``encoder_std`` (ascending).
+    """
+    x, y = as_paired_data(x, y)
+    latent_dim = check_int_range("latent_dim", latent_dim, 1, y.shape[1])
+    beta, eta_enc, eta_dec = (check_positive(n, v) for n, v in
+                              (("beta", beta), ("eta_enc", eta_enc), ("eta_dec", eta_dec)))
+    n = x.shape[0]
+    moment_xx, moment_yx, moment_yy = x.T @ x / n, y.T @ x / n, y.T @ y / n
+    dx, dy = x.shape[1], y.shape[1]
+    moments_t = tuple(map(_t, (moment_xx, moment_yx, moment_yy)))
+    shapes = {"decoder_z": (dy, latent_dim), "decoder_x": (dy, dx), "encoder_x": (latent_dim, dx),
+              "encoder_y": (latent_dim, dy), "encoder_std": (latent_dim,)}
+
+    def loss(**params):
+        return cvae_expected_loss(**params, moment_xx=moments_t[0], moment_yx=moments_t[1], moment_yy=moments_t[2],
+                                  beta=beta, eta_enc=eta_enc, eta_dec=eta_dec)
+
+    best, losses = minimise(loss, shapes, n_restarts=n_restarts, seed=seed, log_params=("encoder_std",))
+    residual = residual_moment_from_blocks(moment_xx, moment_yx, moment_yy)
+    return _rank_dataset({
+        "decoder_sv": _singular_values(best["decoder_z"]),
+        "encoder_sv": _singular_values(best["encoder_y"] @ psd_sqrt(residual)),
+        "encoder_std": np.sort(best["encoder_std"]),
+    }, losses, {"model": "linear_cvae", "encoder_variance": "learnable"})
+
+
+def numeric_linear_mhvae(x, latent_dims: tuple[int, int], beta1: float = 1.0, beta2: float = 1.0,
+                         eta_enc: float = 1.0, eta_dec: float = 1.0, sigma1: float = 1.0,
+                         sigma2: float | None = None, *, n_restarts: int = 5, seed: int = 0) -> xr.Dataset:
+    """Numerically optimal linear MHVAE (Sigma2 learnable if ``sigma2`` is None), in rank order.
+
+    Variables along ``rank``: ``z1_encoder_sv`` (of W1 A^(1/2), d1 values),
+    ``z2_decoder_sv`` (of U2, min(d1, d2) values), and for learnable Sigma2
+    ``z2_encoder_std`` (d2 values, ascending); shorter variables are NaN-padded.
+    """
+    x = as_data_matrix("x", x)
+    d1 = check_int_range("latent_dims[0]", latent_dims[0], 1, x.shape[1])
+    d2 = check_int_range("latent_dims[1]", latent_dims[1], 1)
+    beta1, beta2, eta_enc, eta_dec, sigma1 = (
+        check_positive(n, v) for n, v in (("beta1", beta1), ("beta2", beta2), ("eta_enc", eta_enc),
+                                          ("eta_dec", eta_dec), ("sigma1", sigma1)))
+    fixed_std = None if sigma2 is None else np.full(d2, check_positive("sigma2", sigma2))
+    moment = x.T @ x / x.shape[0]
+    moment_t = _t(moment)
+    d = x.shape[1]
+    shapes = {"decoder1": (d, d1), "decoder2": (d1, d2), "encoder1": (d1, d), "encoder2": (d2, d1)}
+    if fixed_std is None:
+        shapes["z2_std"] = (d2,)
+
+    def loss(decoder1, decoder2, encoder1, encoder2, z2_std=None):
+        std = _t(fixed_std) if z2_std is None else z2_std
+        return mhvae_expected_loss(decoder1, decoder2, encoder1, encoder2, std, moment_t, beta1=beta1, beta2=beta2,
+                                   eta_enc=eta_enc, eta_dec=eta_dec, sigma1=sigma1)
+
+    best, losses = minimise(loss, shapes, n_restarts=n_restarts, seed=seed, log_params=("z2_std",))
+    variables = {
+        "z1_encoder_sv": _singular_values(best["encoder1"] @ psd_sqrt(moment)),
+        "z2_decoder_sv": _singular_values(best["decoder2"]),
+    }
+    if fixed_std is None:
+        variables["z2_encoder_std"] = np.sort(best["z2_std"])
+    return _rank_dataset(variables, losses, {"model": "linear_mhvae",
+                                             "z2_variance": "learnable" if fixed_std is None else "fixed"})

@@ -1,0 +1,83 @@
+"""Hyper-parameter thresholds at which linear-model modes collapse (learnable encoder variance).
+
+Mode i of the linear VAE is active iff theta_i >= sqrt(beta) eta_dec (SPEC 4.1);
+of the CVAE iff theta_i >= beta eta_dec^2 (SPEC 4.3).  Since theta is sorted
+descending, "at least k modes active" is the condition on theta_(k-1) alone,
+which inverts to a largest beta (at fixed eta_dec) and a largest eta_dec (at
+fixed beta).  Neither threshold depends on eta_enc for learnable variance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from ppl_vae._validate import check_choice, check_int_range, check_positive
+from ppl_vae.theory.moments import as_data_matrix, as_paired_data, cvae_thetas, vae_thetas
+
+
+def collapse_thresholds(x, y=None, *, model: str = "cvae", latent_dim: int, beta: float = 1.0,
+                        eta_dec: float = 1.0, eta_enc: float = 1.0) -> xr.Dataset:
+    """Largest beta and largest eta_dec that keep at least ``n_active`` modes active.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor, shape (n, d)   (VAE data, or the CVAE condition)
+    y : array_like or torch.Tensor, shape (n, d_y), required for ``model="cvae"``
+    model : "vae" or "cvae" (learnable encoder variance)
+    latent_dim : int, 1 <= latent_dim <= d (vae) or d_y (cvae)
+    beta, eta_dec : float > 0
+        The value held fixed while the other is maximised.
+    eta_enc : float > 0
+        Recorded only: the thresholds do not depend on it.
+
+    Returns
+    -------
+    xr.Dataset over ``n_active`` = 0..latent_dim with
+
+    - ``beta_max``: largest beta (at the given eta_dec) with >= n_active active
+      modes; vae theta_(k-1)^2 / eta_dec^2, cvae theta_(k-1) / eta_dec^2; inf for
+      n_active = 0 and 0 when theta_(k-1) = 0 (no beta > 0 keeps that mode).
+    - ``eta_dec_max``: largest eta_dec (at the given beta), likewise.
+    - ``theta``: theta_(k-1), the spectrum value that sets the threshold (NaN for 0).
+
+    At exactly the threshold the mode counts as active (collapse is the strict
+    inequality); any larger value collapses it.
+    """
+    model = check_choice("model", model, ("vae", "cvae"))
+    beta = check_positive("beta", beta)
+    eta_dec = check_positive("eta_dec", eta_dec)
+    eta_enc = check_positive("eta_enc", eta_enc)
+    if model == "vae":
+        if y is not None:
+            raise ValueError("y must be None for model='vae'")
+        x = as_data_matrix("x", x)
+        latent_dim = check_int_range("latent_dim", latent_dim, 1, x.shape[1])
+        theta = vae_thetas(x)[:latent_dim]
+        beta_max, eta_dec_max = theta**2 / eta_dec**2, theta / np.sqrt(beta)
+        theta_units = "std of x"
+    else:
+        if y is None:
+            raise ValueError("y is required for model='cvae'")
+        x, y = as_paired_data(x, y)
+        latent_dim = check_int_range("latent_dim", latent_dim, 1, y.shape[1])
+        theta = cvae_thetas(x, y)[:latent_dim]
+        beta_max, eta_dec_max = theta / eta_dec**2, np.sqrt(theta / beta)
+        theta_units = "variance of the residual y - Bx"
+
+    def with_zero_row(values: np.ndarray, first: float) -> np.ndarray:
+        return np.concatenate([[first], values])
+
+    return xr.Dataset(
+        {
+            "beta_max": ("n_active", with_zero_row(beta_max, np.inf),
+                         {"description": f"largest beta keeping >= n_active modes active at eta_dec={eta_dec}"}),
+            "eta_dec_max": ("n_active", with_zero_row(eta_dec_max, np.inf),
+                            {"description": f"largest eta_dec keeping >= n_active modes active at beta={beta}"}),
+            "theta": ("n_active", with_zero_row(theta, np.nan),
+                      {"description": "theta of the n_active-th mode", "units": theta_units}),
+        },
+        coords={"n_active": ("n_active", np.arange(latent_dim + 1), {"description": "number of active modes"})},
+        attrs={"model": f"linear_{model}", "encoder_variance": "learnable", "beta": beta, "eta_dec": eta_dec,
+               "eta_enc": eta_enc, "latent_dim": latent_dim, "n_samples": x.shape[0]},
+    )
