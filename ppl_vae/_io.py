@@ -98,3 +98,27 @@ def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool = False, resume:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def netcdf_safe_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes netCDF can store: None becomes ``'none'``, bools become ints, containers become JSON."""
+    safe: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if value is None:
+            safe[key] = "none"
+        elif isinstance(value, bool):
+            safe[key] = int(value)
+        elif isinstance(value, (dict, list, tuple)):
+            safe[key] = json.dumps(value, default=_json_default)
+        else:
+            safe[key] = value
+    return safe
+
+
+def write_netcdf(dataset, path: str | os.PathLike) -> Path:
+    """Write an ``xarray.Dataset`` to ``path`` atomically, making its attributes netCDF-safe."""
+    clean = dataset.copy()
+    clean.attrs = netcdf_safe_attrs(dict(dataset.attrs))
+    for name in clean.variables:
+        clean[name].attrs = netcdf_safe_attrs(dict(clean[name].attrs))
+    return atomic_write(path, lambda tmp: clean.to_netcdf(tmp))

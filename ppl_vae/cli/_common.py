@@ -1,0 +1,89 @@
+"""Option parsing and data loading shared by the sub-commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ppl_vae.data import DATASETS, load
+
+
+def parse_float_list(name: str) -> Callable[[click.Context, click.Parameter, str | None], tuple[float, ...] | None]:
+    """A click callback turning ``'0.5,1,2'`` into ``(0.5, 1.0, 2.0)``."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+        if value is None:
+            return None
+        try:
+            numbers = tuple(float(part) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated numbers, got {value!r}", param_hint=name) from None
+        if not numbers:
+            raise click.BadParameter("expected at least one number", param_hint=name)
+        return numbers
+
+    return callback
+
+
+def parse_int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    """A click callback turning ``'16,8'`` into ``(16, 8)``."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(part) for part in str(value).split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Attach the data-set options every sub-command shares."""
+    options = [
+        click.option("--data", "data_name", type=click.Choice(DATASETS), default="digits", show_default=True,
+                     help="Data set: synthetic Gaussian, scikit-learn's bundled 8x8 digits, or local MNIST files."),
+        click.option("--split", type=click.Choice(["quadrant", "half"]), default="quadrant", show_default=True,
+                     help="CVAE image split: x = bottom-left quadrant or left half."),
+        click.option("--classes", callback=parse_int_list, default=None,
+                     help="Keep only these digit classes, e.g. '3,8'."),
+        click.option("--n-samples", type=int, default=None, help="Synthetic data: number of samples."),
+        click.option("--dim", type=int, default=None, help="Synthetic data: dimension of x (and y)."),
+        click.option("--correlation", default=None,
+                     help="Synthetic CVAE pairs: identical, noise_1_2, noise_1_4, noise_1_8 or independent."),
+        click.option("--data-seed", type=int, default=0, show_default=True, help="Seed of the synthetic data."),
+        click.option("--mnist-dir", type=click.Path(file_okay=False), default="data/mnist", show_default=True,
+                     help="Directory holding the MNIST IDX files (plain or .gz)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load_data(family: str, data_name: str, *, split: str, classes, n_samples, dim, correlation, data_seed,
+              mnist_dir: str):
+    """Load the data set a sub-command asked for, turning bad options into click errors."""
+    paired = family == "cvae"
+    options: dict[str, Any] = {}
+    if data_name == "synthetic":
+        options["seed"] = data_seed
+        if n_samples is not None:
+            options["n"] = n_samples
+        if dim is not None:
+            options["dim"] = dim
+        if correlation is not None:
+            if not paired:
+                raise click.BadParameter("--correlation applies to CVAE pairs only (--model cvae)")
+            options["correlation"] = correlation
+    else:
+        if classes:
+            options["classes"] = list(classes)
+        if paired:
+            options["split"] = split
+        if data_name == "mnist":
+            options["directory"] = mnist_dir
+    try:
+        return load(data_name, paired=paired, **options)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None

@@ -1,0 +1,152 @@
+"""``ppl-vae theory``: which latent modes of a linear model collapse, from the data alone."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import click
+import xarray as xr
+
+from ppl_vae._io import write_netcdf
+from ppl_vae.cli._common import data_options, load_data, parse_float_list, parse_int_list
+
+# Variables shown in the per-mode table, in this order, for each model.
+_TABLE_COLUMNS = {
+    "vae": ("theta", "decoder_sv", "encoder_sv", "encoder_std", "collapsed"),
+    "cvae": ("theta", "decoder_sv", "encoder_std", "collapsed"),
+    "mhvae": ("theta", "z1_encoder_sv", "z2_decoder_sv", "z2_encoder_std", "z1_collapsed", "z2_collapsed"),
+}
+
+
+def predict(family: str, bundle, *, latent_dim: int, latent_dims: tuple[int, int], beta: float, beta1: float,
+            beta2: float, eta_enc: float, eta_dec: float, encoder_std, sigma1: float, sigma2) -> xr.Dataset:
+    """The closed-form prediction of ``ppl_vae.theory`` for one hyper-parameter setting."""
+    from ppl_vae import theory
+
+    x = bundle.x.numpy()
+    if family == "vae":
+        return theory.linear_vae(x, latent_dim, beta=beta, eta_enc=eta_enc, eta_dec=eta_dec, encoder_std=encoder_std)
+    if family == "cvae":
+        return theory.linear_cvae(x, bundle.y.numpy(), latent_dim, beta=beta, eta_enc=eta_enc, eta_dec=eta_dec)
+    return theory.linear_mhvae(x, latent_dims, beta1=beta1, beta2=beta2, eta_enc=eta_enc, eta_dec=eta_dec,
+                               sigma1=sigma1, sigma2=sigma2)
+
+
+def collapsed_count(family: str, prediction: xr.Dataset) -> dict[str, int]:
+    """Number of collapsed modes per latent level."""
+    if family == "mhvae":
+        return {"z1": int(prediction["z1_collapsed"].sum()), "z2": int(prediction["z2_collapsed"].sum())}
+    return {"z": int(prediction["collapsed"].sum())}
+
+
+def format_table(family: str, prediction: xr.Dataset) -> str:
+    """The per-mode table as fixed-width text."""
+    columns = [name for name in _TABLE_COLUMNS[family] if name in prediction]
+    frame = prediction[columns].to_dataframe()
+    return frame.to_string(float_format=lambda value: f"{value:.6g}")
+
+
+def _describe_setting(family: str, setting: dict[str, float]) -> str:
+    keys = ("beta1", "beta2", "eta_dec") if family == "mhvae" else ("beta", "eta_dec")
+    return ", ".join(f"{key}={setting[key]:g}" for key in keys)
+
+
+@click.command("theory")
+@click.option("--model", "family", type=click.Choice(["vae", "cvae", "mhvae"]), default="cvae", show_default=True,
+              help="Linear model family.")
+@data_options
+@click.option("--latent-dim", type=int, default=16, show_default=True, help="Latent dimension (vae, cvae).")
+@click.option("--latent-dims", callback=parse_int_list, default="16,16", show_default=True,
+              help="MHVAE latent dimensions d1,d2.")
+@click.option("--beta", callback=parse_float_list("--beta"), default="1", show_default=True,
+              help="KL weight (vae, cvae); a comma-separated list gives a grid.")
+@click.option("--beta1", callback=parse_float_list("--beta1"), default="1", show_default=True,
+              help="MHVAE KL weight on z1; a list gives a grid.")
+@click.option("--beta2", callback=parse_float_list("--beta2"), default="1", show_default=True,
+              help="MHVAE KL weight on z2; a list gives a grid.")
+@click.option("--eta-dec", callback=parse_float_list("--eta-dec"), default="1", show_default=True,
+              help="Decoder noise std; a list gives a grid.")
+@click.option("--eta-enc", type=float, default=1.0, show_default=True, help="Prior std.")
+@click.option("--encoder-std", callback=parse_float_list("--encoder-std"), default=None,
+              help="VAE: fixed encoder std (one value or one per latent dimension); default learnable.")
+@click.option("--sigma1", type=float, default=1.0, show_default=True, help="MHVAE fixed z1 encoder std.")
+@click.option("--sigma2", type=float, default=None, help="MHVAE fixed z2 encoder std; default learnable.")
+@click.option("--thresholds", is_flag=True, help="Also print the largest beta / eta_dec that keep k modes active.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the prediction(s) as netCDF.")
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
+def command(family, data_name, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
+            latent_dims, beta, beta1, beta2, eta_dec, eta_enc, encoder_std, sigma1, sigma2, thresholds, out,
+            overwrite):
+    """Predict which latent modes of a linear VAE, CVAE or MHVAE collapse (closed form, no training).
+
+    Prints one table per hyper-parameter setting (mode 0 = largest theta) and the
+    number of collapsed modes; lists of --beta/--eta-dec give a grid and a summary.
+    """
+    from ppl_vae import theory
+
+    if out is not None and out.exists() and not overwrite:
+        raise click.ClickException(f"{out} already exists; pass --overwrite to replace it")
+    if family == "mhvae" and (latent_dims is None or len(latent_dims) != 2):
+        raise click.BadParameter("--latent-dims takes two integers d1,d2", param_hint="--latent-dims")
+    if family != "vae" and encoder_std is not None:
+        raise click.BadParameter("--encoder-std applies to --model vae only", param_hint="--encoder-std")
+    encoder_std_arg = None if encoder_std is None else (encoder_std[0] if len(encoder_std) == 1 else encoder_std)
+
+    bundle = load_data(family, data_name, split=split, classes=classes, n_samples=n_samples, dim=dim,
+                       correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir)
+    grid_axes = {"beta1": beta1, "beta2": beta2} if family == "mhvae" else {"beta": beta}
+    grid_axes["eta_dec"] = eta_dec
+    settings = [dict(zip(grid_axes, values)) for values in itertools.product(*grid_axes.values())]
+
+    shape = f"x {tuple(bundle.x.shape)}" + ("" if bundle.y is None else f", y {tuple(bundle.y.shape)}")
+    click.echo(f"data: {bundle.name} ({shape})   model: linear {family}")
+    predictions = []
+    for setting in settings:
+        try:
+            prediction = predict(
+                family, bundle, latent_dim=latent_dim, latent_dims=tuple(latent_dims or ()),
+                beta=setting.get("beta", 1.0), beta1=setting.get("beta1", 1.0), beta2=setting.get("beta2", 1.0),
+                eta_enc=eta_enc, eta_dec=setting["eta_dec"], encoder_std=encoder_std_arg, sigma1=sigma1,
+                sigma2=sigma2,
+            )
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+        predictions.append(prediction)
+        counts = collapsed_count(family, prediction)
+        n_modes = {level: int(prediction.sizes["mode"]) for level in counts}
+        click.echo(f"\n{_describe_setting(family, setting)}")
+        click.echo(format_table(family, prediction))
+        click.echo("collapsed: " + ", ".join(f"{level} {counts[level]} of {n_modes[level]}" for level in counts))
+
+    if len(settings) > 1:
+        click.echo("\nsummary (collapsed modes per setting):")
+        for setting, prediction in zip(settings, predictions):
+            counts = collapsed_count(family, prediction)
+            click.echo(f"  {_describe_setting(family, setting):<32} "
+                       + ", ".join(f"{level}: {count}" for level, count in counts.items()))
+
+    if thresholds:
+        if family == "mhvae":
+            raise click.BadParameter("--thresholds is available for vae and cvae", param_hint="--thresholds")
+        table = theory.collapse_thresholds(
+            bundle.x.numpy(), None if bundle.y is None else bundle.y.numpy(), model=family, latent_dim=latent_dim,
+            beta=settings[0].get("beta", 1.0), eta_dec=settings[0]["eta_dec"], eta_enc=eta_enc,
+        )
+        click.echo("\nthresholds (largest value that keeps at least n_active modes active):")
+        click.echo(table.to_dataframe().to_string(float_format=lambda value: f"{value:.6g}"))
+
+    if out is not None:
+        if len(settings) > 1:
+            # One dimension per grid axis, so that "collapse vs beta" is a plain .sel().
+            combined = xr.combine_by_coords(
+                [prediction.expand_dims({key: [value] for key, value in setting.items()})
+                 for setting, prediction in zip(settings, predictions)],
+                combine_attrs="drop_conflicts",
+            )
+        else:
+            combined = predictions[0]
+        combined.attrs.update({"data": bundle.name, "data_spec": str(bundle.attrs.get("spec", {}))})
+        write_netcdf(combined, out)
+        click.echo(f"\nwrote {out}")
