@@ -1,0 +1,57 @@
+"""Collapse diagnostics as ArviZ / xarray objects (SPEC section 5).
+
+:func:`diagnose` turns a trained model into an :class:`arviz.InferenceData`
+(layout in :mod:`ppl_vae.diagnostics.core`); :func:`save` / :func:`load` round
+trip it through netCDF; :func:`combine` stacks several runs along ``run`` with
+their hyper-parameters as coordinates. The building blocks are exposed too.
+"""
+
+from .collapse import (
+    active_unit_statistic,
+    active_units,
+    collapse_dataset,
+    collapsed_dimensions,
+    epsilon_collapse_curve,
+    epsilon_grid,
+    latent_statistics,
+)
+from .core import diagnose
+from .draws import draw_groups, select_observations
+from .io import combine, load, save
+from .likelihood import evaluation_metrics, iw_log_likelihood
+from .theory_link import predict, predicted_collapsed, theory_group
+
+
+def kl_per_dimension(model, data, **options):
+    """Per-point per-dimension KL(q || p) of every latent site (without beta).
+
+    A Dataset with one ``(obs, <site>_dim)`` variable per site, in nats; see
+    :func:`latent_statistics` for ``options``.
+    """
+    stats = latent_statistics(model, data, **options)
+    return stats[[name for name in stats.data_vars if name.endswith("_kl")]].rename(
+        {name: name[: -len("_kl")] for name in stats.data_vars if name.endswith("_kl")}
+    )
+
+
+__all__ = [
+    "active_unit_statistic",
+    "active_units",
+    "collapse_dataset",
+    "collapsed_dimensions",
+    "combine",
+    "diagnose",
+    "draw_groups",
+    "epsilon_collapse_curve",
+    "epsilon_grid",
+    "evaluation_metrics",
+    "iw_log_likelihood",
+    "kl_per_dimension",
+    "latent_statistics",
+    "load",
+    "predict",
+    "predicted_collapsed",
+    "save",
+    "select_observations",
+    "theory_group",
+]

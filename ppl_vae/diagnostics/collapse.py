@@ -1,0 +1,168 @@
+"""Collapse statistics (SPEC section 5) as labelled xarray objects.
+
+:func:`latent_statistics` is the only function here that runs the model: it
+returns, per latent site, the analytic per-dimension KL between guide and prior
+and the guide mean for every data point. The rest are pure functions of those
+arrays: mean KL, active units, the epsilon-collapse curve, and
+:func:`collapse_dataset`, which assembles them into the ``collapse`` group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .._validate import check_int_range, check_positive
+from ..data.bundle import DataBundle
+from ._traces import model_device, seeded, trace_batch
+
+#: Burda et al.'s active-unit threshold, also the paper's epsilon for "collapsed".
+AU_THRESHOLD = 0.01
+COLLAPSE_EPSILON = 0.01
+
+
+def epsilon_grid(num: int = 41, low: float = 1e-4, high: float = 1.0) -> xr.DataArray:
+    """Log-spaced KL thresholds (nats) for the epsilon-collapse curve, dim ``epsilon``."""
+    values = np.logspace(np.log10(low), np.log10(high), num)
+    return xr.DataArray(values, dims="epsilon", coords={"epsilon": values}, attrs={"units": "nats"})
+
+
+def latent_statistics(
+    model,
+    data: DataBundle,
+    *,
+    num_samples: int = 16,
+    batch_size: int = 512,
+    seed: int = 0,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Per-point, per-dimension KL and guide mean for every latent site.
+
+    The KL is the analytic Normal KL between q(z_i | .) and p(z_i | .), WITHOUT
+    the beta factor. When a site's guide or prior depends on a sampled parent
+    (MHVAE: q(z2 | z1), p(z1 | z2)) both the KL and the guide mean are averaged
+    over ``num_samples`` draws of the parents; for a single latent every draw
+    gives the same value.
+
+    Parameters
+    ----------
+    model
+        Follows the model contract (``guide``, ``model``, ``latent_sites``).
+    data
+        The data points, ``n`` of them.
+    num_samples
+        Monte-Carlo draws of the parents per point.
+    batch_size
+        Points per forward pass.
+    seed
+        Seeds the parent draws.
+
+    Returns
+    -------
+    xr.Dataset
+        ``{site}_kl`` and ``{site}_mean``, each ``(obs, {site}_dim)``; KL in nats.
+    """
+    check_int_range("num_samples", num_samples, 1)
+    check_int_range("batch_size", batch_size, 1)
+    device = model_device(model)
+    tensors = tuple(t.to(device) for t in data.tensors())
+    kl = {name: [] for name in model.latent_sites}
+    mean = {name: [] for name in model.latent_sites}
+    starts = range(0, data.n, batch_size)
+    with torch.no_grad(), seeded(seed, device):
+        for start in tqdm(starts, desc="KL per dimension", disable=not progress, leave=False):
+            batch = tuple(t[start : start + batch_size] for t in tensors)
+            traced = trace_batch(model, batch, num_samples)
+            for name, site in traced.latents.items():
+                kl[name].append(site.kl_per_dimension().mean(0).double().cpu())
+                mean[name].append(site.q_loc.mean(0).double().cpu())
+    obs = np.arange(data.n)
+    variables = {}
+    for name in model.latent_sites:
+        dim = f"{name}_dim"
+        variables[f"{name}_kl"] = xr.DataArray(
+            torch.cat(kl[name]).numpy(), dims=("obs", dim), attrs={"units": "nats", "long_name": f"KL(q || p) of {name}"}
+        )
+        variables[f"{name}_mean"] = xr.DataArray(
+            torch.cat(mean[name]).numpy(), dims=("obs", dim), attrs={"long_name": f"E_q[{name}]"}
+        )
+    ds = xr.Dataset(variables, coords={"obs": obs})
+    return ds.assign_coords({f"{name}_dim": np.arange(ds.sizes[f"{name}_dim"]) for name in model.latent_sites})
+
+
+def active_unit_statistic(guide_mean: xr.DataArray, obs_dim: str = "obs") -> xr.DataArray:
+    """Cov_x(E_q[z_i]) per dimension: the variance over data points of the guide mean."""
+    return guide_mean.var(obs_dim, ddof=1).rename("active_unit_statistic")
+
+
+def active_units(guide_mean: xr.DataArray, threshold: float = AU_THRESHOLD, obs_dim: str = "obs") -> xr.DataArray:
+    """Number of active units, #{i : Cov_x(E_q[z_i]) > threshold} (Burda et al.)."""
+    check_positive("threshold", threshold)
+    return (active_unit_statistic(guide_mean, obs_dim) > threshold).sum().rename("active_units")
+
+
+def epsilon_collapse_curve(kl: xr.DataArray, epsilons: xr.DataArray | None = None) -> xr.DataArray:
+    """Fraction of (data point, dimension) pairs whose KL is below each epsilon.
+
+    Parameters
+    ----------
+    kl
+        Per-point per-dimension KL, any dims (every entry is one pair).
+    epsilons
+        Thresholds (dim ``epsilon``); default :func:`epsilon_grid`.
+
+    Returns
+    -------
+    xr.DataArray
+        ``(epsilon,)``, values in [0, 1], non-decreasing in epsilon.
+    """
+    epsilons = epsilon_grid() if epsilons is None else epsilons
+    flat = np.sort(np.asarray(kl).ravel())
+    below = np.searchsorted(flat, np.asarray(epsilons), side="left") / flat.size
+    return xr.DataArray(below, dims="epsilon", coords={"epsilon": np.asarray(epsilons)}, name="collapse_fraction")
+
+
+def collapsed_dimensions(kl: xr.DataArray, epsilon: float = COLLAPSE_EPSILON, obs_dim: str = "obs") -> xr.DataArray:
+    """True for each dimension whose data-mean KL is below ``epsilon`` (epsilon-collapsed)."""
+    check_positive("epsilon", epsilon)
+    return (kl.mean(obs_dim) < epsilon).rename("collapsed")
+
+
+def collapse_dataset(
+    statistics: xr.Dataset,
+    sites: tuple[str, ...],
+    *,
+    epsilons: xr.DataArray | None = None,
+    au_threshold: float = AU_THRESHOLD,
+    collapse_epsilon: float = COLLAPSE_EPSILON,
+) -> xr.Dataset:
+    """Assemble the ``collapse`` group from :func:`latent_statistics`.
+
+    For each site ``s``: ``s_kl`` (obs, s_dim), ``s_kl_mean`` (s_dim),
+    ``s_au_stat`` (s_dim), ``s_active_units`` (), ``s_collapsed`` (s_dim, bool),
+    ``s_n_collapsed`` (), ``s_collapse_fraction`` (epsilon).
+    """
+    epsilons = epsilon_grid() if epsilons is None else epsilons
+    out = {}
+    for s in sites:
+        kl, mean = statistics[f"{s}_kl"], statistics[f"{s}_mean"]
+        collapsed = collapsed_dimensions(kl, collapse_epsilon)
+        out[f"{s}_kl"] = kl
+        out[f"{s}_kl_mean"] = kl.mean("obs").assign_attrs(units="nats", long_name=f"mean KL of {s} per dimension")
+        out[f"{s}_au_stat"] = active_unit_statistic(mean).assign_attrs(long_name="Cov_x(E_q[z_i])")
+        out[f"{s}_active_units"] = active_units(mean, au_threshold)
+        out[f"{s}_collapsed"] = collapsed
+        out[f"{s}_n_collapsed"] = collapsed.sum().rename(None)
+        out[f"{s}_collapse_fraction"] = epsilon_collapse_curve(kl, epsilons).assign_attrs(
+            long_name=f"fraction of (point, dimension) pairs of {s} with KL < epsilon"
+        )
+    ds = xr.Dataset(out)
+    ds["epsilon"].attrs["units"] = "nats"
+    return ds.assign_attrs(
+        au_threshold=au_threshold,
+        collapse_epsilon=collapse_epsilon,
+        latent_sites=" ".join(sites),
+        kl_note="analytic KL(q || p) per dimension, without the beta factor",
+    )

@@ -1,0 +1,133 @@
+"""netCDF round trip of diagnostics, and stacking several runs along ``run``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .._io import atomic_write
+
+ENGINE = "netcdf4"
+
+
+def netcdf_safe_attrs(attrs: dict) -> dict:
+    """Attributes netCDF can store: bools -> int, None -> 'None', dicts / lists -> JSON strings."""
+    safe = {}
+    for key, value in attrs.items():
+        if isinstance(value, (bool, np.bool_)):
+            safe[key] = int(value)
+        elif value is None:
+            safe[key] = "None"
+        elif isinstance(value, (dict, list, tuple)):
+            safe[key] = json.dumps(value, sort_keys=True, default=str)
+        else:
+            safe[key] = value
+    return safe
+
+
+def safe_dataset(ds: xr.Dataset) -> xr.Dataset:
+    ds = ds.copy()
+    ds.attrs = netcdf_safe_attrs(ds.attrs)
+    for name in ds.variables:
+        ds[name].attrs = netcdf_safe_attrs(ds[name].attrs)
+    return ds
+
+
+def make_netcdf_safe(idata: az.InferenceData) -> az.InferenceData:
+    """A copy of ``idata`` whose attributes (top level, groups, variables) netCDF can store."""
+    groups = {name: safe_dataset(idata[name]) for name in idata.groups()}
+    from .core import build_inference_data
+
+    return build_inference_data(groups, netcdf_safe_attrs(dict(idata.attrs)))
+
+
+def save(idata: az.InferenceData, path: str | os.PathLike) -> Path:
+    """Write ``idata`` to a netCDF file atomically (a crash never leaves half a file).
+
+    Attributes netCDF cannot hold are converted first (see :func:`netcdf_safe_attrs`);
+    :func:`diagnose` output is already safe, so ``load(save(d))`` equals ``d``.
+    """
+    safe = make_netcdf_safe(idata)
+    return atomic_write(path, lambda tmp: safe.to_netcdf(str(tmp), engine=ENGINE))
+
+
+def load(path: str | os.PathLike) -> az.InferenceData:
+    """Read diagnostics written by :func:`save`, fully into memory (the file is closed)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no diagnostics file at {path}")
+    with az.rc_context({"data.load": "eager"}):
+        return az.from_netcdf(str(path), engine=ENGINE)
+
+
+def _indexed(ds: xr.Dataset) -> xr.Dataset:
+    """Give every dimension an integer coordinate so runs of different sizes align (outer join)."""
+    missing = {dim: np.arange(size) for dim, size in ds.sizes.items() if dim not in ds.coords}
+    ds = ds.assign_coords(missing)
+    # NaN padding cannot live in a boolean array: store flags as 0.0 / 1.0
+    return ds.assign({name: ds[name].astype(np.float64) for name, v in ds.data_vars.items() if v.dtype == bool})
+
+
+def run_hyperparameters(idatas: Sequence[az.InferenceData]) -> dict[str, np.ndarray]:
+    """Hyper-parameter name -> one value per run (NaN where a run's family lacks it)."""
+    per_run = [json.loads(idata.attrs.get("hyperparameters", "{}")) for idata in idatas]
+    names = sorted({name for hp in per_run for name in hp})
+    return {name: np.array([float(hp.get(name, np.nan)) for hp in per_run]) for name in names}
+
+
+def combine(idatas: Sequence[az.InferenceData], run_names: Sequence[str] | None = None) -> az.InferenceData:
+    """Stack several runs' diagnostics along a new ``run`` dimension.
+
+    Every group present in all runs is concatenated; each run's
+    hyper-parameters (``beta``, ``eta_dec``, ``beta1``, ...) and ``family``
+    become coordinates along ``run``, so collapse against beta is
+    ``combined.collapse.swap_dims(run="beta")`` or a ``.where`` / ``.sel``.
+
+    Runs whose latent or data sizes differ are aligned on the integer
+    coordinates of each dimension and padded with NaN (boolean flags such as
+    ``z_collapsed`` become 0.0 / 1.0 floats for that reason).
+
+    Parameters
+    ----------
+    idatas
+        Outputs of :func:`diagnose` (or :func:`load`).
+    run_names
+        One label per run (default ``run0``, ``run1``, ...); must be distinct.
+    """
+    idatas = list(idatas)
+    if not idatas:
+        raise ValueError("idatas must hold at least one InferenceData")
+    names = [f"run{i}" for i in range(len(idatas))] if run_names is None else [str(n) for n in run_names]
+    if len(names) != len(idatas) or len(set(names)) != len(names):
+        raise ValueError(f"run_names must be {len(idatas)} distinct labels, got {list(names)!r}")
+    run_index = pd.Index(names, name="run")
+    run_coords = {name: ("run", values) for name, values in run_hyperparameters(idatas).items()}
+    run_coords["family"] = ("run", np.array([str(i.attrs.get("family", "")) for i in idatas]))
+    shared = [g for g in idatas[0].groups() if all(g in idata.groups() for idata in idatas)]
+    groups = {}
+    for group in shared:
+        combined = xr.concat(
+            [_indexed(idata[group]) for idata in idatas],
+            dim=run_index,
+            data_vars="all",
+            coords="different",
+            compat="equals",
+            join="outer",
+            combine_attrs="drop_conflicts",
+        )
+        groups[group] = combined.assign_coords(run_coords)
+    # each run's provenance (config, data spec, seed), keyed by run name
+    attrs = {"runs": json.dumps({name: _plain(i.attrs) for name, i in zip(names, idatas)}, default=str)}
+    from .core import build_inference_data
+
+    return build_inference_data(groups, attrs)
+
+
+def _plain(attrs: dict) -> dict:
+    return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in attrs.items()}

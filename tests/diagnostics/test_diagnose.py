@@ -1,0 +1,120 @@
+import json
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+
+from ppl_vae import __version__
+from ppl_vae.data.bundle import DataBundle
+from ppl_vae.diagnostics import combine, diagnose, load, save
+
+
+def small_diagnose(model, bundle, **options):
+    defaults = dict(n_obs=5, n_draws=8, iw_samples=10, kl_samples=4, theory=False, progress=False, device="cpu")
+    return diagnose(model, bundle, **{**defaults, **options})
+
+
+def test_vae_groups_dims_and_provenance(exact_vae, gaussian_bundle):
+    idata = small_diagnose(exact_vae[0], gaussian_bundle, seed=4)
+    assert isinstance(idata, az.InferenceData)
+    for group in ("posterior", "posterior_predictive", "prior_predictive", "observed_data", "collapse", "metrics"):
+        assert group in idata.groups()
+    assert idata.posterior.z.dims == ("chain", "draw", "obs", "z_dim")
+    assert idata.posterior.z.shape == (1, 8, 5, 3)
+    assert idata.posterior_predictive.x.shape == (1, 8, 5, 4)
+    # observed_data are the rows of the data set named by the obs coordinate
+    rows = idata.observed_data.obs.values
+    np.testing.assert_array_equal(idata.observed_data.x.values, gaussian_bundle.x.numpy()[rows])
+    assert idata.collapse.z_kl.sizes == {"obs": gaussian_bundle.n, "z_dim": 3}
+    assert int(idata.collapse.z_n_collapsed) == 1
+    assert json.loads(idata.attrs["data_spec"]) == {"name": "synthetic"}
+    assert json.loads(idata.attrs["hyperparameters"])["eta_dec"] == 0.5
+    assert idata.attrs["seed"] == 4 and idata.attrs["ppl_vae_version"] == __version__
+    assert idata.attrs["metrics_data"] == "train"
+
+
+def test_posterior_draws_follow_the_guide(exact_vae, gaussian_bundle):
+    model, _ = exact_vae
+    idata = small_diagnose(model, gaussian_bundle, n_obs=3, n_draws=4000)
+    rows = idata.posterior.obs.values
+    loc = gaussian_bundle.x.double().numpy()[rows] @ model.W.detach().double().numpy().T
+    draws = idata.posterior.z.isel(chain=0)
+    np.testing.assert_allclose(draws.mean("draw").values, loc, atol=4 * float(model.s.detach().max()) / np.sqrt(4000))
+    np.testing.assert_allclose(draws.std("draw").values, np.broadcast_to(model.s.detach().numpy(), loc.shape),
+                               rtol=0.05)
+
+
+def test_same_seed_same_inference_data(exact_vae, gaussian_bundle):
+    a = small_diagnose(exact_vae[0], gaussian_bundle, seed=1)
+    b = small_diagnose(exact_vae[0], gaussian_bundle, seed=1)
+    c = small_diagnose(exact_vae[0], gaussian_bundle, seed=2)
+    assert a.posterior.identical(b.posterior) and a.metrics.identical(b.metrics)
+    assert not np.array_equal(a.posterior.obs, c.posterior.obs) or not a.posterior.identical(c.posterior)
+
+
+def test_cvae_has_condition_and_completions(cvae_and_bundle):
+    model, bundle = cvae_and_bundle
+    idata = small_diagnose(model, bundle, test_data=bundle.subset(slice(0, 10)))
+    assert idata.observed_data.y.dims == ("obs", "y_dim")
+    assert idata.constant_data.x.sizes["x_dim"] == 3
+    assert idata.prior_predictive.y.dims == ("chain", "draw", "obs", "y_dim")
+    # completions from the prior p(z | x) differ from reconstructions that saw y
+    assert not np.allclose(idata.prior_predictive.y.values, idata.posterior_predictive.y.values)
+    assert idata.metrics.sizes["eval_obs"] == 10 and idata.attrs["metrics_data"] == "test"
+
+
+def test_mhvae_has_both_levels(mhvae, gaussian_bundle):
+    idata = small_diagnose(mhvae, gaussian_bundle)
+    assert set(idata.posterior.data_vars) == {"z1", "z2"}
+    for site, dim in (("z1", 3), ("z2", 2)):
+        assert idata.collapse[f"{site}_kl_mean"].sizes == {f"{site}_dim": dim}
+        assert idata.collapse[f"{site}_collapse_fraction"].dims == ("epsilon",)
+
+
+def test_labels_become_an_obs_coordinate(exact_vae, gaussian_bundle):
+    labels = torch.arange(gaussian_bundle.n) % 3
+    bundle = DataBundle("digits", x=gaussian_bundle.x, labels=labels)
+    idata = small_diagnose(exact_vae[0], bundle)
+    np.testing.assert_array_equal(idata.collapse.label.values, labels.numpy())
+    np.testing.assert_array_equal(idata.posterior.label.values, labels.numpy()[idata.posterior.obs.values])
+
+
+def test_save_load_round_trip_is_equal(exact_vae, gaussian_bundle, tmp_path):
+    idata = small_diagnose(exact_vae[0], gaussian_bundle)
+    path = save(idata, tmp_path / "diagnostics.nc")
+    loaded = load(path)
+    assert loaded.groups() == idata.groups()
+    for group in idata.groups():
+        assert loaded[group].identical(idata[group]), group
+    assert dict(loaded.attrs) == dict(idata.attrs)
+    assert [p.name for p in tmp_path.iterdir()] == ["diagnostics.nc"]  # no temporary file left behind
+
+
+def test_load_missing_file_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no diagnostics"):
+        load(tmp_path / "absent.nc")
+
+
+def test_combine_stacks_runs_with_hyperparameter_coordinates(gaussian_bundle, mhvae):
+    from conftest import exact_posterior_vae
+
+    runs = []
+    for beta, latent in ((0.5, 3), (2.0, 4)):
+        base, _ = exact_posterior_vae(latent=latent)
+        base.config = type(base.config)("vae", beta=beta, eta_dec=0.5)
+        runs.append(small_diagnose(base, gaussian_bundle))
+    combined = combine(runs, run_names=["small", "large"])
+    collapse = combined.collapse
+    assert collapse.sizes["run"] == 2 and collapse.sizes["z_dim"] == 4
+    assert collapse.beta.values.tolist() == [0.5, 2.0]
+    by_beta = collapse.swap_dims(run="beta")
+    assert float(by_beta.z_n_collapsed.sel(beta=2.0)) == float(runs[1].collapse.z_n_collapsed)
+    # the three-dimensional run is padded with NaN in its missing fourth dimension
+    assert np.isnan(collapse.z_kl_mean.sel(run="small", z_dim=3))
+    np.testing.assert_allclose(collapse.z_kl_mean.sel(run="large").values, runs[1].collapse.z_kl_mean.values)
+    assert json.loads(combined.attrs["runs"])["large"]["family"] == "vae"
+    mixed = combine([runs[0], small_diagnose(mhvae, gaussian_bundle)])
+    assert np.isnan(mixed.collapse.beta2.sel(run="run0"))
+    with pytest.raises(ValueError, match="run_names"):
+        combine(runs, run_names=["same", "same"])
