@@ -1,0 +1,306 @@
+"""K configurations of one architecture trained in one SVI run.
+
+The K models share their structure and differ only in scalar hyper-parameters
+(KL weights, prior and decoder stds) and in their initial weights (each drawn
+from its own seed). :class:`BatchedModel` stacks their networks
+(:func:`~ppl_vae.sweep.layers.stack_modules`) and runs the family's own
+``model`` / ``guide`` code inside a plate over configurations::
+
+    with pyro.plate("configs", K, dim=-2):      # beta: (K, 1); stds: (K, 1, 1)
+        Family.model(batched, *batch)           # pyro.plate("data", B, dim=-1) inside
+
+so the maths is, by construction, that of the ordinary model: every latent and
+observed site gets batch shape ``(K, B)``, ``poutine.scale`` receives a
+``(K, 1)`` tensor and each Normal its per-configuration std. Gradients do not
+mix configurations (the loss is a sum of K independent terms and Adam acts
+element-wise), so one run trains K independent models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from ppl_vae.sweep.elbo import per_config_loss
+from ppl_vae.sweep.layers import is_stackable, stack_modules, unstack_into
+
+#: Families whose guide is mean-field (each latent's model parents are drawn
+#: before it in the guide), so the KL can be taken in closed form.
+MEAN_FIELD_FAMILIES = ("vae", "cvae")
+
+
+def _hyper_shape(name: str) -> tuple[int, ...]:
+    """Trailing shape of a per-configuration hyper-parameter tensor.
+
+    KL weights scale a site's ``(K, B)`` log-density: ``(K, 1)``. Stds are a
+    Normal's scale against ``(K, B, dim)`` locations: ``(K, 1, 1)``.
+    """
+    return (1,) if name.startswith("beta") else (1, 1)
+
+
+class BatchedConfig:
+    """A model config whose hyper-parameters are per-configuration tensors.
+
+    Attribute access falls through to the first configuration for structural
+    fields (dimensions, architecture); the names in ``hyperparameters()`` are
+    ``(K, 1)`` (KL weights) or ``(K, 1, 1)`` (stds) tensors.
+    """
+
+    def __init__(self, configs: Sequence[Any], device: torch.device, dtype: torch.dtype = torch.float32):
+        self._template = configs[0]
+        self._hyper = {
+            name: torch.tensor([config.hyperparameters()[name] for config in configs], dtype=dtype,
+                               device=device).reshape(len(configs), *_hyper_shape(name))
+            for name in configs[0].hyperparameters()
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        hyper = self.__dict__.get("_hyper", {})
+        if name in hyper:
+            return hyper[name]
+        return getattr(self.__dict__["_template"], name)
+
+
+def structural_fields(config: Any) -> dict[str, Any]:
+    """The fields that fix a model's architecture: everything but its hyper-parameters."""
+    hyper = set(config.hyperparameters())
+    return {key: value for key, value in config.to_dict().items() if key not in hyper}
+
+
+def can_vectorise(configs: Sequence[Any], models: Sequence[nn.Module] | None = None) -> tuple[bool, str]:
+    """Whether ``configs`` can be trained as one batched model, and why not if not.
+
+    Parameters
+    ----------
+    configs
+        Model configs.
+    models
+        Optionally, built models for them (checked for batchable layers).
+
+    Returns
+    -------
+    (bool, str)
+        ``(True, '')`` or ``(False, reason)``.
+    """
+    if not configs:
+        return False, "no configurations"
+    first = structural_fields(configs[0])
+    for k, config in enumerate(configs[1:], start=1):
+        other = structural_fields(config)
+        if other != first:
+            differing = sorted(key for key in set(first) | set(other) if first.get(key) != other.get(key))
+            return False, f"configuration {k} differs from configuration 0 in {', '.join(differing)}"
+    if configs[0].arch == "cnn":
+        return False, "arch='cnn' has no batched layers"
+    if models is not None and not all(is_stackable(model) for model in models):
+        return False, "the networks hold layers that cannot be batched over configurations"
+    return True, ""
+
+
+class BatchedModel(nn.Module):
+    """K models of one family trained as one: stacked networks, per-configuration hyper-parameters.
+
+    Parameters
+    ----------
+    models
+        K built models (``ppl_vae.models.build_model``) of one family and
+        architecture; their current weights become the initial slices.
+
+    Notes
+    -----
+    ``model`` and ``guide`` take the same ``*batch`` as the ordinary models, a
+    keyword ``data_size`` (the number of samples the batch stands for; the
+    minibatch factor ``data_size / B`` scales every site, as a subsampled
+    plate would), and give each site batch shape ``(K, B)``.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        template = models[0]
+        self.family = template.family
+        self.n_configs = len(models)
+        self._model_fn = type(template).model
+        self._guide_fn = type(template).guide
+        for name, _ in template.named_children():
+            self.add_module(name, stack_modules([getattr(model, name) for model in models]))
+        self.config = BatchedConfig([model.config for model in models], device=template.device)
+        self.latent_sites = template.latent_sites
+        self.observed_site = template.observed_site
+
+    @property
+    def mean_field(self) -> bool:
+        return self.family in MEAN_FIELD_FAMILIES
+
+    def _register(self) -> None:
+        """The family code registers parameters with Pyro; here torch.optim owns them."""
+
+    def prior_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CVAE p(z|x) as ``(loc, scale)``: ``(K, B, latent_dim)`` each.
+
+        The family's version fills the standard prior's scale with a Python
+        float; here ``eta_enc`` is a ``(K, 1, 1)`` tensor, so it broadcasts.
+        """
+        if getattr(self, "prior", None) is not None:
+            return self.prior(x)
+        loc = x.new_zeros((self.n_configs,) + x.shape[:-1] + (self.config.latent_dim,))
+        return loc, self.config.eta_enc.expand_as(loc)
+
+    def _run(self, fn, batch: tuple[torch.Tensor, ...], data_size: int | None) -> None:
+        factor = 1.0 if data_size is None else data_size / batch[0].shape[0]
+        with pyro.plate("configs", self.n_configs, dim=-2), poutine.scale(scale=factor):
+            fn(self, *batch)
+
+    def model(self, *batch: torch.Tensor, data_size: int | None = None) -> None:
+        """The family's generative model, batched over configurations."""
+        self._run(self._model_fn, batch, data_size)
+
+    def guide(self, *batch: torch.Tensor, data_size: int | None = None) -> None:
+        """The family's variational posterior, batched over configurations."""
+        self._run(self._guide_fn, batch, data_size)
+
+    def loss(self, *batch: torch.Tensor, data_size: int | None = None) -> torch.Tensor:
+        """``(K,)`` negative ELBO per configuration (one sample; closed-form KL when mean-field)."""
+        return per_config_loss(self.model, self.guide, *batch, mean_field=self.mean_field, data_size=data_size)
+
+    def unstack_into(self, models: Sequence[nn.Module]) -> None:
+        """Copy slice k of every network into ``models[k]``."""
+        for name, child in self.named_children():
+            unstack_into(child, [getattr(model, name) for model in models])
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorisedFit:
+    """What one batched run returns.
+
+    Attributes
+    ----------
+    loss_history
+        ``(K, steps)`` float64 numpy array, loss per data point of each
+        configuration at each step.
+    wall_time
+        Seconds spent in the training loop (device synchronised).
+    steps
+        Optimisation steps taken.
+    """
+
+    loss_history: np.ndarray
+    wall_time: float
+    steps: int
+
+
+def clip_per_config_(parameters: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip each configuration's gradient to total norm ``max_norm`` (in place).
+
+    The configuration is the leading dimension of every parameter; the norm is
+    taken over all parameters' slices of one configuration, as
+    ``torch.nn.utils.clip_grad_norm_`` would for that model alone.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K,)`` gradient norms before clipping.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    n_configs = grads[0].shape[0]
+    squared = sum(g.reshape(n_configs, -1).pow(2).sum(1) for g in grads)
+    norms = squared.sqrt()
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(factor.reshape(n_configs, *([1] * (g.dim() - 1))))
+    return norms
+
+
+OPTIMISERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+
+
+def train_batched(batched: BatchedModel, tensors: Sequence[torch.Tensor], *, steps: int | None = None,
+                  epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
+                  optimizer: str = "adam", lr_decay: float | None = None, clip_norm: float | None = None,
+                  seed: int = 0) -> VectorisedFit:
+    """Train a :class:`BatchedModel` with plain ``torch.optim`` on device-resident data.
+
+    Parameters
+    ----------
+    batched
+        The K stacked models (already on the data's device).
+    tensors
+        ``(x,)`` or ``(x, y)``, ``(n, d)`` each, on the parameters' device.
+    steps, epochs
+        Length of training: ``steps`` optimisation steps, or ``epochs`` passes
+        over the data (exactly one must be given).
+    batch_size
+        Minibatch size; ``None`` or >= n: full batch. Batches are drawn on the
+        device from one permutation per epoch, shared by all configurations.
+    lr, optimizer
+        Learning rate and optimiser name (``'adam'``, ``'adamw'``, ``'sgd'``).
+    lr_decay
+        Per-step multiplicative learning-rate decay (``ExponentialLR`` gamma);
+        ``None``: constant.
+    clip_norm
+        Clip each configuration's gradient norm to this value; ``None``: off.
+    seed
+        Seeds the minibatch order and the guide's noise (independent across
+        configurations: one ``(K, B, d)`` draw per site).
+
+    Returns
+    -------
+    VectorisedFit
+    """
+    if (steps is None) == (epochs is None):
+        raise ValueError("give exactly one of steps (>= 1) or epochs (>= 1)")
+    n = tensors[0].shape[0]
+    device = tensors[0].device
+    full_batch = batch_size is None or batch_size >= n
+    per_epoch = 1 if full_batch else math.ceil(n / batch_size)
+    total = steps if steps is not None else epochs * per_epoch
+    if total < 1:
+        raise ValueError(f"steps and epochs must be >= 1, got steps={steps}, epochs={epochs}")
+    if optimizer not in OPTIMISERS:
+        raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMISERS))}, got {optimizer!r}")
+
+    pyro.set_rng_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    params = [p for p in batched.parameters() if p.requires_grad]
+    optim = OPTIMISERS[optimizer](params, lr=lr)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=lr_decay) if lr_decay is not None else None
+    history = torch.empty(total, batched.n_configs, device=device)
+
+    order = None
+    synchronise(device)
+    start = time.perf_counter()
+    for step in range(total):
+        if full_batch:
+            batch = tuple(tensors)
+        else:
+            position = step % per_epoch
+            if position == 0:
+                order = torch.randperm(n, device=device, generator=generator)
+            index = order[position * batch_size:(position + 1) * batch_size]
+            batch = tuple(t.index_select(0, index) for t in tensors)
+        optim.zero_grad(set_to_none=True)
+        losses = batched.loss(*batch, data_size=n)
+        losses.sum().backward()
+        if clip_norm is not None:
+            clip_per_config_(params, clip_norm)
+        optim.step()
+        if schedule is not None:
+            schedule.step()
+        history[step] = losses.detach()
+    synchronise(device)
+    wall_time = time.perf_counter() - start
+    return VectorisedFit(loss_history=(history.T.double() / n).cpu().numpy(), wall_time=wall_time, steps=total)
+
+
+def synchronise(device: torch.device) -> None:
+    """Wait for queued device work (a no-op on the CPU) so wall times are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
