@@ -1,0 +1,37 @@
+"""Figures drawn from the diagnostics' xarray objects only (seaborn style, headless).
+
+Every function takes xarray objects (groups of :func:`ppl_vae.diagnostics.diagnose`,
+possibly combined along ``run``) and returns a :class:`matplotlib.figure.Figure`
+built without ``pyplot``; :func:`to_png` renders one with Agg.
+"""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.figure import Figure
+
+from .collapse import collapse_curves, kl_per_dimension
+from .images import completion_grid, reconstruction_grid
+from .sweep import metrics_vs_hyperparameter
+from .theory import singular_values
+from .training import loss_curves
+
+
+def to_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure rendered as PNG bytes (Agg)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+__all__ = [
+    "collapse_curves",
+    "completion_grid",
+    "kl_per_dimension",
+    "loss_curves",
+    "metrics_vs_hyperparameter",
+    "reconstruction_grid",
+    "singular_values",
+    "to_png",
+]

@@ -1,0 +1,48 @@
+"""Shared figure set-up: seaborn's whitegrid look, and figures that need no GUI backend.
+
+Figures are built as :class:`matplotlib.figure.Figure` objects directly (not
+through ``pyplot``), so nothing depends on the global backend or on figure
+managers; they render with Agg when saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import matplotlib as mpl
+import seaborn as sns
+from matplotlib.figure import Figure
+
+
+@contextmanager
+def themed() -> Iterator[None]:
+    """seaborn's ``whitegrid`` / ``notebook`` look for the figures drawn inside the block."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9), mpl.rc_context(
+        {"figure.dpi": 100, "savefig.dpi": 100, "axes.titleweight": "bold"}
+    ):
+        yield
+
+
+def new_figure(width: float = 6.4, height: float = 4.0) -> Figure:
+    """A constrained-layout figure (call inside :func:`themed`)."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def run_labels(ds, hyperparameters: tuple[str, ...] = ("beta", "beta1", "beta2", "eta_dec")) -> list[str]:
+    """One legend label per ``run``: its name plus the hyper-parameters that vary across runs."""
+    names = [str(r) for r in ds["run"].values]
+    varying = [
+        h for h in hyperparameters
+        if h in ds.coords and ds[h].dims == ("run",) and len(set(map(str, ds[h].values))) > 1
+    ]
+    if not varying:
+        return names
+    return [
+        f"{name} ({', '.join(f'{h}={float(ds[h].values[i]):g}' for h in varying)})" for i, name in enumerate(names)
+    ]
+
+
+def sites_of(ds, suffix: str) -> list[str]:
+    """Latent site names ``s`` for which ``s{suffix}`` is a variable of ``ds`` (e.g. ``_kl_mean``)."""
+    return [name[: -len(suffix)] for name in ds.data_vars if name.endswith(suffix)]

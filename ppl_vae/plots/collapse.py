@@ -1,0 +1,80 @@
+"""Figures of the ``collapse`` group: epsilon-collapse curves and per-dimension KL."""
+
+from __future__ import annotations
+
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib.figure import Figure
+
+from ._style import new_figure, run_labels, sites_of, themed
+
+
+def collapse_curves(collapse: xr.Dataset, *, title: str | None = None) -> Figure:
+    """Fraction of (point, dimension) pairs with KL < epsilon against epsilon.
+
+    One panel per latent site; with a ``run`` dimension, one line per run.
+
+    Parameters
+    ----------
+    collapse
+        The ``collapse`` group (or several runs combined along ``run``), with
+        ``<site>_collapse_fraction`` over ``epsilon``.
+    """
+    sites = sites_of(collapse, "_collapse_fraction")
+    if not sites:
+        raise ValueError("collapse must hold <site>_collapse_fraction variables (the 'collapse' group of diagnose)")
+    with themed():
+        fig = new_figure(4.8 * len(sites), 3.6)
+        axes = fig.subplots(1, len(sites), squeeze=False)[0]
+        for ax, site in zip(axes, sites):
+            curve = collapse[f"{site}_collapse_fraction"]
+            eps = collapse["epsilon"].values
+            if "run" in curve.dims:
+                palette = sns.color_palette("viridis", curve.sizes["run"])
+                for i, label in enumerate(run_labels(collapse)):
+                    ax.plot(eps, curve.isel(run=i).values, color=palette[i], label=label, lw=2)
+                ax.legend(fontsize="small", frameon=True)
+            else:
+                ax.plot(eps, curve.values, lw=2, color=sns.color_palette()[0])
+            ax.axvline(float(collapse.attrs.get("collapse_epsilon", 0.01)), color="0.5", ls=":", lw=1)
+            ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="epsilon (nats)",
+                   ylabel="fraction of pairs with KL < epsilon", title=f"collapse level, {site}")
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def kl_per_dimension(collapse: xr.Dataset, *, title: str | None = None) -> Figure:
+    """Data-mean KL of every latent dimension.
+
+    Bars (log scale, the 0.01 collapse threshold dotted) for one run; a
+    heatmap of log10 KL (run x dimension) when ``collapse`` has a ``run`` dimension.
+    """
+    sites = sites_of(collapse, "_kl_mean")
+    if not sites:
+        raise ValueError("collapse must hold <site>_kl_mean variables (the 'collapse' group of diagnose)")
+    threshold = float(collapse.attrs.get("collapse_epsilon", 0.01))
+    with themed():
+        runs = collapse.sizes.get("run", 0)
+        fig = new_figure(4.8 * len(sites), 3.6 if not runs else 1.2 + 0.4 * runs)
+        axes = fig.subplots(1, len(sites), squeeze=False)[0]
+        for ax, site in zip(axes, sites):
+            kl = collapse[f"{site}_kl_mean"]
+            dim = f"{site}_dim"
+            if runs:
+                log_kl = np.log10(np.clip(kl.transpose("run", dim).values, 1e-6, None))
+                sns.heatmap(log_kl, ax=ax, cmap="mako", cbar_kws={"label": "log10 mean KL (nats)"},
+                            yticklabels=run_labels(collapse), xticklabels=kl[dim].values, vmin=-4)
+                ax.set(xlabel=f"{site} dimension", ylabel="", title=f"mean KL per dimension, {site}")
+            else:
+                values = np.clip(kl.values, 1e-6, None)
+                colors = ["#c44e52" if v < threshold else "#4c72b0" for v in values]
+                ax.bar(kl[dim].values, values, color=colors)
+                ax.axhline(threshold, color="0.4", ls=":", lw=1, label=f"collapsed below {threshold:g}")
+                ax.set(yscale="log", xlabel=f"{site} dimension", ylabel="mean KL (nats)",
+                       title=f"mean KL per dimension, {site}")
+                ax.legend(fontsize="small")
+        if title:
+            fig.suptitle(title)
+    return fig
