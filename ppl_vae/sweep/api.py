@@ -44,7 +44,7 @@ class SweepResult:
         K ordinary trained models (``build_model(config_k)`` holding the
         trained weights), on the CPU.
     dataset
-        ``loss`` over ``(config, step)`` (loss per data point), and for
+        ``loss`` over ``(config, step)`` (per-sample negative beta-ELBO of the batch, as ``fit``), and for
         linear models the readout of :meth:`linear_readout` over
         ``(config, mode)``; hyper-parameters and ``seed`` are coordinates
         along ``config``. ``attrs`` hold ``path``, ``backend`` and ``wall_time``.
@@ -122,17 +122,11 @@ def run_task(task: SweepTask, bundle) -> TaskResult:
 
         (model,), (seed,) = models, task.seeds
         result = fit(model, data, seed=seed, device=device, progress=False, **options)
-        history = np.asarray(result.loss_history.values, dtype=np.float64)[None, :] / _loss_units(result, data)
+        history = np.asarray(result.loss.values, dtype=np.float64)[None, :]
         wall_time = float(result.wall_time)
     state_dicts = tuple({key: value.detach().cpu() for key, value in model.state_dict().items()}
                         for model in models)
     return TaskResult(index=task.index, state_dicts=state_dicts, loss_history=history, wall_time=wall_time)
-
-
-def _loss_units(result, data) -> float:
-    """Divisor turning ``fit``'s loss history into a loss per data point."""
-    per = result.loss_history.attrs.get("units", "")
-    return float(data.n) if "per data point" not in per and "per sample" not in per else 1.0
 
 
 def plan_tasks(configs: Sequence[Any], seeds: Sequence[int], fit_options: dict[str, Any],
@@ -157,8 +151,8 @@ def plan_tasks(configs: Sequence[Any], seeds: Sequence[int], fit_options: dict[s
 
 def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any], bundle, *,
               seeds: Sequence[int] | None = None, steps: int | None = None, epochs: int | None = None,
-              batch_size: int | None = 128, lr: float = 1e-3, optimizer: str = "adam",
-              lr_decay: float | None = None, clip_norm: float | None = None, seed: int = 0,
+              batch_size: int | None = None, lr: float = 1e-3, optimizer: str = "adam",
+              lr_decay: float = 1.0, clip_norm: float | None = None, seed: int = 0,
               device: str | torch.device = "auto", backend: str | Backend = "local",
               vectorise: str | bool = "auto") -> SweepResult:
     """Train K configurations of one model family on ``bundle``.
@@ -258,7 +252,7 @@ def sweep_dataset(configs: Sequence[Any], seeds: Sequence[int], results: Sequenc
                               "seed": ("config", np.asarray(seeds))}
     for name in configs[0].hyperparameters():
         coords[name] = ("config", np.asarray([config.hyperparameters()[name] for config in configs]))
-    dataset = xr.Dataset({"loss": (("config", "step"), loss, {"units": "nats per data point"})}, coords=coords)
+    dataset = xr.Dataset({"loss": (("config", "step"), loss, {"units": "nats per sample"})}, coords=coords)
     readouts = _linear_readouts(models, bundle)
     if readouts is not None:
         dataset = dataset.merge(readouts)

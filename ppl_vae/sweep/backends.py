@@ -55,7 +55,7 @@ class TaskResult:
     state_dicts
         One ``state_dict`` per configuration, on the CPU.
     loss_history
-        ``(len(index), steps)`` loss per data point.
+        ``(len(index), steps)`` per-sample loss (nats), as ``fit`` records it.
     wall_time
         Seconds spent training.
     """

@@ -30,6 +30,9 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from pyro.optim.clipped_adam import ClippedAdam
+
+from ppl_vae._validate import check_int_range, check_positive
 from ppl_vae.sweep.elbo import per_config_loss
 from ppl_vae.sweep.layers import is_stackable, stack_modules, unstack_into
 
@@ -127,6 +130,7 @@ class BatchedModel(nn.Module):
         super().__init__()
         template = models[0]
         self.family = template.family
+        self._mean_field = bool(getattr(template, "mean_field", self.family in MEAN_FIELD_FAMILIES))
         self.n_configs = len(models)
         self._model_fn = type(template).model
         self._guide_fn = type(template).guide
@@ -138,7 +142,8 @@ class BatchedModel(nn.Module):
 
     @property
     def mean_field(self) -> bool:
-        return self.family in MEAN_FIELD_FAMILIES
+        """Closed-form KL allowed (the family's own flag, as ``fit`` reads it)."""
+        return self._mean_field
 
     def _register(self) -> None:
         """The family code registers parameters with Pyro; here torch.optim owns them."""
@@ -155,9 +160,12 @@ class BatchedModel(nn.Module):
         return loc, self.config.eta_enc.expand_as(loc)
 
     def _run(self, fn, batch: tuple[torch.Tensor, ...], data_size: int | None) -> None:
-        factor = 1.0 if data_size is None else data_size / batch[0].shape[0]
-        with pyro.plate("configs", self.n_configs, dim=-2), poutine.scale(scale=factor):
-            fn(self, *batch)
+        with pyro.plate("configs", self.n_configs, dim=-2):
+            if data_size is None:
+                fn(self, *batch)
+            else:
+                with poutine.scale(scale=data_size / batch[0].shape[0]):
+                    fn(self, *batch)
 
     def model(self, *batch: torch.Tensor, data_size: int | None = None) -> None:
         """The family's generative model, batched over configurations."""
@@ -184,8 +192,9 @@ class VectorisedFit:
     Attributes
     ----------
     loss_history
-        ``(K, steps)`` float64 numpy array, loss per data point of each
-        configuration at each step.
+        ``(K, steps)`` float64 numpy array: per-sample negative beta-ELBO of
+        the batch for each configuration at each step (nats per sample, as
+        ``fit``'s ``loss``).
     wall_time
         Seconds spent in the training loop (device synchronised).
     steps
@@ -219,14 +228,27 @@ def clip_per_config_(parameters: Sequence[torch.Tensor], max_norm: float) -> tor
     return norms
 
 
-OPTIMISERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+OPTIMIZERS = ("adam", "clipped_adam")
+
+
+def _make_optimizer(name: str, parameters, lr: float, clip_norm: float | None) -> torch.optim.Optimizer:
+    """As :func:`ppl_vae.inference.fit`: torch Adam, or Pyro's element-wise clipped Adam."""
+    if name == "clipped_adam":
+        # Element-wise clipping never mixes configurations, so Pyro's optimiser serves as is.
+        return ClippedAdam(parameters, lr=lr, clip_norm=10.0 if clip_norm is None else clip_norm)
+    return torch.optim.Adam(parameters, lr=lr)
 
 
 def train_batched(batched: BatchedModel, tensors: Sequence[torch.Tensor], *, steps: int | None = None,
                   epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
-                  optimizer: str = "adam", lr_decay: float | None = None, clip_norm: float | None = None,
+                  optimizer: str = "adam", lr_decay: float = 1.0, clip_norm: float | None = None,
                   seed: int = 0) -> VectorisedFit:
-    """Train a :class:`BatchedModel` with plain ``torch.optim`` on device-resident data.
+    """Train a :class:`BatchedModel` like :func:`ppl_vae.inference.fit` trains one model.
+
+    The options mean what they mean for ``fit``, so that configuration k of a
+    sweep and a separate ``fit`` with the same seed see the same batches, the
+    same learning-rate schedule and the same per-sample loss scaling. Only the
+    Monte Carlo noise differs (configurations draw it jointly, independently).
 
     Parameters
     ----------
@@ -235,21 +257,19 @@ def train_batched(batched: BatchedModel, tensors: Sequence[torch.Tensor], *, ste
     tensors
         ``(x,)`` or ``(x, y)``, ``(n, d)`` each, on the parameters' device.
     steps, epochs
-        Length of training: ``steps`` optimisation steps, or ``epochs`` passes
-        over the data (exactly one must be given).
+        Length of training, exactly one of them; an epoch is ``ceil(n / batch_size)`` steps.
     batch_size
-        Minibatch size; ``None`` or >= n: full batch. Batches are drawn on the
-        device from one permutation per epoch, shared by all configurations.
-    lr, optimizer
-        Learning rate and optimiser name (``'adam'``, ``'adamw'``, ``'sgd'``).
-    lr_decay
-        Per-step multiplicative learning-rate decay (``ExponentialLR`` gamma);
-        ``None``: constant.
+        Rows per step, shared by all configurations; None: full batch.
+        Batches are index draws on the device, one permutation per epoch from
+        a generator seeded with ``seed`` (as ``fit``'s ``BatchSampler``).
+    lr, optimizer, lr_decay
+        Learning rate; ``'adam'`` or ``'clipped_adam'``; per-step exponential
+        decay (lr at step t = ``lr * lr_decay**t``).
     clip_norm
-        Clip each configuration's gradient norm to this value; ``None``: off.
+        ``'adam'``: clip each configuration's own global gradient norm
+        (:func:`clip_per_config_`); ``'clipped_adam'``: element-wise bound.
     seed
-        Seeds the minibatch order and the guide's noise (independent across
-        configurations: one ``(K, B, d)`` draw per site).
+        Seeds batch order and the guide's noise.
 
     Returns
     -------
@@ -257,47 +277,52 @@ def train_batched(batched: BatchedModel, tensors: Sequence[torch.Tensor], *, ste
     """
     if (steps is None) == (epochs is None):
         raise ValueError("give exactly one of steps (>= 1) or epochs (>= 1)")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {optimizer!r}")
+    lr = check_positive("lr", lr)
+    lr_decay = check_positive("lr_decay", lr_decay)
+    if lr_decay > 1.0:
+        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
+    clip_norm = None if clip_norm is None else check_positive("clip_norm", clip_norm)
     n = tensors[0].shape[0]
     device = tensors[0].device
-    full_batch = batch_size is None or batch_size >= n
-    per_epoch = 1 if full_batch else math.ceil(n / batch_size)
-    total = steps if steps is not None else epochs * per_epoch
-    if total < 1:
-        raise ValueError(f"steps and epochs must be >= 1, got steps={steps}, epochs={epochs}")
-    if optimizer not in OPTIMISERS:
-        raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMISERS))}, got {optimizer!r}")
+    batch_size = n if batch_size is None else min(check_int_range("batch_size", batch_size, 1), n)
+    per_epoch = math.ceil(n / batch_size)
+    total = check_int_range("steps", steps, 1) if steps is not None else check_int_range("epochs", epochs, 1) * per_epoch
 
     pyro.set_rng_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
     params = [p for p in batched.parameters() if p.requires_grad]
-    optim = OPTIMISERS[optimizer](params, lr=lr)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=lr_decay) if lr_decay is not None else None
+    optim = _make_optimizer(optimizer, params, lr, clip_norm)
     history = torch.empty(total, batched.n_configs, device=device)
 
     order = None
     synchronise(device)
     start = time.perf_counter()
-    for step in range(total):
-        if full_batch:
-            batch = tuple(tensors)
-        else:
-            position = step % per_epoch
-            if position == 0:
-                order = torch.randperm(n, device=device, generator=generator)
-            index = order[position * batch_size:(position + 1) * batch_size]
-            batch = tuple(t.index_select(0, index) for t in tensors)
-        optim.zero_grad(set_to_none=True)
-        losses = batched.loss(*batch, data_size=n)
-        losses.sum().backward()
-        if clip_norm is not None:
-            clip_per_config_(params, clip_norm)
-        optim.step()
-        if schedule is not None:
-            schedule.step()
-        history[step] = losses.detach()
+    with pyro.validation_enabled(False):
+        for step in range(total):
+            if batch_size == n:
+                batch = tuple(tensors)
+            else:
+                position = step % per_epoch
+                if position == 0:
+                    order = torch.randperm(n, generator=generator, device=device)
+                index = order[position * batch_size:(position + 1) * batch_size]
+                batch = tuple(t[index] for t in tensors)
+            for group in optim.param_groups:
+                group["lr"] = lr * lr_decay**step
+            optim.zero_grad(set_to_none=True)
+            # Per-sample loss of each configuration, as fit scales it.
+            losses = batched.loss(*batch) / batch[0].shape[0]
+            losses.sum().backward()
+            if clip_norm is not None and optimizer == "adam":
+                clip_per_config_(params, clip_norm)
+            optim.step()
+            history[step] = losses.detach()
     synchronise(device)
     wall_time = time.perf_counter() - start
-    return VectorisedFit(loss_history=(history.T.double() / n).cpu().numpy(), wall_time=wall_time, steps=total)
+    return VectorisedFit(loss_history=history.T.double().cpu().numpy(), wall_time=wall_time, steps=total)
 
 
 def synchronise(device: torch.device) -> None:
