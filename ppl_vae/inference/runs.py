@@ -1,0 +1,108 @@
+"""The run directory: what a training run leaves behind, and how to get it back.
+
+Layout (read by the report and the sweeps; keep it stable)::
+
+    config.json       {"model": config.to_dict(), "data": bundle.attrs["spec"], "train": {fit options},
+                       "seed": int, "version": ppl_vae.__version__, "device": str}
+    checkpoint.pt     parameters, optimiser state, step, RNG states (see checkpoint.py)
+    loss_history.nc   xr.Dataset with variable ``loss`` over ``step``
+    metrics.json      final_loss, steps, wall_time_s, device; for linear models ``theory``:
+                      n_collapsed_measured / _predicted, max_rel_error_active_decoder_sv, ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ppl_vae
+from ppl_vae._device import resolve_device
+from ppl_vae._io import atomic_write, atomic_write_json
+from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+CONFIG_NAME = "config.json"
+LOSS_NAME = "loss_history.nc"
+METRICS_NAME = "metrics.json"
+
+
+def write_config(run_dir: Path, config, bundle, train_options: dict[str, Any], seed: int,
+                 device: torch.device) -> Path:
+    """Write ``config.json`` (atomically)."""
+    return atomic_write_json(run_dir / CONFIG_NAME, {
+        "model": config.to_dict(),
+        "data": bundle.attrs.get("spec"),
+        "train": train_options,
+        "seed": seed,
+        "version": ppl_vae.__version__,
+        "device": str(device),
+    })
+
+
+def linear_theory_metrics(model, bundle) -> dict[str, Any] | None:
+    """Readout-vs-theory headline figures for a linear model a theorem covers, else None."""
+    from ppl_vae.models.readout import readout_summary, theory_for
+
+    theory = theory_for(model.config, bundle)
+    if theory is None:
+        return None
+    return readout_summary(model.linear_readout(bundle), theory)
+
+
+def write_results(run_dir: Path, result, bundle) -> None:
+    """Write ``loss_history.nc`` and ``metrics.json`` for a finished fit."""
+    dataset = result.loss.to_dataset(name="loss")
+    atomic_write(run_dir / LOSS_NAME, lambda tmp: dataset.to_netcdf(tmp))
+    metrics: dict[str, Any] = {
+        "final_loss": result.final_loss,
+        "steps": result.steps,
+        "wall_time_s": result.wall_time,
+        "device": result.device,
+    }
+    theory = linear_theory_metrics(result.model, bundle.to("cpu"))
+    if theory is not None:
+        metrics["theory"] = theory
+    atomic_write_json(run_dir / METRICS_NAME, metrics)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def load_run(run_dir: str | os.PathLike, device: str | torch.device = "auto"):
+    """Rebuild a trained model and its data from a run directory.
+
+    Returns
+    -------
+    model
+        The model of ``config.json`` with the checkpoint's parameters, on ``device``, in eval mode.
+    bundle
+        The training data, reloaded through ``ppl_vae.data.load(**spec)`` (on the CPU).
+    run_info
+        ``config.json``'s content plus ``step`` (of the checkpoint), ``run_dir`` and,
+        when present, ``metrics`` (``metrics.json``).
+    """
+    from ppl_vae.data import load
+    from ppl_vae.models import build_model, config_from_dict
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_NAME} is missing")
+    info = read_json(config_path)
+    model = build_model(config_from_dict(info["model"]))
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    model.load_state_dict(state["model_state"])
+    model.to(resolve_device(device)).eval()
+    spec = info.get("data")
+    if not spec:
+        raise ValueError(f"{config_path} has no data spec; the data set cannot be reloaded")
+    bundle = load(**spec)
+    info = dict(info, step=int(state["step"]), run_dir=str(run_dir))
+    if (run_dir / METRICS_NAME).is_file():
+        info["metrics"] = read_json(run_dir / METRICS_NAME)
+    return model, bundle, info

@@ -1,0 +1,94 @@
+"""The interface every model family implements."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, ClassVar
+
+import pyro
+import torch
+import xarray as xr
+from torch import nn
+
+if TYPE_CHECKING:
+    from ppl_vae.data.bundle import DataBundle
+    from ppl_vae.models.config import ModelConfig
+
+_instance_ids = itertools.count()
+
+
+class LatentVariableModel(nn.Module):
+    """A Pyro ``model`` / ``guide`` pair whose networks are ordinary torch modules.
+
+    The parameters live on the module (``.parameters()``, ``.state_dict()``,
+    ``.to(device)``); ``model`` and ``guide`` also register them with Pyro's
+    parameter store under a name unique to this instance (``pyro_name``), so that
+    ``pyro.infer.SVI`` works too and several models can live in one process.
+
+    Both ``model(*batch)`` and ``guide(*batch)`` take ``bundle.tensors()``:
+    ``(x,)`` or ``(x, y)``, float32 ``(n, d)``. They use one ``pyro.plate("data",
+    n, dim=-1)``, so callers may wrap them in outer plates at ``dim=-2`` and
+    beyond (the networks act on the last dimension).
+
+    Attributes
+    ----------
+    config
+        The frozen hyper-parameters the model was built from.
+    family
+        ``'vae'``, ``'cvae'`` or ``'mhvae'``.
+    observed_site
+        Name of the observed sample site (``'x'`` or ``'y'``).
+    latent_sites
+        Names of the latent sample sites, top-down order of the guide.
+    latent_dims
+        Site name -> latent dimension.
+    mean_field
+        Whether ``TraceMeanField_ELBO`` is valid for the pair (else ``Trace_ELBO``).
+    """
+
+    family: ClassVar[str]
+    observed_site: ClassVar[str]
+    latent_sites: ClassVar[tuple[str, ...]]
+    #: True when the guide satisfies TraceMeanField_ELBO's condition (analytic KL allowed);
+    #: the trainer reads it, so a new variant only sets this flag.
+    mean_field: ClassVar[bool] = True
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.family != self.family:
+            raise ValueError(f"config must be a {self.family!r} config, got family {config.family!r}")
+        self.config = config
+        self.pyro_name = f"{self.family}_{next(_instance_ids)}"
+
+    @property
+    def latent_dims(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters (and buffers)."""
+        for tensor in itertools.chain(self.parameters(), self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def _register(self) -> None:
+        pyro.module(self.pyro_name, self)
+
+    def model(self, *batch: torch.Tensor) -> None:
+        """The generative model p(observed, latents); see the family's docstring."""
+        raise NotImplementedError
+
+    def guide(self, *batch: torch.Tensor) -> None:
+        """The variational posterior q(latents | data); see the family's docstring."""
+        raise NotImplementedError
+
+    def linear_readout(self, bundle: DataBundle) -> xr.Dataset:
+        """Learned maps in the coordinates of :mod:`ppl_vae.theory` (``arch='linear'`` only)."""
+        raise NotImplementedError
+
+    def _require_linear(self) -> None:
+        if self.config.arch != "linear":
+            raise ValueError(f"linear_readout needs arch='linear', this model has arch={self.config.arch!r}")
+
+    def extra_repr(self) -> str:
+        return f"pyro_name={self.pyro_name!r}"

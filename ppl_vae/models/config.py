@@ -1,0 +1,218 @@
+"""Frozen, validated hyper-parameter sets for the three model families.
+
+A config is everything needed to rebuild a model: :func:`ppl_vae.models.build_model`
+turns it into a network, :meth:`to_dict` / :func:`config_from_dict` carry it
+through ``config.json``. Validation happens on construction, so a bad value is
+reported where it was written, naming the field and its allowed range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from ppl_vae._validate import check_choice, check_int_range, check_positive
+
+ARCHITECTURES = ("linear", "mlp", "cnn")
+PRIORS = ("standard", "learned")
+LATENT_MAPPINGS = ("joint", "separate")
+SPLITS = ("quadrant", "half")
+
+
+def _set(config: Any, name: str, value: Any) -> None:
+    object.__setattr__(config, name, value)
+
+
+def _check_hidden_dims(hidden_dims: Any) -> tuple[int, ...]:
+    if isinstance(hidden_dims, int):
+        hidden_dims = (hidden_dims,)
+    dims = tuple(hidden_dims)
+    if not dims:
+        raise ValueError("hidden_dims must hold at least one width (>= 1), got ()")
+    return tuple(check_int_range("hidden_dims", width, 1) for width in dims)
+
+
+def _check_image_shape(image_shape: Any, arch: str) -> tuple[int, int] | None:
+    if image_shape is None:
+        if arch == "cnn":
+            raise ValueError("image_shape must be given as (height, width) when arch='cnn'")
+        return None
+    shape = tuple(image_shape)
+    if len(shape) != 2:
+        raise ValueError(f"image_shape must be (height, width), got {image_shape!r}")
+    return tuple(check_int_range("image_shape", side, 1) for side in shape)  # type: ignore[return-value]
+
+
+def _check_std(name: str, std: Any, latent_dim: int) -> float | tuple[float, ...] | None:
+    """A fixed encoder std: None (learnable), one positive number, or one per latent dimension."""
+    if std is None:
+        return None
+    if isinstance(std, (int, float)):
+        return check_positive(name, std)
+    values = tuple(check_positive(name, s) for s in std)
+    if len(values) != latent_dim:
+        raise ValueError(f"{name} must be one number or {latent_dim} numbers (one per latent dimension), "
+                         f"got {len(values)}")
+    return values
+
+
+class _ConfigMixin:
+    family: ClassVar[str]
+    _hyperparameter_names: ClassVar[tuple[str, ...]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dictionary (tuples become lists) including ``family``."""
+        out: dict[str, Any] = {"family": self.family}
+        for key, value in asdict(self).items():  # type: ignore[call-overload]
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def hyperparameters(self) -> dict[str, float]:
+        """The scalar hyper-parameters (KL weights, stds), e.g. for use as xarray coordinates."""
+        return {name: getattr(self, name) for name in self._hyperparameter_names}
+
+
+@dataclass(frozen=True)
+class VAEConfig(_ConfigMixin):
+    """One-latent VAE (SPEC 2.1): p(z) = N(0, eta_enc^2), p(x|z) = N(dec(z), eta_dec^2), q(z|x) = N(enc(x), Sigma).
+
+    ``encoder_std`` None means Sigma is learnable (input-dependent for mlp/cnn,
+    a free vector for linear); a number or one number per latent dimension fixes it.
+    """
+
+    family: ClassVar[str] = "vae"
+    _hyperparameter_names: ClassVar[tuple[str, ...]] = ("beta", "eta_enc", "eta_dec")
+
+    input_dim: int
+    latent_dim: int
+    arch: str = "linear"
+    hidden_dims: tuple[int, ...] = (128,)
+    beta: float = 1.0
+    eta_enc: float = 1.0
+    eta_dec: float = 1.0
+    encoder_std: float | tuple[float, ...] | None = None
+    image_shape: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "input_dim", check_int_range("input_dim", self.input_dim, 1))
+        _set(self, "latent_dim", check_int_range("latent_dim", self.latent_dim, 1))
+        _set(self, "arch", check_choice("arch", self.arch, ARCHITECTURES))
+        _set(self, "hidden_dims", _check_hidden_dims(self.hidden_dims))
+        for name in ("beta", "eta_enc", "eta_dec"):
+            _set(self, name, check_positive(name, getattr(self, name)))
+        _set(self, "encoder_std", _check_std("encoder_std", self.encoder_std, self.latent_dim))
+        _set(self, "image_shape", _check_image_shape(self.image_shape, self.arch))
+        _check_image_size(self.image_shape, self.arch, self.input_dim, "input_dim")
+
+
+@dataclass(frozen=True)
+class CVAEConfig(_ConfigMixin):
+    """Conditional VAE (SPEC 2.2): condition x (``x_dim``), output y (``y_dim``).
+
+    ``prior='learned'`` replaces N(0, eta_enc^2) by a learned p(z|x).
+    ``latent_mapping='separate'`` gives the encoder one network per input, x and y,
+    each ending in the latent space, summed there (the SPEC's mitigation, section 6.8);
+    ``'joint'`` feeds the concatenation [x, y] through one shared network. The two
+    coincide for ``arch='linear'`` (W1 x + W2 y). For ``arch='cnn'``, ``image_shape``
+    and ``split`` say where x and y sit in the full image.
+    """
+
+    family: ClassVar[str] = "cvae"
+    _hyperparameter_names: ClassVar[tuple[str, ...]] = ("beta", "eta_enc", "eta_dec")
+
+    x_dim: int
+    y_dim: int
+    latent_dim: int
+    arch: str = "linear"
+    hidden_dims: tuple[int, ...] = (128,)
+    beta: float = 1.0
+    eta_enc: float = 1.0
+    eta_dec: float = 1.0
+    prior: str = "standard"
+    latent_mapping: str = "joint"
+    image_shape: tuple[int, int] | None = None
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "x_dim", check_int_range("x_dim", self.x_dim, 1))
+        _set(self, "y_dim", check_int_range("y_dim", self.y_dim, 1))
+        _set(self, "latent_dim", check_int_range("latent_dim", self.latent_dim, 1))
+        _set(self, "arch", check_choice("arch", self.arch, ARCHITECTURES))
+        _set(self, "hidden_dims", _check_hidden_dims(self.hidden_dims))
+        for name in ("beta", "eta_enc", "eta_dec"):
+            _set(self, name, check_positive(name, getattr(self, name)))
+        _set(self, "prior", check_choice("prior", self.prior, PRIORS))
+        _set(self, "latent_mapping", check_choice("latent_mapping", self.latent_mapping, LATENT_MAPPINGS))
+        _set(self, "image_shape", _check_image_shape(self.image_shape, self.arch))
+        if self.split is not None:
+            check_choice("split", self.split, SPLITS)
+        if self.arch == "cnn":
+            if self.split is None:
+                raise ValueError(f"split must be one of {SPLITS!r} when arch='cnn'")
+            height, width = self.image_shape  # type: ignore[misc]
+            if self.x_dim + self.y_dim != height * width:
+                raise ValueError(f"x_dim + y_dim must equal the pixel count {height * width} of image_shape "
+                                 f"{self.image_shape} when arch='cnn', got {self.x_dim} + {self.y_dim}")
+
+
+@dataclass(frozen=True)
+class MHVAEConfig(_ConfigMixin):
+    """Two-level Markovian hierarchical VAE (SPEC 2.3), latents z1 (``latent_dims[0]``) and z2.
+
+    ``sigma1`` / ``sigma2``: fixed isotropic encoder std of q(z1|x) / q(z2|z1), or
+    None for a learnable diagonal std (input-dependent for mlp/cnn).
+    """
+
+    family: ClassVar[str] = "mhvae"
+    _hyperparameter_names: ClassVar[tuple[str, ...]] = ("beta1", "beta2", "eta_enc", "eta_dec")
+
+    input_dim: int
+    latent_dims: tuple[int, int] = (8, 8)
+    arch: str = "linear"
+    hidden_dims: tuple[int, ...] = (128,)
+    beta1: float = 1.0
+    beta2: float = 1.0
+    eta_enc: float = 1.0
+    eta_dec: float = 1.0
+    sigma1: float | None = 1.0
+    sigma2: float | None = None
+    image_shape: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "input_dim", check_int_range("input_dim", self.input_dim, 1))
+        dims = tuple(self.latent_dims) if not isinstance(self.latent_dims, int) else ()
+        if len(dims) != 2:
+            raise ValueError(f"latent_dims must be two integers (d1, d2) >= 1, got {self.latent_dims!r}")
+        _set(self, "latent_dims", tuple(check_int_range("latent_dims", d, 1) for d in dims))
+        _set(self, "arch", check_choice("arch", self.arch, ARCHITECTURES))
+        _set(self, "hidden_dims", _check_hidden_dims(self.hidden_dims))
+        for name in ("beta1", "beta2", "eta_enc", "eta_dec"):
+            _set(self, name, check_positive(name, getattr(self, name)))
+        for name in ("sigma1", "sigma2"):
+            value = getattr(self, name)
+            _set(self, name, None if value is None else check_positive(name, value))
+        _set(self, "image_shape", _check_image_shape(self.image_shape, self.arch))
+        _check_image_size(self.image_shape, self.arch, self.input_dim, "input_dim")
+
+
+def _check_image_size(image_shape: tuple[int, int] | None, arch: str, dim: int, name: str) -> None:
+    if arch == "cnn" and image_shape is not None and image_shape[0] * image_shape[1] != dim:
+        raise ValueError(f"{name} must equal the pixel count {image_shape[0] * image_shape[1]} of image_shape "
+                         f"{image_shape} when arch='cnn', got {dim}")
+
+
+CONFIG_CLASSES = {cls.family: cls for cls in (VAEConfig, CVAEConfig, MHVAEConfig)}
+
+ModelConfig = VAEConfig | CVAEConfig | MHVAEConfig
+
+
+def config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    """Rebuild a config from :meth:`to_dict` output (the ``family`` key picks the class)."""
+    fields = dict(d)
+    family = fields.pop("family", None)
+    if family not in CONFIG_CLASSES:
+        raise ValueError(f"family must be one of {', '.join(map(repr, CONFIG_CLASSES))}, got {family!r}")
+    for key, value in fields.items():
+        if isinstance(value, list):
+            fields[key] = tuple(value)
+    return CONFIG_CLASSES[family](**fields)
