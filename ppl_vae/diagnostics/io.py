@@ -9,7 +9,6 @@ from pathlib import Path
 
 import arviz as az
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from .._io import atomic_write
@@ -66,12 +65,20 @@ def load(path: str | os.PathLike) -> az.InferenceData:
         return az.from_netcdf(str(path), engine=ENGINE)
 
 
-def _indexed(ds: xr.Dataset) -> xr.Dataset:
-    """Give every dimension an integer coordinate so runs of different sizes align (outer join)."""
+def _prepared(ds: xr.Dataset, run: str) -> tuple[xr.Dataset, list[str]]:
+    """One run's group ready to stack: every dimension indexed, flags as floats, a leading ``run``.
+
+    Integer coordinates on every dimension let runs of different sizes align
+    (outer join); non-index coordinates (``label``, ``in_z1``) may differ
+    between runs, so they are stacked like data variables and restored after.
+    """
     missing = {dim: np.arange(size) for dim, size in ds.sizes.items() if dim not in ds.coords}
     ds = ds.assign_coords(missing)
+    extra_coords = [name for name in ds.coords if name not in ds.dims]
+    ds = ds.reset_coords(extra_coords)
     # NaN padding cannot live in a boolean array: store flags as 0.0 / 1.0
-    return ds.assign({name: ds[name].astype(np.float64) for name, v in ds.data_vars.items() if v.dtype == bool})
+    ds = ds.assign({name: ds[name].astype(np.float64) for name, v in ds.data_vars.items() if v.dtype == bool})
+    return ds.expand_dims(run=[run]), extra_coords
 
 
 def run_hyperparameters(idatas: Sequence[az.InferenceData]) -> dict[str, np.ndarray]:
@@ -91,7 +98,10 @@ def combine(idatas: Sequence[az.InferenceData], run_names: Sequence[str] | None 
 
     Runs whose latent or data sizes differ are aligned on the integer
     coordinates of each dimension and padded with NaN (boolean flags such as
-    ``z_collapsed`` become 0.0 / 1.0 floats for that reason).
+    ``z_collapsed`` become 0.0 / 1.0 floats for that reason). Runs of different
+    families keep their own variables (``z_*`` for a VAE / CVAE, ``z1_*`` and
+    ``z2_*`` for an MHVAE), NaN for the runs that lack them. Non-index
+    coordinates such as ``label`` gain a ``run`` dimension.
 
     Parameters
     ----------
@@ -106,22 +116,24 @@ def combine(idatas: Sequence[az.InferenceData], run_names: Sequence[str] | None 
     names = [f"run{i}" for i in range(len(idatas))] if run_names is None else [str(n) for n in run_names]
     if len(names) != len(idatas) or len(set(names)) != len(names):
         raise ValueError(f"run_names must be {len(idatas)} distinct labels, got {list(names)!r}")
-    run_index = pd.Index(names, name="run")
-    run_coords = {name: ("run", values) for name, values in run_hyperparameters(idatas).items()}
+    run_coords: dict = {"run": names}
+    run_coords.update({name: ("run", values) for name, values in run_hyperparameters(idatas).items()})
     run_coords["family"] = ("run", np.array([str(i.attrs.get("family", "")) for i in idatas]))
     shared = [g for g in idatas[0].groups() if all(g in idata.groups() for idata in idatas)]
     groups = {}
     for group in shared:
+        prepared = [_prepared(idata[group], name) for idata, name in zip(idatas, names)]
         combined = xr.concat(
-            [_indexed(idata[group]) for idata in idatas],
-            dim=run_index,
+            [ds for ds, _ in prepared],
+            dim="run",
             data_vars="all",
-            coords="different",
+            coords="minimal",
             compat="equals",
             join="outer",
             combine_attrs="drop_conflicts",
         )
-        groups[group] = combined.assign_coords(run_coords)
+        extra_coords = sorted({name for _, extra in prepared for name in extra})
+        groups[group] = combined.set_coords(extra_coords).assign_coords(run_coords)
     # each run's provenance (config, data spec, seed), keyed by run name
     attrs = {"runs": json.dumps({name: _plain(i.attrs) for name, i in zip(names, idatas)}, default=str)}
     from .core import build_inference_data

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import matplotlib as mpl
+import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
@@ -38,9 +39,19 @@ def run_labels(ds, hyperparameters: tuple[str, ...] = ("beta", "beta1", "beta2",
     ]
     if not varying:
         return names
-    return [
-        f"{name} ({', '.join(f'{h}={float(ds[h].values[i]):g}' for h in varying)})" for i, name in enumerate(names)
-    ]
+    labels = []
+    for i, name in enumerate(names):
+        values = [f"{h}={float(ds[h].values[i]):g}" for h in varying if np.isfinite(float(ds[h].values[i]))]
+        labels.append(f"{name} ({', '.join(values)})" if values else name)
+    return labels
+
+
+def runs_with(values, ds):
+    """``values`` and ``ds`` restricted to the runs where ``values`` is not all NaN (mixed families)."""
+    if "run" not in values.dims:
+        return values, ds
+    keep = values.notnull().any([d for d in values.dims if d != "run"]) if values.ndim > 1 else values.notnull()
+    return values.sel(run=keep), ds.sel(run=keep)
 
 
 def sites_of(ds, suffix: str) -> list[str]:

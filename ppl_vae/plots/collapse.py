@@ -7,7 +7,7 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure
 
-from ._style import new_figure, run_labels, sites_of, themed
+from ._style import new_figure, run_labels, runs_with, sites_of, themed
 
 
 def collapse_curves(collapse: xr.Dataset, *, title: str | None = None) -> Figure:
@@ -28,11 +28,11 @@ def collapse_curves(collapse: xr.Dataset, *, title: str | None = None) -> Figure
         fig = new_figure(4.8 * len(sites), 3.6)
         axes = fig.subplots(1, len(sites), squeeze=False)[0]
         for ax, site in zip(axes, sites):
-            curve = collapse[f"{site}_collapse_fraction"]
+            curve, site_runs = runs_with(collapse[f"{site}_collapse_fraction"], collapse)
             eps = collapse["epsilon"].values
             if "run" in curve.dims:
                 palette = sns.color_palette("viridis", curve.sizes["run"])
-                for i, label in enumerate(run_labels(collapse)):
+                for i, label in enumerate(run_labels(site_runs)):
                     ax.plot(eps, curve.isel(run=i).values, color=palette[i], label=label, lw=2)
                 ax.legend(fontsize="small", frameon=True)
             else:
@@ -60,12 +60,13 @@ def kl_per_dimension(collapse: xr.Dataset, *, title: str | None = None) -> Figur
         fig = new_figure(4.8 * len(sites), 3.6 if not runs else 1.2 + 0.4 * runs)
         axes = fig.subplots(1, len(sites), squeeze=False)[0]
         for ax, site in zip(axes, sites):
-            kl = collapse[f"{site}_kl_mean"]
+            kl, site_runs = runs_with(collapse[f"{site}_kl_mean"], collapse)
             dim = f"{site}_dim"
             if runs:
+                kl = kl.dropna(dim, how="all")
                 log_kl = np.log10(np.clip(kl.transpose("run", dim).values, 1e-6, None))
                 sns.heatmap(log_kl, ax=ax, cmap="mako", cbar_kws={"label": "log10 mean KL (nats)"},
-                            yticklabels=run_labels(collapse), xticklabels=kl[dim].values, vmin=-4)
+                            yticklabels=run_labels(site_runs), xticklabels=kl[dim].values, vmin=-4)
                 ax.set(xlabel=f"{site} dimension", ylabel="", title=f"mean KL per dimension, {site}")
             else:
                 values = np.clip(kl.values, 1e-6, None)

@@ -25,6 +25,9 @@ def metrics_vs_hyperparameter(collapse: xr.Dataset, metrics: xr.Dataset, x: str 
     for ds, what in ((collapse, "collapse"), (metrics, "metrics")):
         if "run" not in ds.dims or x not in ds.coords:
             raise ValueError(f"{what} must be combined along 'run' with {x!r} as a coordinate (see combine())")
+    # runs of another family lack this hyper-parameter (NaN): leave them out
+    keep = np.isfinite(collapse[x].values.astype(float))
+    collapse, metrics = collapse.isel(run=keep), metrics.isel(run=keep)
     order = np.argsort(collapse[x].values, kind="stable")
     xs = collapse[x].values[order]
     sites = sites_of(collapse, "_active_units")
@@ -33,6 +36,8 @@ def metrics_vs_hyperparameter(collapse: xr.Dataset, metrics: xr.Dataset, x: str 
         fig = new_figure(9.0, 3.6)
         au_ax, nll_ax = fig.subplots(1, 2)
         for i, site in enumerate(sites):
+            if collapse[f"{site}_active_units"].isnull().all():
+                continue
             au_ax.plot(xs, collapse[f"{site}_active_units"].values[order], "o-", color=palette[i], label=site)
         au_ax.set(xlabel=x, ylabel="active units (Cov > 0.01)", title="active units")
         au_ax.legend(fontsize="small")

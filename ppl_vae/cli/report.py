@@ -1,0 +1,36 @@
+"""``ppl-vae report``: one HTML page of collapse diagnostics for trained runs."""
+
+from __future__ import annotations
+
+import click
+
+from ppl_vae._device import DEVICE_CHOICES
+
+
+@click.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write (one self-contained page).")
+@click.option("--iw-samples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Importance samples K per point for the held-out log-likelihood.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every diagnostic draw.")
+@click.option("--device", default="auto", show_default=True,
+              help=f"One of {', '.join(DEVICE_CHOICES)} or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+def command(run_dirs, out, iw_samples, seed, device, overwrite, progress):
+    """Diagnose RUN_DIR... (reusing each run's diagnostics.nc when it matches) and write --out.
+
+    The page opens with "k of d latent dimensions collapsed; theory predicted m"
+    for every run, then a table of metrics and the figures.
+    """
+    from ppl_vae.report.runs import write_report
+
+    try:
+        path = write_report(run_dirs, out, iw_samples=iw_samples, seed=seed, device=device,
+                            overwrite=overwrite, progress=progress)
+    except FileExistsError as err:
+        raise click.ClickException(str(err)) from None
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    click.echo(f"wrote {path}")

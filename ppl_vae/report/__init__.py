@@ -1,0 +1,11 @@
+"""Self-contained HTML reports of collapse diagnostics.
+
+:func:`build_html` draws a page from diagnosed runs (xarray objects only);
+:func:`write_report` goes from run directories to the page, computing or
+reusing each run's ``diagnostics.nc``.
+"""
+
+from .html import build_html
+from .summary import LevelSummary, headline, level_summaries, metrics_table
+
+__all__ = ["LevelSummary", "build_html", "headline", "level_summaries", "metrics_table"]
