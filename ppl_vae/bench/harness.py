@@ -86,6 +86,51 @@ def time_steps(step: Callable[[], object], *, device: torch.device | str = "cpu"
     return Timing(median, (max(blocks) - min(blocks)) / median, steps, repeats)
 
 
+def time_interleaved(blocks: dict[str, tuple[Callable[[], object], int]], *,
+                     device: torch.device | str = "cpu", repeats: int = 5) -> dict[str, Timing]:
+    """Time several variants in round-robin blocks, so slow drifts in machine load hit all alike.
+
+    Parameters
+    ----------
+    blocks
+        Variant name -> ``(block, steps)``: ``block()`` does ``steps`` units of
+        work (a loop of SVI steps, or one whole ``fit`` of ``steps`` steps).
+        Warm the variants up before calling this.
+    device
+        Synchronised around every block.
+    repeats
+        Rounds; each round times one block of every variant, in order.
+
+    Returns
+    -------
+    dict
+        Variant name -> :class:`Timing` (median over rounds of seconds per step).
+    """
+    check_int_range("repeats", repeats, 1)
+    seconds: dict[str, list[float]] = {name: [] for name in blocks}
+    for _ in range(repeats):
+        for name, (block, steps) in blocks.items():
+            synchronise(device)
+            start = time.perf_counter()
+            block()
+            synchronise(device)
+            seconds[name].append((time.perf_counter() - start) / steps)
+    timings = {}
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        timings[name] = Timing(median, (max(values) - min(values)) / median, blocks[name][1], repeats)
+    return timings
+
+
+def repeat_block(step: Callable[[], object], steps: int) -> Callable[[], None]:
+    """A block of ``steps`` calls of ``step`` (for :func:`time_interleaved`)."""
+    def block() -> None:
+        for _ in range(steps):
+            step()
+
+    return block
+
+
 def median_wall_time(run: Callable[[], object], *, device: torch.device | str = "cpu", repeats: int = 3,
                      warmup: int = 1) -> float:
     """Median wall seconds of whole calls ``run()`` (for end-to-end runs: a fit, a sweep)."""

@@ -29,7 +29,7 @@ from ppl_vae.bench.cases import (
     make_step,
     seeded_model,
 )
-from ppl_vae.bench.harness import PeakMemory, median_wall_time, synchronise, time_steps
+from ppl_vae.bench.harness import PeakMemory, repeat_block, synchronise, time_interleaved
 
 COLUMNS = ["section", "case", "variant", "steps_per_s", "samples_per_s", "ratio_to_plain", "wall_s",
            "peak_host_mb", "peak_device_mb", "note"]
@@ -52,39 +52,51 @@ def _fit_available() -> bool:
 
 def throughput_rows(case: Case, bundle, device: torch.device, *, variants: Sequence[str], warmup: int,
                     repeats: int, steps: int, log: Callable[[str], None]) -> list[dict]:
-    """Steps/s and samples/s of every variant on one case, with the ratio of each to ``plain``."""
+    """Steps/s and samples/s of every variant on one case, with the ratio of each to ``plain``.
+
+    Each variant trains its own freshly seeded model; the variants' timed
+    blocks are interleaved (:func:`time_interleaved`). Peak memory is taken
+    over each variant's warm-up, which makes every allocation a step needs.
+    """
     data = family_bundle(bundle, case.family).to(device)
     config = bench_config(case, data)
     batch = data.n if case.batch_size is None or case.batch_size >= data.n else case.batch_size
-    rows = []
+    blocks, memory = {}, {}
     for variant in variants:
         model = seeded_model(config, device)
-        with PeakMemory(device) as memory:
-            if variant == "fit":
-                seconds = _fit_seconds_per_step(model, data, case, device, repeats=repeats, steps=steps)
-                note = "end to end, set-up included"
-            else:
-                step = make_step(variant, model, DeviceBatches(data.tensors(), case.batch_size))
-                timing = time_steps(step, device=device, warmup=warmup, repeats=repeats, steps=steps)
-                seconds, note = timing.seconds_per_step, f"spread {timing.spread:.0%}"
+        if variant == "fit":
+            block = _fit_block(model, data, case, device, steps)
+            warm = [block]
+        else:
+            step = make_step(variant, model, DeviceBatches(data.tensors(), case.batch_size))
+            block = repeat_block(step, steps)
+            warm = [step] * max(warmup, 1)
+        with PeakMemory(device) as peak:
+            for call in warm:
+                call()
+        blocks[variant], memory[variant] = (block, steps), peak
+    timings = time_interleaved(blocks, device=device, repeats=repeats)
+    plain = timings["plain"].seconds_per_step if "plain" in timings else None
+    rows = []
+    for variant, timing in timings.items():
+        seconds = timing.seconds_per_step
+        note = f"spread {timing.spread:.0%}" + ("; end to end, set-up included" if variant == "fit" else "")
         rows.append({"section": "throughput", "case": case.label, "variant": variant,
-                     "steps_per_s": 1.0 / seconds, "samples_per_s": batch / seconds, "wall_s": seconds * steps,
-                     "peak_host_mb": memory.host_mb, "peak_device_mb": memory.device_mb, "note": note})
+                     "steps_per_s": 1.0 / seconds, "samples_per_s": batch / seconds,
+                     "ratio_to_plain": seconds / plain if plain else math.nan, "wall_s": seconds * steps,
+                     "peak_host_mb": memory[variant].host_mb, "peak_device_mb": memory[variant].device_mb,
+                     "note": note})
         log(f"  {case.label:34s} {variant:9s} {1.0 / seconds:9.1f} steps/s")
-    plain = next((row["steps_per_s"] for row in rows if row["variant"] == "plain"), None)
-    for row in rows:
-        row["ratio_to_plain"] = plain / row["steps_per_s"] if plain else math.nan
     return rows
 
 
-def _fit_seconds_per_step(model, data, case: Case, device, *, repeats: int, steps: int) -> float:
+def _fit_block(model, data, case: Case, device, steps: int) -> Callable[[], None]:
     from ppl_vae.inference import fit
 
-    def run() -> None:
-        fit(model, data, steps=steps, batch_size=case.batch_size, lr=1e-3, seed=0, device=device,
-            progress=False)
+    def block() -> None:
+        fit(model, data, steps=steps, batch_size=case.batch_size, lr=1e-3, seed=0, device=device, progress=False)
 
-    return median_wall_time(run, device=device, repeats=repeats, warmup=1) / steps
+    return block
 
 
 def theory_reached(trained_sv: np.ndarray, theory_sv: np.ndarray, rtol: float = THEORY_RTOL) -> bool:
@@ -155,9 +167,16 @@ def _attach_decay(step, gamma: float) -> Callable[[], None]:
     return decay
 
 
-def sweep_rows(device: torch.device, *, n_configs: int, steps: int, batch_size: int | None,
+def sweep_rows(device: torch.device, *, n_configs: int, steps: int, batch_size: int | None, repeats: int,
                separate: bool, log: Callable[[str], None]) -> list[dict]:
-    """Wall time of a K-configuration vectorised sweep vs one configuration and vs K separate runs."""
+    """Wall time of a K-configuration vectorised sweep vs one configuration and vs K separate runs.
+
+    A linear CVAE on the digits quadrant split; the grid is beta x eta_dec.
+    ``single`` is one configuration through ``run_sweep`` (that is ``fit``),
+    ``single_vectorised`` one configuration through the batched path,
+    ``vectorised`` all K in one run, ``separate`` K runs of ``fit`` (timed
+    once: it is the slow one). Readouts are off: only training is compared.
+    """
     from ppl_vae.models import CVAEConfig
     from ppl_vae.sweep import run_sweep
 
@@ -165,33 +184,42 @@ def sweep_rows(device: torch.device, *, n_configs: int, steps: int, batch_size: 
     base = CVAEConfig(x_dim=bundle.x.shape[1], y_dim=bundle.y.shape[1], latent_dim=8)
     side = int(round(math.sqrt(n_configs)))
     betas = np.geomspace(0.25, 4.0, side).tolist()
-    eta_decs = np.geomspace(0.25, 2.0, n_configs // side).tolist()
+    eta_decs = np.geomspace(0.25, 2.0, max(1, n_configs // side)).tolist()
     grid = {"beta": betas, "eta_dec": eta_decs}
-    options = {"steps": steps, "batch_size": batch_size, "lr": 1e-2, "device": device}
-    case = f"digits/cvae-linear/b{batch_size or 'full'}/K{len(betas) * len(eta_decs)}"
-    timings = {}
+    k = len(betas) * len(eta_decs)
+    options = {"steps": steps, "batch_size": batch_size, "lr": 1e-2, "device": device, "readout": False}
+    case = f"digits/cvae-linear/b{batch_size or 'full'}/K{k}"
     plans = {"single_vectorised": ({"beta": betas[:1]}, "always"), "vectorised": (grid, "always")}
     if separate:
-        plans = {"single": ({"beta": betas[:1]}, "never"), **plans, "separate": (grid, "never")}
-    for name, (sub_grid, vectorise) in plans.items():
-        def run() -> None:
-            run_sweep(base, sub_grid, bundle, vectorise=vectorise, **options)
+        plans = {"single": ({"beta": betas[:1]}, "never"), **plans}
 
-        with PeakMemory(device) as memory:
-            timings[name] = median_wall_time(run, device=device, repeats=1 if name == "separate" else 3,
-                                             warmup=0 if name == "separate" else 1)
-        timings[name + "_memory"] = (memory.host_mb, memory.device_mb)
-        log(f"  sweep {name:18s} {timings[name]:8.2f} s")
+    def sweep(sub_grid, vectorise) -> Callable[[], None]:
+        return lambda: run_sweep(base, sub_grid, bundle, vectorise=vectorise, **options)
+
+    blocks, memory = {}, {}
+    for name, (sub_grid, vectorise) in plans.items():
+        with PeakMemory(device) as peak:
+            sweep(sub_grid, vectorise)()  # warm-up
+        blocks[name], memory[name] = (sweep(sub_grid, vectorise), 1), peak
+    timings = {name: timing.seconds_per_step
+               for name, timing in time_interleaved(blocks, device=device, repeats=repeats).items()}
+    if separate:
+        with PeakMemory(device) as peak:
+            start = time.perf_counter()
+            sweep(grid, "never")()
+            synchronise(device)
+            timings["separate"] = time.perf_counter() - start
+        memory["separate"] = peak
     reference = timings.get("single", timings["single_vectorised"])
     rows = []
-    for name in plans:
-        host, dev = timings[name + "_memory"]
-        rows.append({"section": "sweep", "case": case, "variant": name, "steps_per_s": steps / timings[name],
-                     "samples_per_s": math.nan, "ratio_to_plain": math.nan, "wall_s": timings[name],
-                     "peak_host_mb": host, "peak_device_mb": dev,
-                     "note": f"{timings[name] / reference:.2f}x one configuration"
-                             + (f"; separate/vectorised {timings['separate'] / timings['vectorised']:.1f}x"
-                                if name == "separate" else "")})
+    for name, seconds in timings.items():
+        note = f"{seconds / reference:.2f}x one configuration"
+        if name == "separate":
+            note += f"; separate / vectorised = {seconds / timings['vectorised']:.1f}x"
+        rows.append({"section": "sweep", "case": case, "variant": name, "steps_per_s": steps / seconds,
+                     "samples_per_s": math.nan, "ratio_to_plain": math.nan, "wall_s": seconds,
+                     "peak_host_mb": memory[name].host_mb, "peak_device_mb": memory[name].device_mb, "note": note})
+        log(f"  sweep {name:18s} {seconds:8.2f} s")
     return rows
 
 
@@ -238,7 +266,7 @@ def run_bench(device: str | torch.device = "cpu", *, quick: bool = False, thread
 
 
 def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
-    repeats, steps, warmup = (3, 10, 3) if quick else (5, 30, 5)
+    repeats, steps, warmup = (3, 10, 2) if quick else (7, 30, 5)
     variants = list(variants or ("plain", "pyro", "pyro_svi", "fit"))
     if "fit" in variants and not _fit_available():
         variants.remove("fit")
@@ -247,19 +275,19 @@ def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
         data = {}
         for case in cases or default_cases(quick):
             if case.data not in data:
-                data[case.data] = bench_data(case.data, n_synthetic=2048 if quick else 60000)
+                data[case.data] = bench_data(case.data, n_synthetic=1024 if quick else 60000)
             # Full batch on 60,000 MNIST-shaped pairs: fewer, longer steps.
-            big = case.batch_size is None and data[case.data].n > 4096
+            big = case.batch_size is None and data[case.data].name == "synthetic"
             rows += throughput_rows(case, data[case.data], device, variants=variants,
-                                    warmup=1 if big else warmup, repeats=3 if big else repeats,
-                                    steps=2 if big else steps, log=log)
+                                    warmup=1 if big else warmup, repeats=repeats, steps=2 if big else steps,
+                                    log=log)
     if "time_to_theory" in sections:
         row = time_to_theory(device, dim=8 if quick else 16, n=2000, latent_dim=4 if quick else 8)
         log(f"  time to theory: {row['note']} ({row['wall_s']:.1f} s)")
         rows.append(row)
     if "sweep" in sections:
-        rows += sweep_rows(device, n_configs=16, steps=200 if quick else 1000, batch_size=128,
-                           separate=_fit_available(), log=log)
+        rows += sweep_rows(device, n_configs=16, steps=150 if quick else 1000, batch_size=128,
+                           repeats=3 if quick else 5, separate=_fit_available(), log=log)
     return rows
 
 

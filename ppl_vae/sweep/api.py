@@ -154,7 +154,7 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
               batch_size: int | None = None, lr: float = 1e-3, optimizer: str = "adam",
               lr_decay: float = 1.0, clip_norm: float | None = None, seed: int = 0,
               device: str | torch.device = "auto", backend: str | Backend = "local",
-              vectorise: str | bool = "auto") -> SweepResult:
+              vectorise: str | bool = "auto", readout: bool = True) -> SweepResult:
     """Train K configurations of one model family on ``bundle``.
 
     Parameters
@@ -185,6 +185,8 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
         architecture (differ only in ``hyperparameters()`` and seed) and it has
         batched layers (linear, mlp), else one run each. ``'always'``: batched
         or ValueError. ``'never'``: one run each.
+    readout
+        Add each linear model's ``linear_readout`` to the dataset.
 
     Returns
     -------
@@ -213,7 +215,7 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
     results = runner.map(run_task, tasks, bundle)
     path = "vectorised" if tasks[0].vectorised else "separate"
     models = _rebuild_models(configs, results)
-    dataset = sweep_dataset(configs, seeds, results, models, bundle)
+    dataset = sweep_dataset(configs, seeds, results, models, bundle if readout else None)
     wall_time = time.perf_counter() - start
     dataset.attrs.update({"path": path, "backend": runner.name, "wall_time": wall_time,
                           "training_time": float(sum(r.wall_time for r in results)), "device": str(device)})
@@ -241,8 +243,8 @@ def sweep_dataset(configs: Sequence[Any], seeds: Sequence[int], results: Sequenc
     xr.Dataset
         ``loss`` ``(config, step)``; for ``arch='linear'`` with the standard
         prior also the variables of ``model.linear_readout`` over
-        ``(config, mode)``. Coordinates along ``config``: every
-        hyper-parameter and ``seed``.
+        ``(config, mode)`` (``bundle`` None: no readouts). Coordinates along
+        ``config``: every hyper-parameter and ``seed``.
     """
     n_steps = max(result.loss_history.shape[1] for result in results)
     loss = np.full((len(configs), n_steps), np.nan)
@@ -253,7 +255,7 @@ def sweep_dataset(configs: Sequence[Any], seeds: Sequence[int], results: Sequenc
     for name in configs[0].hyperparameters():
         coords[name] = ("config", np.asarray([config.hyperparameters()[name] for config in configs]))
     dataset = xr.Dataset({"loss": (("config", "step"), loss, {"units": "nats per sample"})}, coords=coords)
-    readouts = _linear_readouts(models, bundle)
+    readouts = None if bundle is None else _linear_readouts(models, bundle)
     if readouts is not None:
         dataset = dataset.merge(readouts)
     dataset.attrs.update({"family": configs[0].family, "arch": configs[0].arch, "n_configs": len(configs)})
