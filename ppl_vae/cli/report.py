@@ -29,7 +29,7 @@ def command(run_dirs, out, iw_samples, seed, device, overwrite, progress):
     try:
         path = write_report(run_dirs, out, iw_samples=iw_samples, seed=seed, device=device,
                             overwrite=overwrite, progress=progress)
-    except FileExistsError as err:
+    except (FileExistsError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
     except ValueError as err:
         raise click.BadParameter(str(err)) from None

@@ -104,7 +104,7 @@ def _image_figures(idata: az.InferenceData) -> list[str]:
 def comparison_section(idatas: Mapping[str, az.InferenceData], losses: Mapping[str, xr.DataArray]) -> str:
     """Figures across runs (only for two or more runs)."""
     combined = combine(list(idatas.values()), run_names=list(idatas))
-    parts = ['<section id="comparison"><h2>Across runs</h2>',
+    parts = ['<section id="comparison"><h2>Across runs</h2><div class="figs">',
              _try_figure(lambda: plots.collapse_curves(combined.collapse), "epsilon-collapse curves, one line per run"),
              _try_figure(lambda: plots.kl_per_dimension(combined.collapse), "mean KL per dimension across runs")]
     for name in _varying_hyperparameters(combined):
@@ -112,7 +112,7 @@ def comparison_section(idatas: Mapping[str, az.InferenceData], losses: Mapping[s
                                  f"active units and held-out NLL against {name}"))
     if losses:
         parts.append(_try_figure(lambda: plots.loss_curves(dict(losses)), "training loss per run"))
-    parts.append("</section>")
+    parts.append("</div></section>")
     return "\n".join(parts)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 import xarray as xr
 
-from conftest import exact_posterior_vae
+from standin_models import exact_posterior_vae
 from ppl_vae.diagnostics import (
     active_units,
     collapse_dataset,

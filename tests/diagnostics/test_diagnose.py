@@ -97,7 +97,7 @@ def test_load_missing_file_says_so(tmp_path):
 
 
 def test_combine_stacks_runs_with_hyperparameter_coordinates(gaussian_bundle, mhvae):
-    from conftest import exact_posterior_vae
+    from standin_models import exact_posterior_vae
 
     runs = []
     for beta, latent in ((0.5, 3), (2.0, 4)):
@@ -118,3 +118,36 @@ def test_combine_stacks_runs_with_hyperparameter_coordinates(gaussian_bundle, mh
     assert np.isnan(mixed.collapse.beta2.sel(run="run0"))
     with pytest.raises(ValueError, match="run_names"):
         combine(runs, run_names=["same", "same"])
+
+
+REAL_MODELS = [
+    ("vae", dict(input_dim=64, latent_dim=3), False),
+    ("cvae", dict(x_dim=16, y_dim=48, latent_dim=3), True),
+    ("cvae", dict(x_dim=16, y_dim=48, latent_dim=3, arch="mlp", hidden_dims=(8,), prior="learned"), True),
+    ("mhvae", dict(input_dim=64, latent_dims=(3, 2)), False),
+]
+
+
+@pytest.mark.parametrize("family,options,paired", REAL_MODELS)
+def test_real_models_get_a_theory_group(family, options, paired):
+    from ppl_vae.data import load as load_data
+    from ppl_vae.models import CONFIG_CLASSES, build_model
+
+    torch.manual_seed(0)
+    model = build_model(CONFIG_CLASSES[family](**options))
+    bundle = load_data("digits", paired=paired, classes=[3])
+    idata = diagnose(model, bundle, n_obs=4, n_draws=3, iw_samples=4, kl_samples=2, progress=False, device="cpu")
+    theory = idata.theory
+    assert theory.sizes["mode"] >= 3
+    sv = [name for name in theory.data_vars if name.endswith("_sv") and not name.startswith("learned_")]
+    assert sv
+    if options.get("arch", "linear") == "linear":
+        assert theory.attrs["prediction"].startswith("closed form")
+        for name in sv:
+            np.testing.assert_allclose(theory[f"{name}_error"], theory[f"learned_{name}"] - theory[name])
+    else:
+        assert theory.attrs["prediction"].startswith("linear-model prediction")
+        assert not any(name.startswith("learned_") for name in theory.data_vars)
+    assert json.loads(idata.attrs["model_config"])["family"] == family
+    for site in model.latent_sites:
+        assert idata.collapse[f"{site}_kl"].sizes[f"{site}_dim"] == model.latent_dims[site]

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from conftest import LinearVAE, exact_posterior_vae
+from standin_models import LinearVAE, exact_posterior_vae
 from ppl_vae.diagnostics import evaluation_metrics, iw_log_likelihood
 
 

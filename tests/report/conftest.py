@@ -1,0 +1,34 @@
+"""Tiny trained runs on two digit classes, shared by the report tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ppl_vae.data import load
+from ppl_vae.inference import fit
+from ppl_vae.models import CVAEConfig, MHVAEConfig, build_model
+
+
+def train_run(run_dir, config, paired, steps=10):
+    torch.manual_seed(0)
+    bundle = load("digits", paired=paired, classes=[0, 1])
+    fit(build_model(config), bundle, steps=steps, lr=0.02, run_dir=run_dir, progress=False, device="cpu")
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def cvae_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return [
+        train_run(root / f"cvae_beta{beta}", CVAEConfig(x_dim=16, y_dim=48, latent_dim=6, beta=beta, eta_dec=0.5),
+                  paired=True)
+        for beta in (0.5, 2.0)
+    ]
+
+
+@pytest.fixture(scope="session")
+def mhvae_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mhvae")
+    config = MHVAEConfig(input_dim=64, latent_dims=(4, 3), arch="mlp", hidden_dims=(16,), beta2=2.0)
+    return train_run(root / "mhvae", config, paired=False)
