@@ -108,44 +108,120 @@ def mhvae_expected_loss(decoder1, decoder2, encoder1, encoder2, z2_std, moment, 
     return reconstruction + beta1 * (neg_entropy_z1 + neg_log_p_z1) + beta2 * kl_z2
 
 
-def minimise(loss: Callable[..., torch.Tensor], shapes: dict[str, tuple[int, ...]], *, n_restarts: int = 5,
-             seed: int = 0, log_params: Sequence[str] = (), init_scale: float = 0.5,
-             max_iterations: int = 20000) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Minimise ``loss(**params)`` over float64 parameters of the given shapes, from random starts.
+def _vae_value_and_grad(p, moment, fixed_log_std, *, beta, eta_enc, eta_dec):
+    """NumPy value and analytic gradient of :func:`vae_expected_loss` (stds as logs)."""
+    decoder, encoder = p["decoder"], p["encoder"]
+    log_std = p["log_std"] if fixed_log_std is None else fixed_log_std
+    variance = np.exp(2.0 * log_std)
+    encoder_moment = encoder @ moment
+    latent_moment = encoder_moment @ encoder.T + np.diag(variance)
+    gram = decoder.T @ decoder
+    value = (0.5 * moment.shape[0] * (_LOG_2PI + 2.0 * math.log(eta_dec))
+             + (np.trace(moment) - 2.0 * np.sum(decoder * encoder_moment.T) + np.sum(gram * latent_moment))
+             / (2 * eta_dec**2)
+             + 0.5 * beta * np.sum((np.diag(latent_moment)) / eta_enc**2 - 2.0 * (log_std - math.log(eta_enc)) - 1.0))
+    grads = {
+        "decoder": (decoder @ latent_moment - encoder_moment.T) / eta_dec**2,
+        "encoder": (gram @ encoder_moment - decoder.T @ moment) / eta_dec**2 + beta * encoder_moment / eta_enc**2,
+    }
+    if fixed_log_std is None:
+        grads["log_std"] = np.diag(gram) * variance / eta_dec**2 + beta * (variance / eta_enc**2 - 1.0)
+    return value, grads
 
-    Parameters named in ``log_params`` are optimised as their logarithm (stds
-    stay positive).  Returns the best parameters (NumPy, natural scale) and the
-    final loss of every restart.
+
+def _cvae_value_and_grad(p, joint, dim_x, *, beta, eta_enc, eta_dec):
+    """NumPy value and analytic gradient of :func:`cvae_expected_loss` (``joint`` = E[v v^T], v = [x; y])."""
+    decoder_z, decoder_x, encoder_x, encoder_y = p["decoder_z"], p["decoder_x"], p["encoder_x"], p["encoder_y"]
+    variance = np.exp(2.0 * p["log_std"])
+    dim_y = decoder_z.shape[0]
+    residual_map = np.hstack([-(decoder_z @ encoder_x + decoder_x), np.eye(dim_y) - decoder_z @ encoder_y])
+    encoder = np.hstack([encoder_x, encoder_y])
+    residual_joint, encoder_joint = residual_map @ joint, encoder @ joint
+    gram = decoder_z.T @ decoder_z
+    value = (0.5 * dim_y * (_LOG_2PI + 2.0 * math.log(eta_dec))
+             + (np.sum(residual_joint * residual_map) + np.sum(np.diag(gram) * variance)) / (2 * eta_dec**2)
+             + 0.5 * beta * np.sum((np.sum(encoder_joint * encoder, 1) + variance) / eta_enc**2
+                                   - 2.0 * (p["log_std"] - math.log(eta_enc)) - 1.0))
+    d_residual = residual_joint / eta_dec**2
+    d_res_x, d_res_y = d_residual[:, :dim_x], d_residual[:, dim_x:]
+    d_encoder = beta * encoder_joint / eta_enc**2
+    grads = {
+        "decoder_z": -d_res_x @ encoder_x.T - d_res_y @ encoder_y.T + decoder_z * variance / eta_dec**2,
+        "decoder_x": -d_res_x,
+        "encoder_x": -decoder_z.T @ d_res_x + d_encoder[:, :dim_x],
+        "encoder_y": -decoder_z.T @ d_res_y + d_encoder[:, dim_x:],
+        "log_std": np.diag(gram) * variance / eta_dec**2 + beta * (variance / eta_enc**2 - 1.0),
+    }
+    return value, grads
+
+
+def _mhvae_value_and_grad(p, moment, fixed_log_std, *, beta1, beta2, eta_enc, eta_dec, sigma1):
+    """NumPy value and analytic gradient of :func:`mhvae_expected_loss` (z2 stds as logs)."""
+    decoder1, decoder2, encoder1, encoder2 = p["decoder1"], p["decoder2"], p["encoder1"], p["encoder2"]
+    log_std = p["log_std"] if fixed_log_std is None else fixed_log_std
+    variance = np.exp(2.0 * log_std)
+    d, d1 = decoder1.shape
+    encoder1_moment = encoder1 @ moment
+    z1_moment = encoder1_moment @ encoder1.T + sigma1**2 * np.eye(d1)
+    z1_residual = np.eye(d1) - decoder2 @ encoder2
+    gram1, gram2 = decoder1.T @ decoder1, decoder2.T @ decoder2
+    encoder2_z1 = encoder2 @ z1_moment
+    reconstruction = (0.5 * d * (_LOG_2PI + 2.0 * math.log(eta_dec))
+                      + (np.trace(moment) - 2.0 * np.sum(decoder1 * encoder1_moment.T) + np.sum(gram1 * z1_moment))
+                      / (2 * eta_dec**2))
+    z1_term = (-0.5 * d1 * (_LOG_2PI + 2.0 * math.log(sigma1) + 1.0) + 0.5 * d1 * (_LOG_2PI + 2.0 * math.log(eta_dec))
+               + (np.sum((z1_residual @ z1_moment) * z1_residual) + np.sum(np.diag(gram2) * variance))
+               / (2 * eta_dec**2))
+    kl_z2 = 0.5 * np.sum((np.sum(encoder2_z1 * encoder2, 1) + variance) / eta_enc**2
+                         - 2.0 * (log_std - math.log(eta_enc)) - 1.0)
+    value = reconstruction + beta1 * z1_term + beta2 * kl_z2
+    # Every z1-moment term is tr(G C1) for a symmetric G; C1 = W1 A W1^T + sigma1^2 I.
+    d_z1_moment = (gram1 + beta1 * z1_residual.T @ z1_residual) / (2 * eta_dec**2) + beta2 * encoder2.T @ encoder2 / (
+        2 * eta_enc**2)
+    d_z1_residual = beta1 * z1_residual @ z1_moment / eta_dec**2
+    grads = {
+        "decoder1": (decoder1 @ z1_moment - encoder1_moment.T) / eta_dec**2,
+        "decoder2": -d_z1_residual @ encoder2.T + beta1 * decoder2 * variance / eta_dec**2,
+        "encoder1": 2.0 * d_z1_moment @ encoder1_moment - decoder1.T @ moment / eta_dec**2,
+        "encoder2": -decoder2.T @ d_z1_residual + beta2 * encoder2_z1 / eta_enc**2,
+    }
+    if fixed_log_std is None:
+        grads["log_std"] = beta1 * np.diag(gram2) * variance / eta_dec**2 + beta2 * (variance / eta_enc**2 - 1.0)
+    return value, grads
+
+
+def minimise(value_and_grad: Callable[[dict[str, np.ndarray]], tuple[float, dict[str, np.ndarray]]],
+             shapes: dict[str, tuple[int, ...]], *, n_restarts: int = 5, seed: int = 0, init_scale: float = 0.5,
+             max_iterations: int = 20000) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Minimise a loss over float64 parameters of the given shapes with L-BFGS-B, from random starts.
+
+    ``value_and_grad(params)`` returns the loss and a dict of gradients with
+    the same keys and shapes.  Starts are ``init_scale`` times standard
+    normals drawn from ``numpy.random.default_rng(seed)``.  Returns the best
+    parameters and the final loss of every restart.
     """
     names = list(shapes)
     sizes = [int(np.prod(shapes[name])) for name in names]
     splits = np.cumsum(sizes)[:-1]
     generator = np.random.default_rng(seed)
 
-    def unpack(flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        params = {}
-        for name, chunk in zip(names, torch.tensor_split(flat, tuple(splits))):
-            chunk = chunk.reshape(shapes[name])
-            params[name] = torch.exp(chunk) if name in log_params else chunk
-        return params
+    def unpack(flat: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: chunk.reshape(shapes[name]) for name, chunk in zip(names, np.split(flat, splits))}
 
-    def value_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        flat_t = torch.from_numpy(flat).requires_grad_(True)
-        value = loss(**unpack(flat_t))
-        (grad,) = torch.autograd.grad(value, flat_t)
-        return float(value.detach()), grad.numpy()
+    def flat_value_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grads = value_and_grad(unpack(flat))
+        return float(value), np.concatenate([np.ravel(grads[name]) for name in names])
 
     best_flat, best_value, values = None, np.inf, []
     for _ in range(n_restarts):
         start = init_scale * generator.standard_normal(int(sum(sizes)))
-        result = minimize(value_and_grad, start, jac=True, method="L-BFGS-B",
+        result = minimize(flat_value_and_grad, start, jac=True, method="L-BFGS-B",
                           options={"maxiter": max_iterations, "maxfun": 2 * max_iterations, "maxcor": 30,
                                    "ftol": 1e-16, "gtol": 1e-11})
         values.append(float(result.fun))
         if result.fun < best_value:
             best_flat, best_value = result.x, float(result.fun)
-    best = {name: value.detach().numpy() for name, value in unpack(torch.from_numpy(best_flat)).items()}
-    return best, np.asarray(values)
+    return unpack(best_flat), np.asarray(values)
 
 
 def _singular_values(matrix: np.ndarray) -> np.ndarray:
@@ -186,23 +262,21 @@ def numeric_linear_vae(x, latent_dim: int, beta: float = 1.0, eta_enc: float = 1
     d = x.shape[1]
     shapes = {"decoder": (d, latent_dim), "encoder": (latent_dim, d)}
     if encoder_std is None:
-        shapes["encoder_std"] = (latent_dim,)
-        fixed_std = None
+        shapes["log_std"] = (latent_dim,)
+        fixed_log_std = None
     else:
-        fixed_std = np.broadcast_to(check_positive_seq("encoder_std", encoder_std), (latent_dim,)).copy()
-    moment_t = _t(moment)
+        fixed_log_std = np.log(np.broadcast_to(check_positive_seq("encoder_std", encoder_std), (latent_dim,)))
 
-    def loss(decoder, encoder, encoder_std=None):
-        std = _t(fixed_std) if encoder_std is None else encoder_std
-        return vae_expected_loss(decoder, encoder, std, moment_t, beta=beta, eta_enc=eta_enc, eta_dec=eta_dec)
+    def value_and_grad(params):
+        return _vae_value_and_grad(params, moment, fixed_log_std, beta=beta, eta_enc=eta_enc, eta_dec=eta_dec)
 
-    best, losses = minimise(loss, shapes, n_restarts=n_restarts, seed=seed, log_params=("encoder_std",))
-    std = best["encoder_std"] if fixed_std is None else fixed_std
+    best, losses = minimise(value_and_grad, shapes, n_restarts=n_restarts, seed=seed)
+    log_std = best["log_std"] if fixed_log_std is None else fixed_log_std
     return _rank_dataset({
         "decoder_sv": _singular_values(best["decoder"]),
         "encoder_sv": _singular_values(best["encoder"] @ psd_sqrt(moment)),
-        "encoder_std": np.sort(std),
-    }, losses, {"model": "linear_vae", "encoder_variance": "learnable" if fixed_std is None else "fixed"})
+        "encoder_std": np.sort(np.exp(log_std)),
+    }, losses, {"model": "linear_vae", "encoder_variance": "learnable" if fixed_log_std is None else "fixed"})
 
 
 def numeric_linear_cvae(x, y, latent_dim: int, beta: float = 1.0, eta_enc: float = 1.0, eta_dec: float = 1.0,
@@ -216,23 +290,21 @@ def numeric_linear_cvae(x, y, latent_dim: int, beta: float = 1.0, eta_enc: float
     latent_dim = check_int_range("latent_dim", latent_dim, 1, y.shape[1])
     beta, eta_enc, eta_dec = (check_positive(n, v) for n, v in
                               (("beta", beta), ("eta_enc", eta_enc), ("eta_dec", eta_dec)))
-    n = x.shape[0]
-    moment_xx, moment_yx, moment_yy = x.T @ x / n, y.T @ x / n, y.T @ y / n
+    joint_data = np.hstack([x, y])
+    joint = joint_data.T @ joint_data / x.shape[0]
     dx, dy = x.shape[1], y.shape[1]
-    moments_t = tuple(map(_t, (moment_xx, moment_yx, moment_yy)))
     shapes = {"decoder_z": (dy, latent_dim), "decoder_x": (dy, dx), "encoder_x": (latent_dim, dx),
-              "encoder_y": (latent_dim, dy), "encoder_std": (latent_dim,)}
+              "encoder_y": (latent_dim, dy), "log_std": (latent_dim,)}
 
-    def loss(**params):
-        return cvae_expected_loss(**params, moment_xx=moments_t[0], moment_yx=moments_t[1], moment_yy=moments_t[2],
-                                  beta=beta, eta_enc=eta_enc, eta_dec=eta_dec)
+    def value_and_grad(params):
+        return _cvae_value_and_grad(params, joint, dx, beta=beta, eta_enc=eta_enc, eta_dec=eta_dec)
 
-    best, losses = minimise(loss, shapes, n_restarts=n_restarts, seed=seed, log_params=("encoder_std",))
-    residual = residual_moment_from_blocks(moment_xx, moment_yx, moment_yy)
+    best, losses = minimise(value_and_grad, shapes, n_restarts=n_restarts, seed=seed)
+    residual = residual_moment_from_blocks(joint[:dx, :dx], joint[dx:, :dx], joint[dx:, dx:])
     return _rank_dataset({
         "decoder_sv": _singular_values(best["decoder_z"]),
         "encoder_sv": _singular_values(best["encoder_y"] @ psd_sqrt(residual)),
-        "encoder_std": np.sort(best["encoder_std"]),
+        "encoder_std": np.sort(np.exp(best["log_std"])),
     }, losses, {"model": "linear_cvae", "encoder_variance": "learnable"})
 
 
@@ -251,25 +323,23 @@ def numeric_linear_mhvae(x, latent_dims: tuple[int, int], beta1: float = 1.0, be
     beta1, beta2, eta_enc, eta_dec, sigma1 = (
         check_positive(n, v) for n, v in (("beta1", beta1), ("beta2", beta2), ("eta_enc", eta_enc),
                                           ("eta_dec", eta_dec), ("sigma1", sigma1)))
-    fixed_std = None if sigma2 is None else np.full(d2, check_positive("sigma2", sigma2))
+    fixed_log_std = None if sigma2 is None else np.full(d2, math.log(check_positive("sigma2", sigma2)))
     moment = x.T @ x / x.shape[0]
-    moment_t = _t(moment)
     d = x.shape[1]
     shapes = {"decoder1": (d, d1), "decoder2": (d1, d2), "encoder1": (d1, d), "encoder2": (d2, d1)}
-    if fixed_std is None:
-        shapes["z2_std"] = (d2,)
+    if fixed_log_std is None:
+        shapes["log_std"] = (d2,)
 
-    def loss(decoder1, decoder2, encoder1, encoder2, z2_std=None):
-        std = _t(fixed_std) if z2_std is None else z2_std
-        return mhvae_expected_loss(decoder1, decoder2, encoder1, encoder2, std, moment_t, beta1=beta1, beta2=beta2,
-                                   eta_enc=eta_enc, eta_dec=eta_dec, sigma1=sigma1)
+    def value_and_grad(params):
+        return _mhvae_value_and_grad(params, moment, fixed_log_std, beta1=beta1, beta2=beta2, eta_enc=eta_enc,
+                                     eta_dec=eta_dec, sigma1=sigma1)
 
-    best, losses = minimise(loss, shapes, n_restarts=n_restarts, seed=seed, log_params=("z2_std",))
+    best, losses = minimise(value_and_grad, shapes, n_restarts=n_restarts, seed=seed)
     variables = {
         "z1_encoder_sv": _singular_values(best["encoder1"] @ psd_sqrt(moment)),
         "z2_decoder_sv": _singular_values(best["decoder2"]),
     }
-    if fixed_std is None:
-        variables["z2_encoder_std"] = np.sort(best["z2_std"])
+    if fixed_log_std is None:
+        variables["z2_encoder_std"] = np.sort(np.exp(best["log_std"]))
     return _rank_dataset(variables, losses, {"model": "linear_mhvae",
-                                             "z2_variance": "learnable" if fixed_std is None else "fixed"})
+                                             "z2_variance": "learnable" if fixed_log_std is None else "fixed"})
