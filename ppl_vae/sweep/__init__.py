@@ -10,13 +10,14 @@
 
 from ppl_vae.sweep.api import SweepResult, expand_grid, plan_tasks, run_sweep, run_task, sweep_dataset
 from ppl_vae.sweep.backends import Backend, LocalBackend, SweepTask, TaskResult, get_backend
-from ppl_vae.sweep.elbo import per_config_loss
+from ppl_vae.sweep.elbo import elbo_loss, elbo_terms, per_config_loss
 from ppl_vae.sweep.layers import BatchedLinear, UnsupportedLayerError, is_stackable, stack_modules, unstack_into
 from ppl_vae.sweep.vectorised import BatchedConfig, BatchedModel, can_vectorise, clip_per_config_, train_batched
 
 __all__ = [
     "Backend", "BatchedConfig", "BatchedLinear", "BatchedModel", "LocalBackend", "SweepResult", "SweepTask",
-    "TaskResult", "UnsupportedLayerError", "can_vectorise", "clip_per_config_", "expand_grid", "get_backend",
+    "TaskResult", "UnsupportedLayerError", "can_vectorise", "clip_per_config_", "elbo_loss", "elbo_terms",
+    "expand_grid", "get_backend",
     "is_stackable", "per_config_loss", "plan_tasks", "run_sweep", "run_task", "stack_modules", "sweep_dataset",
     "train_batched", "unstack_into",
 ]

@@ -7,7 +7,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from ppl_vae.data import synthetic_gaussian, synthetic_pairs
 from ppl_vae.models import CVAEConfig, MHVAEConfig, build_model
-from ppl_vae.sweep.elbo import per_config_loss
+from ppl_vae.sweep.elbo import elbo_loss, per_config_loss
 from ppl_vae.sweep.vectorised import BatchedModel
 
 
@@ -74,3 +74,20 @@ def test_sites_outside_the_configs_plate_are_refused():
 
     with pytest.raises(ValueError, match="configs"):
         per_config_loss(model, guide)
+
+
+@pytest.mark.parametrize("family", ["cvae", "mhvae"])
+def test_elbo_loss_equals_pyro_differentiable_loss_for_one_model(family):
+    if family == "cvae":
+        data = synthetic_pairs(24, 5, y_dim=4, seed=5)
+        (model,) = _cvae_models("mlp", [0.5])
+        elbo, mean_field = TraceMeanField_ELBO(), True
+    else:
+        data = synthetic_gaussian(24, 6, seed=5)
+        model = build_model(MHVAEConfig(input_dim=6, latent_dims=(3, 2), arch="mlp", hidden_dims=(6,), beta1=0.5))
+        elbo, mean_field = Trace_ELBO(), False
+    pyro.set_rng_seed(6)
+    ours = elbo_loss(model.model, model.guide, *data.tensors(), mean_field=mean_field)
+    pyro.set_rng_seed(6)
+    pyros = elbo.differentiable_loss(model.model, model.guide, *data.tensors())
+    torch.testing.assert_close(ours, pyros, rtol=1e-5, atol=1e-3)

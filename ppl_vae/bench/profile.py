@@ -1,0 +1,134 @@
+"""Where a Pyro SVI step spends its time, and what removing each overhead would gain.
+
+``python -m ppl_vae.bench.profile [digits|mnist_shaped]`` prints
+
+1. an *ablation* of :func:`ppl_vae.inference.fit` on the MLP CVAE at batch
+   128: the plain-PyTorch step, ``fit`` as it is, ``fit`` with the models'
+   per-call ``pyro.module`` registration skipped, and ``fit`` with also the
+   lighter trace-based ELBO of :func:`ppl_vae.sweep.elbo.elbo_loss`;
+2. a pyinstrument call tree of ``fit``'s step (when pyinstrument is installed).
+
+The ablations patch the model base class and the trainer *for the duration of
+one timed block only* (restored in ``finally``): they measure what a change
+in those modules would gain, they are not a way to train.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import pandas as pd
+import torch
+
+from ppl_vae.bench.cases import Case, DeviceBatches, bench_config, bench_data, make_step, seeded_model
+from ppl_vae.bench.harness import repeat_block, time_interleaved
+
+
+@contextlib.contextmanager
+def _patched(owner, name: str, value) -> Iterator[None]:
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+class _TraceELBO:
+    """``differentiable_loss`` from :func:`ppl_vae.sweep.elbo.elbo_loss`."""
+
+    def __init__(self, mean_field: bool):
+        self.mean_field = mean_field
+
+    def differentiable_loss(self, model, guide, *args):
+        from ppl_vae.sweep.elbo import elbo_loss
+
+        return elbo_loss(model, guide, *args, mean_field=self.mean_field)
+
+
+@contextlib.contextmanager
+def _ablation(skip_registration: bool, light_elbo: bool) -> Iterator[None]:
+    from ppl_vae.inference import trainer
+    from ppl_vae.models.base import LatentVariableModel
+
+    with contextlib.ExitStack() as stack:
+        if skip_registration:
+            stack.enter_context(_patched(LatentVariableModel, "_register", lambda self: None))
+        if light_elbo:
+            stack.enter_context(_patched(trainer, "_elbo_for", lambda model: _TraceELBO(model.mean_field)))
+        yield
+
+
+ABLATIONS = {
+    "fit": (False, False),
+    "fit_no_registration": (True, False),
+    "fit_no_registration_trace_elbo": (True, True),
+}
+
+
+def overhead_breakdown(data: str = "digits", *, batch_size: int = 128, steps: int = 40, repeats: int = 9,
+                       n_synthetic: int = 4096) -> pd.DataFrame:
+    """Seconds per step of plain PyTorch and of ``fit`` under each ablation (MLP CVAE, CPU).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per variant: ``ms_per_step``, ``ratio_to_plain``, ``spread``.
+    """
+    from ppl_vae.inference import fit
+
+    bundle = bench_data(data, n_synthetic=n_synthetic)
+    case = Case(data, "cvae", "mlp", batch_size)
+    config = bench_config(case, bundle)
+    cpu = torch.device("cpu")
+
+    def fit_block(flags):
+        model = seeded_model(config, cpu)
+
+        def block() -> None:
+            with _ablation(*flags):
+                fit(model, bundle, steps=steps, batch_size=batch_size, seed=0, device=cpu, progress=False)
+
+        return block
+
+    plain = make_step("plain", seeded_model(config, cpu), DeviceBatches(bundle.tensors(), batch_size))
+    blocks = {"plain": (repeat_block(plain, steps), steps)}
+    blocks.update({name: (fit_block(flags), steps) for name, flags in ABLATIONS.items()})
+    for block, _ in blocks.values():
+        block()  # warm-up
+    timings = time_interleaved(blocks, repeats=repeats)
+    reference = timings["plain"].seconds_per_step
+    return pd.DataFrame([{"case": case.label, "variant": name, "ms_per_step": t.seconds_per_step * 1e3,
+                          "ratio_to_plain": t.seconds_per_step / reference, "spread": t.spread}
+                         for name, t in timings.items()])
+
+
+def profile_fit_step(data: str = "digits", *, batch_size: int = 128, steps: int = 300) -> str:
+    """pyinstrument's call tree of ``fit`` on the MLP CVAE (text), or a note if pyinstrument is missing."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return "pyinstrument is not installed (pip install 'ppl-vae[profile]')"
+    from ppl_vae.inference import fit
+
+    bundle = bench_data(data, n_synthetic=4096)
+    model = seeded_model(bench_config(Case(data, "cvae", "mlp", batch_size), bundle), torch.device("cpu"))
+    fit(model, bundle, steps=20, batch_size=batch_size, device="cpu", progress=False)
+    profiler = Profiler(interval=0.0002)
+    profiler.start()
+    fit(model, bundle, steps=steps, batch_size=batch_size, device="cpu", progress=False)
+    profiler.stop()
+    return profiler.output_text(unicode=False, color=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    data = (argv or sys.argv[1:] or ["digits"])[0]
+    torch.set_num_threads(1)
+    print(overhead_breakdown(data).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(profile_fit_step(data))
+
+
+if __name__ == "__main__":
+    main()
