@@ -1,0 +1,140 @@
+"""``ppl-vae sweep``: train a grid of configurations, resumably, locally or on Ray.
+
+The grid comes from a spec file (``--spec sweep.yaml`` / ``.toml``) or from the
+range options (``--beta 0.1,0.5,1,2 --eta-dec 0.5,1 --seeds 0-4``); range and
+training options given on the command line override the file's. Rerunning
+the same command resumes: finished configurations are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+#: CLI option -> grid entry of the spec.
+GRID_OPTIONS = {"beta": "beta", "eta_dec": "eta_dec", "eta_enc": "eta_enc", "beta1": "beta1", "beta2": "beta2",
+                "latent_dim": "latent_dim", "seeds": "seed"}
+TRAIN_OPTIONS = ("steps", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "clip_norm")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+
+
+def spec_from_options(ctx: click.Context, params: dict[str, Any]):
+    """The :class:`~ppl_vae.sweep.study.SweepSpec` of a spec file overridden by the options given."""
+    from ppl_vae.sweep.study import SweepSpec, load_spec
+
+    raw: dict[str, Any] = load_spec(params["spec"]).to_dict() if params["spec"] else {}
+    for key in ("model", "arch"):
+        if params[key] is not None:
+            raw[key] = params[key]
+    raw.setdefault("model", "cvae")
+    raw.setdefault("arch", "linear")
+    if params["data_name"] is not None or "data" not in raw:
+        data: dict[str, Any] = {"name": params["data_name"] or "digits"}
+        if data["name"] != "synthetic" and raw["model"] == "cvae":
+            data["split"] = params["split"]
+        if data["name"] == "synthetic":
+            data.update({k: v for k, v in (("n", params["n_samples"]), ("dim", params["dim"])) if v is not None})
+        raw["data"] = data
+    model_options = dict(raw.get("model_options") or {})
+    if params["hidden"] is not None:
+        model_options["hidden_dims"] = list(params["hidden"])
+    raw["model_options"] = model_options
+    grid = dict(raw.get("grid") or {})
+    for option, entry in GRID_OPTIONS.items():
+        if params[option] is not None:
+            grid[entry] = params[option]
+            model_options.pop(entry, None)
+    raw["grid"] = grid
+    train = dict(raw.get("train") or {})
+    if params["steps"] is not None or params["epochs"] is not None:
+        train.pop("steps", None)
+        train.pop("epochs", None)
+    for key in TRAIN_OPTIONS:
+        if params[key] is not None and (_given(ctx, key) or key not in train):
+            train[key] = params[key]
+    raw["train"] = train
+    diagnostics = dict(raw.get("diagnostics") or {})
+    if params["iw_samples"] is not None:
+        diagnostics["iw_samples"] = params["iw_samples"]
+    raw["diagnostics"] = diagnostics
+    execution = dict(raw.get("execution") or {})
+    for key in ("backend", "address", "group_size", "num_cpus", "num_gpus", "max_retries", "device"):
+        if params[key] is not None:
+            execution[key] = params[key]
+    raw["execution"] = execution
+    return SweepSpec.from_dict(raw)
+
+
+@click.command("sweep")
+@click.option("--spec", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Sweep spec file (.yaml, .yml, .toml or .json); options given here override it.")
+@click.option("--model", type=click.Choice(["vae", "cvae", "mhvae"]), default=None, help="Model family [cvae].")
+@click.option("--arch", type=click.Choice(["linear", "mlp", "cnn"]), default=None, help="Architecture [linear].")
+@click.option("--data", "data_name", type=click.Choice(["synthetic", "digits", "mnist"]), default=None,
+              help="Data set [digits].")
+@click.option("--split", type=click.Choice(["quadrant", "half"]), default="quadrant", show_default=True,
+              help="CVAE image split.")
+@click.option("--n-samples", type=int, default=None, help="Synthetic data: number of samples.")
+@click.option("--dim", type=int, default=None, help="Synthetic data: dimension.")
+@click.option("--beta", default=None, help="KL weights, e.g. '0.1,0.5,1,2'.")
+@click.option("--eta-dec", default=None, help="Decoder stds, e.g. '0.5,1'.")
+@click.option("--eta-enc", default=None, help="Prior stds.")
+@click.option("--beta1", default=None, help="MHVAE z1 weights.")
+@click.option("--beta2", default=None, help="MHVAE z2 weights.")
+@click.option("--latent-dim", default=None, help="Latent dimensions, e.g. '8' or '4,8,16'.")
+@click.option("--hidden", default=None, callback=lambda c, p, v: None if v is None else
+              tuple(int(s) for s in v.split(",") if s.strip()), help="Hidden widths, e.g. '64,64'.")
+@click.option("--seeds", default=None, help="Seeds: '0-4' (inclusive) or '0,3,7'.")
+@click.option("--steps", type=int, default=None, help="Training steps per configuration (or --epochs).")
+@click.option("--epochs", type=int, default=None, help="Training epochs per configuration (or --steps).")
+@click.option("--batch-size", type=int, default=None, help="Minibatch size (default: full batch).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate [0.001].")
+@click.option("--lr-decay", type=float, default=None, help="Per-step learning-rate decay [1].")
+@click.option("--optimizer", type=click.Choice(["adam", "clipped_adam"]), default=None, help="Optimiser [adam].")
+@click.option("--clip-norm", type=float, default=None, help="Gradient clipping per configuration.")
+@click.option("--iw-samples", type=int, default=None, help="Importance samples of the held-in NLL [100].")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None, help="Where tasks run [local].")
+@click.option("--address", default=None,
+              help="Ray cluster: 'auto', 'ray://HOST:10001'; default a fresh local Ray instance.")
+@click.option("--group-size", type=int, default=None,
+              help="Most configurations per task (batched together); default all sharing an architecture.")
+@click.option("--num-cpus", type=float, default=None, help="CPUs each Ray task requests [1].")
+@click.option("--num-gpus", type=float, default=None, help="GPUs each Ray task requests [0].")
+@click.option("--max-retries", type=int, default=None, help="Ray reruns of a task whose worker died [0].")
+@click.option("--device", default=None, help="Device inside a task: auto, cpu, cuda [auto].")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Sweep directory, e.g. sweeps/NAME.")
+@click.option("--overwrite", is_flag=True, help="Discard results of a different spec found in --out.")
+@click.option("--quiet", is_flag=True, help="Print only the summary.")
+@click.pass_context
+def command(ctx: click.Context, **params: Any) -> None:
+    """Train every configuration of a grid, one run directory each, and write combined.nc.
+
+    \b
+    Example:
+      ppl-vae sweep --model cvae --arch mlp --data digits --beta 0.1,0.5,1,2 \\
+          --eta-dec 0.5,1 --seeds 0-4 --epochs 20 --out sweeps/beta_eta [--backend ray --address auto]
+    """
+    from ppl_vae.sweep.study import SpecMismatchError, run_study
+
+    try:
+        spec = spec_from_options(ctx, params)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(f"sweep: {spec.n_configs} configurations of {spec.model}/{spec.arch} on {spec.data['name']}, "
+               f"backend {spec.execution['backend']}")
+    try:
+        summary = run_study(spec, params["out"], overwrite=params["overwrite"],
+                            echo=None if params["quiet"] else click.echo)
+    except (SpecMismatchError, FileExistsError, ImportError) as err:
+        raise click.ClickException(str(err)) from None
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    for line in summary.lines():
+        click.echo(line)
+    if summary.failed:
+        ctx.exit(1)
