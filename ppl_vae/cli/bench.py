@@ -26,13 +26,14 @@ def command(device: str, quick: bool, threads: int | None, sections: tuple[str, 
     Every figure is the median of several timed repeats after a warm-up, all in
     this one process, so ratios between variants are robust to machine noise.
     """
+    from ppl_vae._device import resolve_device
     from ppl_vae.bench import bench_dataset, format_table, run_bench
 
     if out is not None and Path(out).suffix not in (".csv", ".json", ".nc"):
         raise click.BadParameter("--out must end in .csv, .json or .nc", param_hint="--out")
-    if threads is None and device == "cpu":
-        threads = 1
     try:
+        if threads is None and resolve_device(device).type == "cpu":
+            threads = 1
         table = run_bench(device, quick=quick, threads=threads,
                           sections=sections or ("throughput", "time_to_theory", "sweep"),
                           log=lambda line: click.echo(line, err=True))

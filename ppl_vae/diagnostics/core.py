@@ -103,7 +103,8 @@ def diagnose(
     seed
         Seeds every random draw; the same seed gives the same InferenceData.
     theory
-        Add the ``theory`` group (needs :mod:`ppl_vae.theory`).
+        Add the ``theory`` group (left out, with ``attrs['theory_unavailable']``
+        saying why, when no closed form covers the configuration).
     test_data
         Held-out points for the ``metrics`` group; without it the metrics are
         computed on ``data`` (``attrs['metrics_data']`` says which).
@@ -131,8 +132,12 @@ def diagnose(
         collapse = collapse.assign_coords(label=("obs", data.labels.cpu().numpy()))
     groups["collapse"] = collapse
 
+    theory_note = None
     if theory:
-        groups["theory"] = theory_group(model, data)
+        try:
+            groups["theory"] = theory_group(model, data)
+        except ValueError as err:  # no closed form for this configuration: report it, keep the rest
+            theory_note = f"no closed-form prediction: {err}"
 
     eval_data = test_data if test_data is not None else data
     metrics = evaluation_metrics(model, eval_data, iw_samples=iw_samples, seed=seed + 2, progress=progress)
@@ -144,5 +149,7 @@ def diagnose(
         iw_samples=int(iw_samples),
         device=str(torch_device),
     )
+    if theory_note:
+        attrs["theory_unavailable"] = theory_note
     groups = {name: safe_dataset(ds) for name, ds in groups.items()}
     return build_inference_data(groups, netcdf_safe_attrs(attrs))

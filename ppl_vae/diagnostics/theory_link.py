@@ -59,12 +59,27 @@ def compare(predicted: xr.Dataset, learned: xr.Dataset) -> xr.Dataset:
 
 
 def theory_group(model, data: DataBundle) -> xr.Dataset:
-    """The ``theory`` group: prediction, and for linear models learned values and errors."""
+    """The ``theory`` group: prediction, and for linear models learned values and errors.
+
+    A linear model outside the theorems' assumptions (a CVAE with a learned
+    prior) gets the prediction alone, labelled as the linear-model
+    prediction, with ``attrs['readout_unavailable']`` saying why.
+
+    Raises
+    ------
+    ValueError
+        No closed form covers the configuration (e.g. an MHVAE with a
+        learnable q(z1 | x) variance); :func:`diagnose` then leaves the group out.
+    """
     config = model.config
     predicted = predict(config, data)
-    if config.arch == "linear" and hasattr(model, "linear_readout"):
-        return compare(predicted, model.linear_readout(data)).assign_attrs(prediction=CLOSED_FORM)
-    return predicted.assign_attrs(prediction=LINEAR_PREDICTION)
+    if config.arch != "linear" or not hasattr(model, "linear_readout"):
+        return predicted.assign_attrs(prediction=LINEAR_PREDICTION)
+    try:
+        learned = model.linear_readout(data)
+    except ValueError as err:  # the readout refuses configurations the theory does not model
+        return predicted.assign_attrs(prediction=LINEAR_PREDICTION, readout_unavailable=str(err))
+    return compare(predicted, learned).assign_attrs(prediction=CLOSED_FORM)
 
 
 def predicted_collapsed(theory: xr.Dataset, site: str) -> int | None:

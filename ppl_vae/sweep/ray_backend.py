@@ -80,7 +80,8 @@ class RayBackend:
         started = False
         if not ray.is_initialized():
             options = {"include_dashboard": False, "log_to_driver": True, **self.init_options}
-            ray.init(address=self.address, **options)
+            # 'local' forces a fresh instance even if a cluster runs on this machine
+            ray.init(address=self.address or "local", **options)
             started = True
         try:
             yield ray

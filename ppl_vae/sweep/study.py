@@ -539,7 +539,7 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     history = outcome.loss_history
     save_checkpoint(run_dir / CHECKPOINT_NAME, {
         "model_state": outcome.state_dict, "step": int(history.size),
-        "loss_history": torch.as_tensor(history, dtype=torch.float64), "config": config.to_dict(), "train": train,
+        "loss_history": torch.tensor(np.array(history), dtype=torch.float64), "config": config.to_dict(), "train": train,
     })
     loss = xr.DataArray(history, dims="step", coords={"step": np.arange(history.size)}, name="loss",
                         attrs={"long_name": "negative beta-ELBO per sample", "units": "nats"})

@@ -27,10 +27,8 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
-from pyro import poutine
-from torch import nn
-
 from pyro.optim.clipped_adam import ClippedAdam
+from torch import nn
 
 from ppl_vae._validate import check_int_range, check_positive
 from ppl_vae.sweep.elbo import per_config_loss
@@ -120,10 +118,10 @@ class BatchedModel(nn.Module):
 
     Notes
     -----
-    ``model`` and ``guide`` take the same ``*batch`` as the ordinary models, a
-    keyword ``data_size`` (the number of samples the batch stands for; the
-    minibatch factor ``data_size / B`` scales every site, as a subsampled
-    plate would), and give each site batch shape ``(K, B)``.
+    ``model`` and ``guide`` take the same ``*batch`` as the ordinary models
+    and give each site batch shape ``(K, B)``. The family's code reads
+    ``self.config`` (here a :class:`BatchedConfig`) and the networks by their
+    attribute names (here stacked copies), so it runs unchanged.
     """
 
     def __init__(self, models: Sequence[nn.Module]):
@@ -159,25 +157,22 @@ class BatchedModel(nn.Module):
         loc = x.new_zeros((self.n_configs,) + x.shape[:-1] + (self.config.latent_dim,))
         return loc, self.config.eta_enc.expand_as(loc)
 
-    def _run(self, fn, batch: tuple[torch.Tensor, ...], data_size: int | None) -> None:
+    def _run(self, fn, batch: tuple[torch.Tensor, ...]) -> None:
         with pyro.plate("configs", self.n_configs, dim=-2):
-            if data_size is None:
-                fn(self, *batch)
-            else:
-                with poutine.scale(scale=data_size / batch[0].shape[0]):
-                    fn(self, *batch)
+            fn(self, *batch)
 
-    def model(self, *batch: torch.Tensor, data_size: int | None = None) -> None:
+    def model(self, *batch: torch.Tensor) -> None:
         """The family's generative model, batched over configurations."""
-        self._run(self._model_fn, batch, data_size)
+        self._run(self._model_fn, batch)
 
-    def guide(self, *batch: torch.Tensor, data_size: int | None = None) -> None:
+    def guide(self, *batch: torch.Tensor) -> None:
         """The family's variational posterior, batched over configurations."""
-        self._run(self._guide_fn, batch, data_size)
+        self._run(self._guide_fn, batch)
 
-    def loss(self, *batch: torch.Tensor, data_size: int | None = None) -> torch.Tensor:
-        """``(K,)`` negative ELBO per configuration (one sample; closed-form KL when mean-field)."""
-        return per_config_loss(self.model, self.guide, *batch, mean_field=self.mean_field, data_size=data_size)
+    def loss(self, *batch: torch.Tensor) -> torch.Tensor:
+        """``(K,)`` negative ELBO per configuration, summed over the batch (one sample; closed-form KL
+        when mean-field)."""
+        return per_config_loss(self.model, self.guide, *batch, mean_field=self.mean_field)
 
     def unstack_into(self, models: Sequence[nn.Module]) -> None:
         """Copy slice k of every network into ``models[k]``."""

@@ -1,0 +1,151 @@
+"""``ppl-vae train``: fit one model by SVI and write a run directory.
+
+With ``--resume`` the model, the data and the training options are read back
+from the run directory's ``config.json`` (model and data flags are ignored);
+``--steps`` / ``--epochs`` then give the new total length.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ppl_vae.cli._common import data_options, load_data, parse_int_list
+
+FAMILIES = ("vae", "cvae", "mhvae")
+
+
+def _std_option(value: str | None) -> float | None:
+    """``'learnable'`` (or nothing) -> None, else a number."""
+    if value is None or str(value).lower() == "learnable":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a positive number or 'learnable', got {value!r}") from None
+
+
+def build_config(family: str, bundle, *, arch: str, latent_dim: int, latent_dims, hidden, beta: float,
+                 beta1: float, beta2: float, eta_enc: float, eta_dec: float, encoder_std, sigma1, sigma2,
+                 prior: str, latent_mapping: str):
+    """The model config for ``family`` with dimensions taken from ``bundle``."""
+    from ppl_vae.models import CVAEConfig, MHVAEConfig, VAEConfig
+
+    common: dict[str, Any] = {"arch": arch, "hidden_dims": tuple(hidden), "eta_enc": eta_enc, "eta_dec": eta_dec,
+                              "image_shape": bundle.image_shape if arch == "cnn" else None}
+    if family == "vae":
+        return VAEConfig(bundle.x.shape[1], latent_dim, beta=beta, encoder_std=encoder_std, **common)
+    if family == "cvae":
+        if bundle.y is None:
+            raise ValueError("the CVAE needs paired data (x, y)")
+        return CVAEConfig(bundle.x.shape[1], bundle.y.shape[1], latent_dim, beta=beta, prior=prior,
+                          latent_mapping=latent_mapping, split=bundle.split if arch == "cnn" else None, **common)
+    return MHVAEConfig(bundle.x.shape[1], tuple(latent_dims), beta1=beta1, beta2=beta2, sigma1=sigma1,
+                       sigma2=sigma2, **common)
+
+
+def summary_lines(result, info_theory: dict | None) -> list[str]:
+    """The closing summary printed after training."""
+    lines = [f"final loss {result.final_loss:.6g} nats/sample after {result.steps} steps "
+             f"({result.wall_time:.1f} s on {result.device})"]
+    if info_theory is not None:
+        lines.append(f"collapsed modes: measured {info_theory['n_collapsed_measured']}, "
+                     f"predicted {info_theory['n_collapsed_predicted']}; max relative error of active "
+                     f"decoder singular values {info_theory['max_rel_error_active_decoder_sv']:.3g}")
+    if result.run_dir is not None:
+        lines.append(f"run directory: {result.run_dir}")
+    return lines
+
+
+@click.command("train")
+@click.option("--model", "family", type=click.Choice(FAMILIES), default="cvae", show_default=True,
+              help="Model family.")
+@click.option("--arch", type=click.Choice(["linear", "mlp", "cnn"]), default="linear", show_default=True,
+              help="Encoder/decoder architecture (cnn needs image data).")
+@data_options
+@click.option("--latent-dim", type=int, default=8, show_default=True, help="Latent dimension (vae, cvae).")
+@click.option("--latent-dims", callback=parse_int_list, default="8,8", show_default=True,
+              help="MHVAE latent dimensions d1,d2.")
+@click.option("--hidden", callback=parse_int_list, default="128", show_default=True,
+              help="Hidden widths of the mlp/cnn networks, e.g. 128,128.")
+@click.option("--beta", type=float, default=1.0, show_default=True, help="KL weight (vae, cvae).")
+@click.option("--beta1", type=float, default=1.0, show_default=True, help="MHVAE weight of the z1 term.")
+@click.option("--beta2", type=float, default=1.0, show_default=True, help="MHVAE weight of the z2 KL.")
+@click.option("--eta-enc", type=float, default=1.0, show_default=True, help="Prior std.")
+@click.option("--eta-dec", type=float, default=1.0, show_default=True, help="Decoder noise std.")
+@click.option("--encoder-std", default=None, help="VAE: fixed encoder std (default: learnable).")
+@click.option("--sigma1", default="1.0", show_default=True, help="MHVAE: fixed std of q(z1|x), or 'learnable'.")
+@click.option("--sigma2", default="learnable", show_default=True,
+              help="MHVAE: fixed std of q(z2|z1), or 'learnable'.")
+@click.option("--prior", type=click.Choice(["standard", "learned"]), default="standard", show_default=True,
+              help="CVAE prior: N(0, eta_enc^2) or a learned p(z|x).")
+@click.option("--latent-mapping", type=click.Choice(["joint", "separate"]), default="joint", show_default=True,
+              help="CVAE encoder: shared network on (x, y), or separate latent mappings of x and y.")
+@click.option("--steps", type=int, default=None, help="Training steps (or --epochs).")
+@click.option("--epochs", type=int, default=None, help="Training epochs (or --steps).")
+@click.option("--batch-size", type=int, default=None, help="Minibatch size (default: full batch).")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--lr-decay", type=float, default=1.0, show_default=True,
+              help="Per-step learning-rate decay: lr_t = lr * lr_decay**t.")
+@click.option("--optimizer", type=click.Choice(["adam", "clipped_adam"]), default="adam", show_default=True)
+@click.option("--clip-norm", type=float, default=None, help="Gradient clipping.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and MC draws.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
+@click.option("--checkpoint-every", type=int, default=1000, show_default=True, help="Steps between checkpoints.")
+@click.option("--overwrite", is_flag=True, help="Reuse an existing run directory, replacing its files.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def command(family, arch, data_name, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
+            latent_dims, hidden, beta, beta1, beta2, eta_enc, eta_dec, encoder_std, sigma1, sigma2, prior,
+            latent_mapping, steps, epochs, batch_size, lr, lr_decay, optimizer, clip_norm, seed, device, out,
+            checkpoint_every, overwrite, resume, progress):
+    """Train a model by SVI and write config, checkpoint, loss history and metrics to --out."""
+    import torch
+
+    from ppl_vae._io import RunDirectoryExistsError
+    from ppl_vae.inference import TrainingDivergedError, fit
+    from ppl_vae.inference.runs import CONFIG_NAME, read_json
+    from ppl_vae.models import build_model, config_from_dict
+
+    if overwrite and resume:
+        raise click.UsageError("--overwrite and --resume exclude each other")
+    run_dir = Path(out)
+    try:
+        if resume:
+            if not (run_dir / CONFIG_NAME).is_file():
+                raise click.ClickException(f"cannot resume: {run_dir / CONFIG_NAME} does not exist")
+            from ppl_vae.data import load
+
+            saved = read_json(run_dir / CONFIG_NAME)
+            config = config_from_dict(saved["model"])
+            bundle = load(**saved["data"])
+            train = saved["train"]
+            batch_size, lr, lr_decay, optimizer = train["batch_size"], train["lr"], train["lr_decay"], train["optimizer"]
+            clip_norm, seed, checkpoint_every = train["clip_norm"], saved["seed"], train["checkpoint_every"]
+            if steps is None and epochs is None:
+                steps, epochs = train["steps"], None
+        else:
+            if steps is None and epochs is None:
+                raise click.UsageError("give --steps or --epochs")
+            bundle = load_data(family, data_name, split=split, classes=classes, n_samples=n_samples, dim=dim,
+                               correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir)
+            config = build_config(
+                family, bundle, arch=arch, latent_dim=latent_dim, latent_dims=latent_dims, hidden=hidden,
+                beta=beta, beta1=beta1, beta2=beta2, eta_enc=eta_enc, eta_dec=eta_dec,
+                encoder_std=_std_option(encoder_std), sigma1=_std_option(sigma1), sigma2=_std_option(sigma2),
+                prior=prior, latent_mapping=latent_mapping)
+        torch.manual_seed(seed)  # parameter initialisation
+        model = build_model(config)
+        result = fit(model, bundle, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                     lr_decay=lr_decay, clip_norm=clip_norm, seed=seed, device=device, run_dir=run_dir,
+                     checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, progress=progress)
+    except (RunDirectoryExistsError, FileNotFoundError, TrainingDivergedError) as err:
+        raise click.ClickException(str(err)) from None
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    metrics = read_json(run_dir / "metrics.json")
+    for line in summary_lines(result, metrics.get("theory")):
+        click.echo(line)
