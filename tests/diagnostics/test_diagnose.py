@@ -151,3 +151,33 @@ def test_real_models_get_a_theory_group(family, options, paired):
     assert json.loads(idata.attrs["model_config"])["family"] == family
     for site in model.latent_sites:
         assert idata.collapse[f"{site}_kl"].sizes[f"{site}_dim"] == model.latent_dims[site]
+
+
+def test_configurations_outside_the_theorems_still_diagnose():
+    from ppl_vae.data import load as load_data
+    from ppl_vae.models import CVAEConfig, MHVAEConfig, build_model
+
+    small = dict(n_obs=2, n_draws=2, iw_samples=2, kl_samples=2, progress=False, device="cpu")
+    mhvae = build_model(MHVAEConfig(input_dim=64, latent_dims=(3, 2), sigma1=None))
+    idata = diagnose(mhvae, load_data("digits", classes=[1]), **small)
+    assert "theory" not in idata.groups() and "sigma1" in idata.attrs["theory_unavailable"]
+    learned_prior = build_model(CVAEConfig(x_dim=16, y_dim=48, latent_dim=3, prior="learned"))
+    idata = diagnose(learned_prior, load_data("digits", paired=True, classes=[1]), **small)
+    assert idata.theory.attrs["prediction"].startswith("linear-model prediction")
+    assert "prior" in idata.theory.attrs["readout_unavailable"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_diagnose_on_cuda_agrees_with_the_cpu(exact_vae, gaussian_bundle):
+    from scipy.stats import multivariate_normal
+
+    model, (U, eta_enc, eta_dec) = exact_vae
+    on_cpu = small_diagnose(model, gaussian_bundle)
+    on_gpu = small_diagnose(model, gaussian_bundle, device="cuda")
+    assert on_gpu.attrs["device"].startswith("cuda")
+    # the KL of a single latent involves no random draw: the devices must agree to float32 precision
+    np.testing.assert_allclose(on_gpu.collapse.z_kl, on_cpu.collapse.z_kl, rtol=1e-5, atol=1e-6)
+    cov = eta_enc**2 * (U @ U.T).numpy() + eta_dec**2 * np.eye(U.shape[0])
+    exact = multivariate_normal(np.zeros(U.shape[0]), cov).logpdf(gaussian_bundle.x.double().numpy())
+    np.testing.assert_allclose(on_gpu.metrics.iw_log_likelihood_pointwise, exact, rtol=1e-4)
