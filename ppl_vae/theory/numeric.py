@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import xarray as xr
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from ppl_vae._validate import check_int_range, check_positive, check_positive_seq
 from ppl_vae.theory.moments import as_data_matrix, as_paired_data, psd_sqrt, residual_moment_from_blocks
@@ -215,14 +216,17 @@ def minimise(value_and_grad: Callable[[dict[str, np.ndarray]], tuple[float, dict
         return float(value), np.concatenate([np.ravel(grads[name]) for name in names])
 
     best_flat, best_value, values = None, np.inf, []
-    for _ in range(n_restarts):
-        start = init_scale * generator.standard_normal(int(sum(sizes)))
-        result = minimize(flat_value_and_grad, start, jac=True, method="L-BFGS-B",
-                          options={"maxiter": max_iterations, "maxfun": 2 * max_iterations, "maxcor": 30,
-                                   "ftol": 1e-16, "gtol": 1e-11})
-        values.append(float(result.fun))
-        if result.fun < best_value:
-            best_flat, best_value = result.x, float(result.fun)
+    # The matrices are tiny: a multi-threaded BLAS only adds synchronisation, which costs
+    # 10-100x on a busy machine, so run single-threaded.
+    with threadpool_limits(limits=1):
+        for _ in range(n_restarts):
+            start = init_scale * generator.standard_normal(int(sum(sizes)))
+            result = minimize(flat_value_and_grad, start, jac=True, method="L-BFGS-B",
+                              options={"maxiter": max_iterations, "maxfun": 2 * max_iterations, "maxcor": 30,
+                                       "ftol": 1e-16, "gtol": 1e-11})
+            values.append(float(result.fun))
+            if result.fun < best_value:
+                best_flat, best_value = result.x, float(result.fun)
     return unpack(best_flat), np.asarray(values)
 
 

@@ -277,3 +277,106 @@ def test_configurations_cover_collapsed_and_active_modes():
     assert every_branch <= branches, every_branch - branches
     assert any(r.attrs["latent_dim_z1"] > r.attrs["latent_dim_z2"] for r in mhvae)
     assert any(r.attrs["latent_dim_z1"] < r.attrs["latent_dim_z2"] for r in mhvae)
+
+
+# ---------------------------------------------------------------- labelled output and conventions
+@pytest.fixture
+def spectrum_data():
+    return data_with_spectrum(np.array([4.0, 2.25, 1.0, 0.36, 0.04]), np.random.default_rng(11))
+
+
+def test_vae_dataset_is_labelled(spectrum_data):
+    result = linear_vae(spectrum_data, 3, beta=0.8)
+    assert result.mode.values.tolist() == [0, 1, 2]
+    assert np.all(np.diff(result.theta.values) < 0)  # mode 0 = largest theta
+    assert result.collapsed.dtype == bool and result.complete_collapse.dtype == bool
+    assert result.attrs["n_collapsed"] == int(result.collapsed.sum())
+    assert {"model", "beta", "eta_enc", "eta_dec", "latent_dim", "n_samples", "data_dim"} <= set(result.attrs)
+    assert all("description" in result[name].attrs for name in result.data_vars)
+
+
+def test_learnable_collapse_means_q_equals_prior(spectrum_data):
+    result = linear_vae(spectrum_data, 5, beta=1.0, eta_enc=1.7, eta_dec=0.9)
+    collapsed = result.collapsed.values
+    assert collapsed.any() and not collapsed.all()
+    assert np.all(result.encoder_sv.values[collapsed] == 0.0)
+    assert np.all(result.encoder_std.values[collapsed] == 1.7)
+    np.testing.assert_array_equal(result.complete_collapse.values, collapsed)
+
+
+def test_fixed_std_is_paired_ascending_and_collapse_is_partial(spectrum_data):
+    result = linear_vae(spectrum_data, 3, beta=1.0, eta_enc=1.0, encoder_std=[2.0, 0.5, 1.0])
+    assert result.encoder_std.values.tolist() == [0.5, 1.0, 2.0]
+    # theta = (2, 1.5, 1) against sqrt(beta) c s = (0.5, 1, 2): only mode 2's mean collapses, and its std
+    # 2.0 differs from eta_enc, so q is not the prior
+    assert result.collapsed.values.tolist() == [False, False, True]
+    assert not result.complete_collapse.values.any()
+    at_prior = linear_vae(spectrum_data, 3, beta=1.0, eta_enc=1.0, encoder_std=[0.5, 1.0, 1.0])
+    assert at_prior.complete_collapse.values.tolist() == [False, False, False]
+    at_prior = linear_vae(spectrum_data, 3, beta=1.0, eta_enc=2.0, eta_dec=1.6, encoder_std=2.0)
+    assert at_prior.complete_collapse.values.tolist() == at_prior.collapsed.values.tolist() == [False, True, True]
+
+
+@pytest.mark.parametrize("dims", [(3, 1), (2, 4), (3, 3)])
+@pytest.mark.parametrize("sigma2", [None, 0.7])
+def test_mhvae_mode_layout(spectrum_data, dims, sigma2):
+    d1, d2 = dims
+    result = linear_mhvae(spectrum_data, dims, beta1=0.5, sigma2=sigma2)
+    assert result.sizes["mode"] == max(d1, d2)
+    np.testing.assert_array_equal(result.in_z1.values, np.arange(max(dims)) < d1)
+    np.testing.assert_array_equal(result.in_z2.values, np.arange(max(dims)) < d2)
+    assert np.all(np.isnan(result.z1_encoder_sv.values[d1:])) and np.all(np.isnan(result.z2_decoder_sv.values[d2:]))
+    assert not result.z1_collapsed.values[d1:].any() and not result.z2_collapsed.values[d2:].any()
+    assert np.all(result.z2_decoder_sv.values[d1:d2] == 0.0)  # z2 modes with no z1 partner collapse
+    assert ("z2_encoder_std" in result) == (sigma2 is None)
+    assert result.attrs["n_collapsed"] == int(result.z1_collapsed.sum() + result.z2_collapsed.sum())
+
+
+def test_torch_and_numpy_inputs_agree(spectrum_data):
+    import torch
+
+    x = spectrum_data[:, :4]
+    y = spectrum_data[:, 4:]
+    for function, args in ((linear_vae, (x, 2)), (linear_cvae, (x, y, 1)), (linear_mhvae, (x, (2, 2)))):
+        from_numpy = function(*args)
+        from_torch = function(*(torch.as_tensor(a) if isinstance(a, np.ndarray) else a for a in args))
+        assert from_numpy.identical(from_torch)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("name", ["beta", "eta_enc", "eta_dec"])
+@pytest.mark.parametrize("value", [0.0, -1.0, np.nan, np.inf])
+def test_non_positive_hyper_parameters_are_rejected(spectrum_data, name, value):
+    with pytest.raises(ValueError, match=name):
+        linear_vae(spectrum_data, 2, **{name: value})
+    with pytest.raises(ValueError, match=name):
+        linear_cvae(spectrum_data[:, :2], spectrum_data[:, 2:], 2, **{name: value})
+
+
+@pytest.mark.parametrize("name", ["beta1", "beta2", "eta_enc", "eta_dec", "sigma1", "sigma2"])
+def test_mhvae_hyper_parameters_are_rejected(spectrum_data, name):
+    with pytest.raises(ValueError, match=name):
+        linear_mhvae(spectrum_data, (2, 2), **{name: -0.5})
+
+
+def test_bad_shapes_are_rejected(spectrum_data):
+    with pytest.raises(ValueError, match="latent_dim"):
+        linear_vae(spectrum_data, 6)
+    with pytest.raises(ValueError, match="latent_dim"):
+        linear_vae(spectrum_data, 0)
+    with pytest.raises(ValueError, match="latent_dim"):
+        linear_cvae(spectrum_data[:, :3], spectrum_data[:, 3:], 3)
+    with pytest.raises(ValueError, match="latent_dims"):
+        linear_mhvae(spectrum_data, (6, 2))
+    with pytest.raises(ValueError, match="latent_dims"):
+        linear_mhvae(spectrum_data, 3)
+    with pytest.raises(ValueError, match="encoder_std"):
+        linear_vae(spectrum_data, 3, encoder_std=[1.0, 2.0])
+    with pytest.raises(ValueError, match="encoder_std"):
+        linear_vae(spectrum_data, 2, encoder_std=[1.0, -2.0])
+    with pytest.raises(ValueError, match="y"):
+        linear_cvae(spectrum_data, spectrum_data[:-1], 1)
+    with pytest.raises(ValueError, match="x"):
+        linear_vae(spectrum_data[0], 1)
+    with pytest.raises(ValueError, match="x"):
+        linear_mhvae(np.where(spectrum_data > 0, np.nan, spectrum_data), (1, 1))
