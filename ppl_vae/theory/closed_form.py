@@ -247,8 +247,8 @@ def linear_mhvae(x, latent_dims: tuple[int, int], beta1: float = 1.0, beta2: flo
     direct minimisation (tests/theory).
 
     Variables: ``theta``; ``z1_encoder_sv`` (singular values of W1 P diag(phi)^(1/2));
-    ``z2_decoder_sv`` (singular values of U2); ``z2_encoder_std`` (learnable Sigma2 only,
-    beta2 eta_dec^2 / (beta1 omega^2 + beta2 c^2) squared-rooted); ``z1_collapsed``
+    ``z2_decoder_sv`` (singular values of U2, zero-padded to d2); ``z2_encoder_std``
+    (learnable Sigma2 only, sqrt(beta2 eta_dec^2 / (beta1 omega_i^2 + beta2 c^2))); ``z1_collapsed``
     (z1's encoder mean is zero, lambda_i = 0: sigma1 is fixed so this is partial collapse);
     ``z2_collapsed`` (omega_i = 0; with learnable Sigma2 q(z2|z1) then equals p(z2)
     exactly, with fixed Sigma2 it is partial).  ``attrs`` hold ``n_z1_collapsed``,

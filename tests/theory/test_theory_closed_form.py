@@ -380,3 +380,15 @@ def test_bad_shapes_are_rejected(spectrum_data):
         linear_vae(spectrum_data[0], 1)
     with pytest.raises(ValueError, match="x"):
         linear_mhvae(np.where(spectrum_data > 0, np.nan, spectrum_data), (1, 1))
+
+
+def test_predictions_survive_a_netcdf_round_trip(spectrum_data, tmp_path):
+    import xarray as xr
+
+    predictions = [linear_vae(spectrum_data, 3), linear_vae(spectrum_data, 3, encoder_std=0.5),
+                   linear_cvae(spectrum_data[:, :2], spectrum_data[:, 2:], 2),
+                   linear_mhvae(spectrum_data, (3, 2)), linear_mhvae(spectrum_data, (2, 3), sigma2=0.4)]
+    for index, prediction in enumerate(predictions):
+        path = tmp_path / f"{index}.nc"
+        prediction.to_netcdf(path)
+        assert xr.load_dataset(path).identical(prediction)
