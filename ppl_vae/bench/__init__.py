@@ -12,6 +12,7 @@ from ppl_vae.bench.harness import PeakMemory, Timing, host_peak_mb, median_wall_
 from ppl_vae.bench.reference import cvae_loss, gaussian_kl, gaussian_log_density, mhvae_loss, plain_loss, vae_loss
 from ppl_vae.bench.run import (
     COLUMNS,
+    SECTIONS,
     bench_dataset,
     default_cases,
     format_table,
@@ -21,7 +22,7 @@ from ppl_vae.bench.run import (
 )
 
 __all__ = [
-    "COLUMNS", "Case", "DeviceBatches", "PeakMemory", "Timing", "VARIANTS", "bench_config", "bench_data",
+    "COLUMNS", "SECTIONS", "Case", "DeviceBatches", "PeakMemory", "Timing", "VARIANTS", "bench_config", "bench_data",
     "bench_dataset", "cvae_loss", "default_cases", "format_table", "gaussian_kl", "gaussian_log_density",
     "host_peak_mb", "make_step", "median_wall_time", "mhvae_loss", "plain_loss", "run_bench", "theory_reached",
     "time_steps", "time_to_theory", "vae_loss",

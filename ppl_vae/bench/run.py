@@ -34,6 +34,9 @@ from ppl_vae.bench.harness import PeakMemory, repeat_block, synchronise, time_in
 COLUMNS = ["section", "case", "variant", "steps_per_s", "samples_per_s", "ratio_to_plain", "wall_s",
            "peak_host_mb", "peak_device_mb", "note"]
 
+#: What :func:`run_bench` can measure, in order.
+SECTIONS = ("throughput", "overhead", "time_to_theory", "sweep")
+
 #: Relative tolerance of "reached the theory": every decoder singular value within 1%.
 THEORY_RTOL = 0.01
 
@@ -225,7 +228,7 @@ def sweep_rows(device: torch.device, *, n_configs: int, steps: int, batch_size: 
 
 def run_bench(device: str | torch.device = "cpu", *, quick: bool = False, threads: int | None = None,
               cases: Sequence[Case] | None = None, variants: Sequence[str] | None = None,
-              sections: Sequence[str] = ("throughput", "time_to_theory", "sweep"),
+              sections: Sequence[str] = SECTIONS,
               log: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Measure the whole benchmark in this process.
 
@@ -240,7 +243,9 @@ def run_bench(device: str | torch.device = "cpu", *, quick: bool = False, thread
         ``torch.set_num_threads`` for the run (restored afterwards); None:
         leave it. One thread is fastest for these small models on a shared CPU.
     cases, variants, sections
-        Restrict what is measured (defaults: everything).
+        Restrict what is measured (defaults: everything). ``'overhead'``
+        ablates ``fit``'s Pyro overheads on the CPU (see
+        :mod:`ppl_vae.bench.profile`); it is skipped on CUDA.
     log
         Called with one progress line per measurement.
 
@@ -287,9 +292,38 @@ def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
         row = time_to_theory(device, dim=8, n=2000, latent_dim=4)
         log(f"  time to theory: {row['note']} ({row['wall_s']:.1f} s)")
         rows.append(row)
+    if "overhead" in sections and _fit_available() and device.type == "cpu":
+        rows += overhead_rows(quick, log)
     if "sweep" in sections:
         rows += sweep_rows(device, n_configs=16, steps=150 if quick else 1000, batch_size=128,
                            repeats=3 if quick else 5, separate=_fit_available(), log=log)
+    return rows
+
+
+def overhead_rows(quick: bool, log: Callable[[str], None]) -> list[dict]:
+    """What removing each Pyro overhead from ``fit`` would gain (MLP CVAE, batch 128, CPU).
+
+    See :func:`ppl_vae.bench.profile.overhead_breakdown`; skipped with a note
+    if the model or trainer internals it patches have changed.
+    """
+    from ppl_vae.bench.profile import overhead_breakdown
+
+    rows = []
+    for data in ("digits", "mnist_shaped"):
+        try:
+            table = overhead_breakdown(data, steps=10 if quick else 40, repeats=3 if quick else 9,
+                                       n_synthetic=1024 if quick else 4096)
+        except AttributeError as err:  # the patched internals moved
+            log(f"  overhead ablation unavailable: {err}")
+            return rows
+        for record in table.to_dict("records"):
+            seconds = record["ms_per_step"] / 1e3
+            rows.append({"section": "overhead", "case": record["case"], "variant": record["variant"],
+                         "steps_per_s": 1.0 / seconds, "samples_per_s": 128 / seconds,
+                         "ratio_to_plain": record["ratio_to_plain"], "wall_s": math.nan,
+                         "peak_host_mb": math.nan, "peak_device_mb": math.nan,
+                         "note": f"spread {record['spread']:.0%}; CPU only"})
+            log(f"  overhead {record['case']:24s} {record['variant']:32s} x{record['ratio_to_plain']:.2f}")
     return rows
 
 

@@ -16,7 +16,7 @@ from ppl_vae._io import atomic_write, atomic_write_text
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads for the run (default: 1 on the CPU, where these small models run "
                    "fastest and timings are steadiest on a shared machine; torch's default on CUDA).")
-@click.option("--section", "sections", type=click.Choice(["throughput", "time_to_theory", "sweep"]),
+@click.option("--section", "sections", type=click.Choice(["throughput", "overhead", "time_to_theory", "sweep"]),
               multiple=True, help="Measure only these sections (repeatable; default: all).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Also write the table: .csv, .json or .nc (xarray) by suffix.")
@@ -28,6 +28,7 @@ def command(device: str, quick: bool, threads: int | None, sections: tuple[str, 
     """
     from ppl_vae._device import resolve_device
     from ppl_vae.bench import bench_dataset, format_table, run_bench
+    from ppl_vae.bench.run import SECTIONS
 
     if out is not None and Path(out).suffix not in (".csv", ".json", ".nc"):
         raise click.BadParameter("--out must end in .csv, .json or .nc", param_hint="--out")
@@ -35,7 +36,7 @@ def command(device: str, quick: bool, threads: int | None, sections: tuple[str, 
         if threads is None and resolve_device(device).type == "cpu":
             threads = 1
         table = run_bench(device, quick=quick, threads=threads,
-                          sections=sections or ("throughput", "time_to_theory", "sweep"),
+                          sections=sections or SECTIONS,
                           log=lambda line: click.echo(line, err=True))
     except ValueError as err:
         raise click.ClickException(str(err)) from None

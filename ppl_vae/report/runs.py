@@ -49,8 +49,9 @@ def held_out_split(bundle, train_options: dict):
     return train_test_split(bundle, fraction, seed=int(train_options.get("split_seed", 0)))
 
 
-def _cache_key(info: dict, checkpoint: str, iw_samples: int, seed: int) -> dict:
+def _cache_key(info: dict, checkpoint: str, iw_samples: int, seed: int, options: dict) -> dict:
     return {
+        "diagnose_options": json.dumps(options, sort_keys=True, default=str),
         "model_config": json.dumps(info["model"], sort_keys=True),
         "data_spec": json.dumps(info["data"], sort_keys=True, default=str),
         "checkpoint_sha256": checkpoint,
@@ -83,7 +84,7 @@ def diagnose_run(run_dir: str | os.PathLike, *, iw_samples: int = 1000, seed: in
     check_int_range("iw_samples", iw_samples, 1)
     run_dir = Path(run_dir)
     model, bundle, info = load_run(run_dir, device=device)
-    key = _cache_key(info, file_digest(run_dir / CHECKPOINT_NAME), iw_samples, seed)
+    key = _cache_key(info, file_digest(run_dir / CHECKPOINT_NAME), iw_samples, seed, options)
     cache = run_dir / DIAGNOSTICS_NAME
     if reuse and cache.is_file():
         cached = load(cache)
@@ -119,8 +120,11 @@ def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
 
 def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, iw_samples: int = 1000,
                  seed: int = 0, device: str = "auto", overwrite: bool = False, progress: bool = True,
-                 title: str = "Posterior collapse report") -> Path:
+                 title: str = "Posterior collapse report", **diagnose_options) -> Path:
     """Diagnose each run (or reuse its cache) and write one self-contained HTML page.
+
+    ``diagnose_options`` (``n_obs``, ``n_draws``, ``kl_samples``) go to
+    :func:`ppl_vae.diagnostics.diagnose` when a run's diagnostics are computed.
 
     Raises
     ------
@@ -135,7 +139,8 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     names = run_names(run_dirs)
     idatas, losses = {}, {}
     for name, run_dir in tqdm(list(zip(names, run_dirs)), desc="runs", disable=not progress or len(names) < 2):
-        idatas[name] = diagnose_run(run_dir, iw_samples=iw_samples, seed=seed, device=device, progress=progress)
+        idatas[name] = diagnose_run(run_dir, iw_samples=iw_samples, seed=seed, device=device, progress=progress,
+                                    **diagnose_options)
         loss = read_loss_history(run_dir)
         if loss is not None:
             losses[name] = loss

@@ -269,6 +269,7 @@ class SweepSpec:
         """What fixes the results: everything but where and how the tasks run."""
         spec = self.to_dict()
         spec["execution"] = {k: spec["execution"][k] for k in ("group_size", "vectorise")}
+        spec["grid_order"] = list(self.grid)  # the order fixes run names and task groups
         return spec
 
     def with_execution(self, **options: Any) -> SweepSpec:
@@ -583,7 +584,7 @@ def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: boo
     elif out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a sweep directory (no {SPEC_NAME}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(spec_path, {"identity": spec.identity(), "spec": spec.to_dict()})
+    atomic_write_json(spec_path, {"identity": spec.identity(), "spec": spec.to_dict(), "grid_order": list(spec.grid)})
     return out
 
 
@@ -734,7 +735,10 @@ def read_spec(out: str | os.PathLike) -> SweepSpec:
     path = Path(out) / SPEC_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{out} is not a sweep directory: {SPEC_NAME} is missing")
-    return SweepSpec.from_dict(json.loads(path.read_text(encoding="utf-8"))["spec"])
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    raw = saved["spec"]
+    raw["grid"] = {key: raw["grid"][key] for key in saved["grid_order"]}  # JSON keys were sorted
+    return SweepSpec.from_dict(raw)
 
 
 def rebuild_combined(out: str | os.PathLike):

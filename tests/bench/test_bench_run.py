@@ -101,3 +101,15 @@ def test_run_bench_on_the_gpu_reports_device_memory():
     table = run_bench("cuda", quick=True, cases=TINY, variants=["plain", "pyro"], sections=["throughput"])
     assert table.attrs["device"].startswith("cuda")
     assert np.all(table.peak_device_mb > 0)
+
+
+def test_overhead_ablation_reports_each_variant_and_restores_the_internals():
+    from ppl_vae.bench.profile import ABLATIONS, overhead_breakdown
+    from ppl_vae.inference import trainer
+    from ppl_vae.models.base import LatentVariableModel
+
+    register, elbo_for = LatentVariableModel._register, trainer._elbo_for
+    table = overhead_breakdown("digits", steps=2, repeats=1)
+    assert list(table.variant) == ["plain", *ABLATIONS]
+    assert table.set_index("variant").ratio_to_plain["plain"] == 1.0
+    assert LatentVariableModel._register is register and trainer._elbo_for is elbo_for
