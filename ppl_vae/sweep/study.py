@@ -449,6 +449,21 @@ def _divergence(loss_history: np.ndarray) -> dict[str, str] | None:
     return {"type": type(err).__name__, "message": str(err), "traceback": ""}
 
 
+def diagnose_options(diagnostics: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``diagnose`` keyword options (besides ``iw_samples`` and ``seed``) that differ from its defaults.
+
+    ``ppl-vae report`` keys its diagnostics cache on the options it passes; a
+    sweep using the defaults thus writes a ``diagnostics.nc`` the report reuses.
+    """
+    import inspect
+
+    from ppl_vae.diagnostics import diagnose
+
+    defaults = inspect.signature(diagnose).parameters
+    return {key: diagnostics[key] for key in ("n_obs", "n_draws", "kl_samples")
+            if diagnostics[key] != defaults[key].default}
+
+
 def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None = None) -> list[ConfigOutcome]:
     """Train one task (via :func:`ppl_vae.sweep.api.run_task`) and diagnose each configuration.
 
@@ -550,7 +565,7 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     from ppl_vae.report.runs import _cache_key, file_digest
 
     key = _cache_key({"model": config.to_dict(), "data": data_spec}, file_digest(run_dir / CHECKPOINT_NAME),
-                     spec.diagnostics["iw_samples"], spec.diagnostics["seed"])
+                     spec.diagnostics["iw_samples"], spec.diagnostics["seed"], diagnose_options(spec.diagnostics))
     idata.attrs.update(key, checkpoint_step=int(history.size))
     save(idata, run_dir / DIAGNOSTICS_NAME)
     (run_dir / ERROR_NAME).unlink(missing_ok=True)

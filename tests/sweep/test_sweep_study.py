@@ -1,0 +1,221 @@
+"""Sweep specs, per-configuration run directories, failures, resume and combined.nc (local backend)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ppl_vae.diagnostics import combine, load
+from ppl_vae.inference import load_run
+from ppl_vae.sweep.study import (
+    SpecMismatchError,
+    SweepSpec,
+    load_spec,
+    parse_values,
+    plan_groups,
+    rebuild_combined,
+    run_group,
+    run_status,
+    run_study,
+)
+
+TINY = {
+    "model": "cvae", "arch": "linear", "data": {"name": "synthetic", "n": 120, "dim": 6},
+    "model_options": {"latent_dim": 3},
+    "train": {"steps": 25, "lr": 0.02},
+    "diagnostics": {"iw_samples": 8, "n_obs": 3, "n_draws": 5, "kl_samples": 2},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread (as in a 1-CPU Ray task) avoids thread contention on 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_spec(grid, **execution):
+    model_options = {k: v for k, v in TINY["model_options"].items() if k not in grid}
+    return SweepSpec.from_dict({**TINY, "model_options": model_options, "grid": grid, "execution": execution})
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+def test_parse_values_ranges_lists_and_scalars():
+    assert parse_values("seed", "0-4") == (0, 1, 2, 3, 4)
+    assert parse_values("seed", "0-1,7") == (0, 1, 7)
+    assert parse_values("beta", "0.1,0.5,1") == (0.1, 0.5, 1)
+    assert parse_values("beta", [0.5, 2]) == (0.5, 2)
+    assert parse_values("beta", 2.0) == (2.0,)
+
+
+@pytest.mark.parametrize("grid, entry", [
+    ({"gamma": [1.0]}, "gamma"),                 # unknown parameter
+    ({"beta": []}, "beta"),                      # empty range
+    ({"beta": ""}, "beta"),                      # empty range written as text
+    ({"beta": [0.5, -1.0]}, "beta"),             # negative beta
+    ({"eta_dec": "0,1"}, "eta_dec"),             # zero std
+    ({"seed": "4-0"}, "seed"),                   # decreasing range
+    ({"seed": "0-x"}, "seed"),                   # malformed range
+    ({"seed": [-1]}, "seed"),                    # negative seed
+    ({"beta": [1.0, 1.0]}, "beta"),              # repeated value
+])
+def test_bad_grid_fails_naming_the_entry(grid, entry):
+    with pytest.raises(ValueError, match=f"'{entry}'"):
+        tiny_spec(grid)
+
+
+@pytest.mark.parametrize("change, word", [
+    ({"epochs_": 1}, "epochs_"),
+    ({"train": {"steps": 5, "momentum": 0.9}}, "momentum"),
+    ({"train": {}}, "steps"),
+    ({"model_options": {"latent_dim": 3, "depth": 2}}, "depth"),
+    ({"model": "gan"}, "model"),
+    ({"execution": {"backend": "dask"}}, "backend"),
+])
+def test_bad_sections_fail_naming_the_entry(change, word):
+    with pytest.raises(ValueError, match=word):
+        SweepSpec.from_dict({**TINY, "grid": {"beta": [1.0]}, **change})
+
+
+def test_invalid_point_is_caught_before_any_work(tmp_path):
+    spec = tiny_spec({"latent_dim": [3, 0]})
+    with pytest.raises(ValueError, match="latent_dim=0"):
+        run_study(spec, tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_yaml_and_toml_specs_agree(tmp_path):
+    yaml_text = """
+model: cvae
+arch: mlp
+data: {name: digits, split: quadrant}
+model_options: {latent_dim: 4, hidden_dims: [16]}
+grid: {beta: [0.1, 0.5], eta_dec: "0.5,1", seed: "0-3"}
+train: {epochs: 2, batch_size: 256}
+"""
+    toml_text = """
+model = "cvae"
+arch = "mlp"
+[data]
+name = "digits"
+split = "quadrant"
+[model_options]
+latent_dim = 4
+hidden_dims = [16]
+[grid]
+beta = [0.1, 0.5]
+eta_dec = "0.5,1"
+seed = "0-3"
+[train]
+epochs = 2
+batch_size = 256
+"""
+    (tmp_path / "s.yaml").write_text(yaml_text)
+    (tmp_path / "s.toml").write_text(toml_text)
+    from_yaml, from_toml = load_spec(tmp_path / "s.yaml"), load_spec(tmp_path / "s.toml")
+    assert from_yaml == from_toml
+    assert from_yaml.n_configs == 16
+    assert SweepSpec.from_dict(from_yaml.to_dict()) == from_yaml
+
+
+def test_groups_share_an_architecture_and_respect_group_size():
+    spec = tiny_spec({"latent_dim": [2, 3], "beta": [0.5, 1.0, 2.0]})
+    bundle = spec.load_data()
+    configs, seeds, _ = spec.expand(bundle)
+    tasks = plan_groups(configs, seeds, range(len(configs)), {"steps": 1}, group_size=2)
+    assert [task.index for task in tasks] == [(0, 1), (2,), (3, 4), (5,)]
+    for task in tasks:
+        assert len({config.latent_dim for config in task.configs}) == 1
+        assert [configs[k] for k in task.index] == list(task.configs)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    """Six configurations in one batched task; eta_dec = 1e-30 makes two of them diverge."""
+    out = tmp_path_factory.mktemp("study") / "sweep"
+    spec = tiny_spec({"eta_dec": [1e-30, 1.0], "beta": [0.5, 2.0], "seed": "0"})
+    summary = run_study(spec, out)
+    return spec, out, summary
+
+
+def test_diverged_configuration_is_recorded_and_the_others_finish(finished_sweep):
+    spec, out, summary = finished_sweep
+    assert summary.counts == {"finished": 2, "failed": 2, "skipped": 0}
+    assert set(summary.failed) == {"eta_dec=1e-30_beta=0.5_seed=0", "eta_dec=1e-30_beta=2_seed=0"}
+    error = json.loads((out / "runs" / "eta_dec=1e-30_beta=0.5_seed=0" / "error.json").read_text())
+    assert error["type"] == "TrainingDivergedError"
+    assert run_status(out / "runs" / "eta_dec=1e-30_beta=0.5_seed=0") == "failed"
+    recorded = json.loads((out / "summary.json").read_text())
+    assert recorded["failed"].keys() == summary.failed.keys() and recorded["finished"] == list(summary.finished)
+
+
+def test_run_directories_load_like_fit_runs(finished_sweep):
+    spec, out, _ = finished_sweep
+    run_dir = out / "runs" / "eta_dec=1_beta=2_seed=0"
+    model, bundle, info = load_run(run_dir, device="cpu")
+    assert model.config.beta == 2.0 and model.config.eta_dec == 1.0 and info["seed"] == 0
+    assert info["step"] == spec.train["steps"] and np.isfinite(info["metrics"]["final_loss"])
+    assert bundle.attrs["spec"] == info["data"]
+    # the report reuses the sweep's diagnostics instead of recomputing them
+    from ppl_vae.report.runs import diagnose_run
+
+    before = os.stat(run_dir / "diagnostics.nc").st_mtime_ns
+    options = {key: spec.diagnostics[key] for key in ("iw_samples", "n_obs", "n_draws", "kl_samples", "seed")}
+    reused = diagnose_run(run_dir, device="cpu", progress=False, **options)
+    assert os.stat(run_dir / "diagnostics.nc").st_mtime_ns == before
+    assert reused.attrs["checkpoint_step"] == spec.train["steps"]
+
+
+def test_combined_is_rebuilt_from_the_run_directories(finished_sweep):
+    spec, out, summary = finished_sweep
+    combined = load(out / "combined.nc")
+    assert list(combined.collapse.run.values) == list(summary.finished)
+    assert combined.collapse.beta.values.tolist() == [0.5, 2.0]
+    assert combined.collapse.seed.values.tolist() == [0, 0]
+    by_hand = combine([load(out / "runs" / name / "diagnostics.nc") for name in summary.finished],
+                      run_names=list(summary.finished))
+    np.testing.assert_array_equal(combined.collapse.z_kl.values, by_hand.collapse.z_kl.values)
+    rebuilt = rebuild_combined(out)
+    np.testing.assert_array_equal(rebuilt.metrics.iw_log_likelihood.values, combined.metrics.iw_log_likelihood.values)
+
+
+def test_changed_spec_is_refused_unless_overwrite(finished_sweep, tmp_path):
+    spec, out, _ = finished_sweep
+    other = tiny_spec({"eta_dec": [1.0], "beta": [0.5, 3.0]})
+    with pytest.raises(SpecMismatchError, match="grid"):
+        run_study(other, out)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a sweep directory"):
+        run_study(other, tmp_path)
+
+
+def test_failures_are_retried_and_unfinished_runs_redone(tmp_path):
+    spec = tiny_spec({"beta": [0.5, 1.0, 2.0]}, group_size=1)
+
+    def faulty(task, bundle):
+        if task.configs[0].beta == 2.0:
+            raise RuntimeError("injected failure")
+        return run_group(task, bundle, diagnostics=spec.diagnostics)
+
+    first = run_study(spec, tmp_path / "sweep", runner=faulty)
+    assert first.counts == {"finished": 2, "failed": 1, "skipped": 0}
+    error = json.loads((tmp_path / "sweep" / "runs" / "beta=2" / "error.json").read_text())
+    assert error["type"] == "RuntimeError" and "injected failure" in error["traceback"]
+    # a run killed before its marker: files but no metrics.json -> unfinished, redone
+    (tmp_path / "sweep" / "runs" / "beta=1" / "metrics.json").unlink()
+    second = run_study(spec, tmp_path / "sweep")
+    assert second.counts == {"finished": 2, "failed": 0, "skipped": 1}
+    assert second.skipped == ("beta=0.5",)
+    assert all(run_status(tmp_path / "sweep" / "runs" / name) == "finished"
+               for name in ("beta=0.5", "beta=1", "beta=2"))
+    assert not (tmp_path / "sweep" / "runs" / "beta=2" / "error.json").exists()
+    assert load(tmp_path / "sweep" / "combined.nc").collapse.sizes["run"] == 3
