@@ -13,6 +13,7 @@ from .collapse import (
     collapsed_dimensions,
     epsilon_collapse_curve,
     epsilon_grid,
+    kl_per_dimension,
     latent_statistics,
 )
 from .core import diagnose
@@ -20,18 +21,6 @@ from .draws import draw_groups, select_observations
 from .io import combine, load, save
 from .likelihood import evaluation_metrics, iw_log_likelihood
 from .theory_link import predict, predicted_collapsed, theory_group
-
-
-def kl_per_dimension(model, data, **options):
-    """Per-point per-dimension KL(q || p) of every latent site (without beta).
-
-    A Dataset with one ``(obs, <site>_dim)`` variable per site, in nats; see
-    :func:`latent_statistics` for ``options``.
-    """
-    stats = latent_statistics(model, data, **options)
-    return stats[[name for name in stats.data_vars if name.endswith("_kl")]].rename(
-        {name: name[: -len("_kl")] for name in stats.data_vars if name.endswith("_kl")}
-    )
 
 
 __all__ = [

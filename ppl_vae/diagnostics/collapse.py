@@ -92,6 +92,19 @@ def latent_statistics(
     return ds.assign_coords({f"{name}_dim": np.arange(ds.sizes[f"{name}_dim"]) for name in model.latent_sites})
 
 
+def kl_per_dimension(model, data: DataBundle, **options) -> xr.Dataset:
+    """Per-point per-dimension KL(q || p) of every latent site (without beta).
+
+    A Dataset with one ``(obs, <site>_dim)`` variable per site, in nats; see
+    :func:`latent_statistics` for ``options``.
+    """
+    stats = latent_statistics(model, data, **options)
+    return stats[[name for name in stats.data_vars if name.endswith("_kl")]].rename(
+        {name: name[: -len("_kl")] for name in stats.data_vars if name.endswith("_kl")}
+    )
+
+
+
 def active_unit_statistic(guide_mean: xr.DataArray, obs_dim: str = "obs") -> xr.DataArray:
     """Cov_x(E_q[z_i]) per dimension: the variance over data points of the guide mean."""
     return guide_mean.var(obs_dim, ddof=1).rename("active_unit_statistic")

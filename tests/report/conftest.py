@@ -8,6 +8,7 @@ import torch
 from ppl_vae.data import load
 from ppl_vae.inference import fit
 from ppl_vae.models import CVAEConfig, MHVAEConfig, build_model
+from report_testing import FAST
 
 
 def train_run(run_dir, config, paired, steps=10):
@@ -32,3 +33,10 @@ def mhvae_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("mhvae")
     config = MHVAEConfig(input_dim=64, latent_dims=(4, 3), arch="mlp", hidden_dims=(16,), beta2=2.0)
     return train_run(root / "mhvae", config, paired=False)
+
+
+@pytest.fixture(scope="session")
+def report_page(cvae_runs, mhvae_run, tmp_path_factory):
+    from ppl_vae.report.runs import write_report
+
+    return write_report([*cvae_runs, mhvae_run], tmp_path_factory.mktemp("report") / "report.html", **FAST)

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from ppl_vae.report.runs import write_report
-
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -37,8 +35,8 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless chromium (apt-get install chromium)")
-def test_report_renders_in_chromium(cvae_runs, tmp_path):
-    out = write_report(cvae_runs, tmp_path / "report.html", iw_samples=8, device="cpu", progress=False)
+def test_report_renders_in_chromium(report_page, tmp_path):
+    out = report_page
     page = out.read_text()
     n_images = page.count("<img ")
     checked = tmp_path / "checked.html"
@@ -49,6 +47,7 @@ def test_report_renders_in_chromium(cvae_runs, tmp_path):
     widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
     assert len(widths) == n_images and min(widths) > 100
     assert re.search(r"of 6 latent dimensions collapsed; theory predicted \d+", dom)
+    assert re.search(r"z1: \d+ of 4 latent dimensions collapsed", dom)
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"

@@ -11,7 +11,7 @@ from ppl_vae.diagnostics import load as load_diagnostics
 from ppl_vae.inference import CHECKPOINT_NAME
 from ppl_vae.report.runs import DIAGNOSTICS_NAME, diagnose_run, held_out_split, run_names, write_report
 
-FAST = dict(iw_samples=8, device="cpu", progress=False)
+from report_testing import FAST
 
 
 def embedded_images(page: str) -> list[bytes]:
@@ -48,9 +48,8 @@ def test_stale_cache_from_another_checkpoint_is_recomputed(cvae_runs, tmp_path):
     assert not after.posterior_predictive.identical(before.posterior_predictive)
 
 
-def test_report_page_has_headlines_table_and_decodable_figures(cvae_runs, mhvae_run, tmp_path):
-    out = write_report([*cvae_runs, mhvae_run], tmp_path / "report.html", **FAST)
-    page = out.read_text()
+def test_report_page_has_headlines_table_and_decodable_figures(report_page):
+    page = report_page.read_text()
     assert page.count('class="headline"') >= 3
     assert re.search(r"\d+ of 6 latent dimensions collapsed; theory predicted \d+", page)
     assert re.search(r"z1: \d+ of 4 latent dimensions collapsed; theory predicted \d+ \(linear-model prediction\) \| z2",
