@@ -83,7 +83,9 @@ def throughput_rows(case: Case, bundle, device: torch.device, *, variants: Seque
     rows = []
     for variant, timing in timings.items():
         seconds = timing.seconds_per_step
-        note = f"spread {timing.spread:.0%}" + ("; end to end, set-up included" if variant == "fit" else "")
+        note = f"spread {timing.spread:.0%}; epoch {math.ceil(data.n / batch) * seconds:.2f} s"
+        if variant == "fit":
+            note += "; end to end, set-up included"
         rows.append({"section": "throughput", "case": case.label, "variant": variant,
                      "steps_per_s": 1.0 / seconds, "samples_per_s": batch / seconds,
                      "ratio_to_plain": seconds / plain if plain else math.nan, "wall_s": seconds * steps,
