@@ -104,7 +104,6 @@ def kl_per_dimension(model, data: DataBundle, **options) -> xr.Dataset:
     )
 
 
-
 def active_unit_statistic(guide_mean: xr.DataArray, obs_dim: str = "obs") -> xr.DataArray:
     """Cov_x(E_q[z_i]) per dimension: the variance over data points of the guide mean."""
     return guide_mean.var(obs_dim, ddof=1).rename("active_unit_statistic")

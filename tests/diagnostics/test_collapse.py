@@ -1,9 +1,7 @@
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
-from standin_models import exact_posterior_vae
 from ppl_vae.diagnostics import (
     active_units,
     collapse_dataset,
