@@ -1,0 +1,42 @@
+"""Reproduce the paper's experiments (SPEC section 6): the machinery behind ``ppl-vae reproduce``.
+
+The experiments themselves are the scripts of the repository's ``analyses/``
+folder; each parses :func:`parse_settings`, writes through
+:class:`ExperimentOutput` and returns a :class:`ClaimCheck`.
+:func:`run_experiments` runs them in process and :func:`write_index` writes the
+one-page report.
+"""
+
+from ppl_vae.reproduce.figures import series
+from ppl_vae.reproduce.analysis import (
+    MissingDataError,
+    collapse_table,
+    diagnose_options,
+    diagnose_sweep,
+    image_data,
+    is_monotone,
+    run_name,
+    spearman,
+    training_options,
+)
+from ppl_vae.reproduce.outputs import ClaimCheck, ExperimentOutput, read_claim, read_manifest
+from ppl_vae.reproduce.report import write_index
+from ppl_vae.reproduce.runner import (
+    EXPERIMENTS,
+    ExperimentOutcome,
+    check_names,
+    default_analyses_dir,
+    find_analyses_dir,
+    load_script,
+    run_experiments,
+    run_one,
+)
+from ppl_vae.reproduce.settings import SCALES, Settings, experiment_parser, parse_settings
+
+__all__ = [
+    "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "Settings",
+    "check_names", "collapse_table", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
+    "experiment_parser", "find_analyses_dir", "image_data", "is_monotone", "load_script", "parse_settings",
+    "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "series", "spearman", "training_options",
+    "write_index",
+]

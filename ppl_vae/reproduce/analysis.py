@@ -1,0 +1,155 @@
+"""Small building blocks the analysis scripts share.
+
+- :func:`image_data` picks the image set of a scale (8x8 digits, or local MNIST).
+- :func:`training_options` gives the SVI options of a scale for a model kind.
+- :func:`diagnose_sweep` diagnoses every model of a sweep and stacks the runs.
+- :func:`collapse_table` flattens those diagnostics into one row per run.
+- :func:`is_monotone` / :func:`spearman` are the tests the claim checks apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from ppl_vae.data import DataBundle, load_digits, load_mnist, train_test_split
+from ppl_vae.reproduce.settings import Settings
+
+#: Digits kept at the tiny scale: enough for a train / test split, fast to train.
+TINY_IMAGES = 240
+
+
+class MissingDataError(FileNotFoundError):
+    """Full mode needs MNIST, and its files are not where the user said."""
+
+
+def image_data(settings: Settings, *, split: str | None = None, classes: Sequence[int] | None = None,
+               test_fraction: float = 0.1) -> tuple[DataBundle, DataBundle]:
+    """Training and held-out images for the scale.
+
+    ``tiny`` / ``quick``: scikit-learn's bundled 8x8 digits (tiny keeps
+    :data:`TINY_IMAGES` of them). ``full``: MNIST from ``settings.mnist_dir``,
+    its own train and t10k files as the two parts.
+
+    Raises
+    ------
+    MissingDataError
+        Full mode and no MNIST files in ``settings.mnist_dir``.
+    """
+    classes = None if classes is None else list(classes)
+    if settings.scale == "full":
+        try:
+            train = load_mnist(settings.mnist_dir, subset="train", classes=classes, split=split)
+            test = load_mnist(settings.mnist_dir, subset="test", classes=classes, split=split)
+        except FileNotFoundError as err:
+            raise MissingDataError(
+                f"full mode reproduces the paper on MNIST and needs its IDX files in {settings.mnist_dir} "
+                f"(nothing is downloaded): {err}. Place them there, pass --mnist-dir, or run with --quick "
+                "(bundled 8x8 digits)."
+            ) from None
+        return train, test
+    bundle = load_digits(classes=classes, split=split)
+    if settings.scale == "tiny" and bundle.n > TINY_IMAGES:
+        order = np.random.default_rng(settings.seed).permutation(bundle.n)[:TINY_IMAGES]
+        bundle = bundle.subset(torch.from_numpy(np.sort(order)))
+    return train_test_split(bundle, test_fraction=test_fraction, seed=settings.seed)
+
+
+def training_options(settings: Settings, *, kind: str = "mlp") -> dict[str, Any]:
+    """SVI options (``run_sweep`` keywords) for a model kind at the settings' scale.
+
+    ``kind``: ``'linear'`` (full-batch Adam with a decaying rate, which reaches
+    the closed-form optimum), ``'mlp'`` (minibatch Adam), ``'mhvae'`` (as mlp,
+    longer: its Trace_ELBO gradients are noisier).
+    """
+    if kind == "linear":
+        steps = settings.pick(40, 1500, 6000)
+        # lr * decay**steps ends near 1e-4 * lr at every scale: converge, then settle.
+        return {"steps": steps, "lr": 0.05, "lr_decay": float(np.exp(np.log(2e-3) / steps)),
+                "batch_size": None, "device": settings.device, "seed": settings.seed}
+    if kind in ("mlp", "mhvae"):
+        steps = settings.pick(30, 1500 if kind == "mlp" else 2000, 20000)
+        return {"steps": steps, "lr": settings.pick(3e-3, 3e-3, 1e-3), "batch_size": settings.pick(64, 128, 256),
+                "lr_decay": float(np.exp(np.log(0.1) / steps)), "clip_norm": 100.0,
+                "device": settings.device, "seed": settings.seed}
+    raise ValueError(f"kind must be 'linear', 'mlp' or 'mhvae', got {kind!r}")
+
+
+def diagnose_options(settings: Settings) -> dict[str, Any]:
+    """Keywords of :func:`ppl_vae.diagnostics.diagnose` for the scale."""
+    return {"iw_samples": settings.pick(8, 100, 1000), "n_obs": settings.pick(4, 8, 16),
+            "n_draws": settings.pick(4, 10, 100), "kl_samples": settings.pick(2, 8, 16),
+            "seed": settings.seed, "device": settings.device, "progress": False}
+
+
+def run_name(config, keys: Sequence[str]) -> str:
+    """A short run label from hyper-parameter values, e.g. ``'beta=0.5,eta_dec=1'``."""
+    hyper = config.hyperparameters()
+    return ",".join(f"{key}={hyper[key]:g}" for key in keys)
+
+
+def diagnose_sweep(result, train: DataBundle, test: DataBundle | None, settings: Settings, *,
+                   names: Sequence[str] | None = None, theory: bool = True):
+    """Diagnose every model of a :class:`ppl_vae.sweep.SweepResult` and combine them along ``run``.
+
+    Returns
+    -------
+    arviz.InferenceData
+        :func:`ppl_vae.diagnostics.combine` of one :func:`ppl_vae.diagnostics.diagnose`
+        per configuration; the hyper-parameters are coordinates on ``run``.
+    """
+    from ppl_vae.diagnostics import combine, diagnose
+
+    options = diagnose_options(settings)
+    idatas = [diagnose(model, train, test_data=test, theory=theory, **options) for model in result.models]
+    return combine(idatas, run_names=names)
+
+
+def collapse_table(combined, extra: dict[str, Sequence[Any]] | None = None) -> pd.DataFrame:
+    """One row per run: hyper-parameters, collapse statistics per latent site, held-out fit.
+
+    Columns: ``run``, the hyper-parameter coordinates, and per site ``s``:
+    ``s_n_collapsed`` (dimensions with mean KL < 0.01 nats), ``s_active_units``,
+    ``s_kl_total`` (nats, summed over dimensions), ``s_collapse_level`` (fraction
+    of (point, dimension) pairs with KL < 0.01); then ``nll`` (IW, held out),
+    ``nll_se`` and ``reconstruction_mse``. ``extra`` adds columns.
+    """
+    collapse, metrics = combined.collapse, combined.metrics
+    table: dict[str, Any] = {"run": [str(r) for r in collapse["run"].values]}
+    for name in ("beta", "beta1", "beta2", "eta_dec", "eta_enc"):
+        if name in collapse.coords and np.isfinite(collapse[name].values.astype(float)).all():
+            table[name] = collapse[name].values.astype(float)
+    epsilon = float(collapse.attrs.get("collapse_epsilon", 0.01))
+    for site in str(collapse.attrs.get("latent_sites", "z")).split() or ["z"]:
+        if f"{site}_n_collapsed" not in collapse:
+            continue
+        table[f"{site}_n_collapsed"] = collapse[f"{site}_n_collapsed"].values.astype(int)
+        table[f"{site}_active_units"] = collapse[f"{site}_active_units"].values.astype(int)
+        table[f"{site}_kl_total"] = collapse[f"{site}_kl_mean"].sum(f"{site}_dim").values
+        table[f"{site}_collapse_level"] = collapse[f"{site}_collapse_fraction"].sel(
+            epsilon=epsilon, method="nearest").values
+    table["nll"] = -metrics["iw_log_likelihood"].values
+    table["nll_se"] = metrics["iw_log_likelihood_se"].values
+    table["reconstruction_mse"] = metrics["reconstruction_mse"].values
+    for key, values in (extra or {}).items():
+        table[key] = list(values)
+    return pd.DataFrame(table)
+
+
+def is_monotone(values: Sequence[float], *, increasing: bool = True, tolerance: float = 0.0) -> bool:
+    """Whether ``values`` never step against the direction by more than ``tolerance``."""
+    steps = np.diff(np.asarray(values, dtype=float))
+    return bool(np.all(steps >= -tolerance) if increasing else np.all(steps <= tolerance))
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (NaN when either input is constant)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)

@@ -1,0 +1,60 @@
+"""Line figures of an experiment's summary Dataset (values against one coordinate).
+
+The per-run figures come from :mod:`ppl_vae.plots`; these draw the few
+cross-run summaries the paper shows as plain curves (collapsed count against
+beta, theory beside measurement), in the same style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib.figure import Figure
+
+from ppl_vae.plots._style import new_figure, themed
+
+
+def series(data: xr.Dataset, x: str, variables: Sequence[str], *, hue: str | None = None, title: str = "",
+           ylabel: str = "", logx: bool = False) -> Figure:
+    """Each variable of ``data`` against coordinate ``x``, one line per ``hue`` value.
+
+    Variables named ``predicted_*`` or ``theory_*`` are drawn solid with circles,
+    everything else dashed with squares, so theory and measurement read apart.
+
+    Parameters
+    ----------
+    data
+        Variables over ``x`` (and ``hue`` when given).
+    x
+        Dimension / coordinate on the horizontal axis.
+    variables
+        Names of the variables to draw.
+    hue
+        Optional second dimension: one line per value.
+    """
+    missing = [v for v in variables if v not in data]
+    if missing or x not in data.coords:
+        raise ValueError(f"data must hold coordinate {x!r} and variables {list(variables)!r}; missing {missing}")
+    hues = [None] if hue is None else list(data[hue].values)
+    palette = sns.color_palette("viridis" if len(hues) > 3 else "deep", max(len(hues) * len(variables), 1))
+    with themed():
+        fig = new_figure(6.0, 3.8)
+        ax = fig.subplots()
+        k = 0
+        for variable in variables:
+            theory = variable.startswith(("predicted", "theory"))
+            for value in hues:
+                values = data[variable] if value is None else data[variable].sel({hue: value})
+                label = variable.replace("_", " ") + ("" if value is None else f", {hue}={value:g}"
+                                                      if isinstance(value, (int, float, np.number)) else f", {value}")
+                ax.plot(data[x].values, values.values, "o-" if theory else "s--", color=palette[k],
+                        label=label, lw=2 if theory else 1.5, ms=5)
+                k += 1
+        ax.set(xlabel=x, ylabel=ylabel, title=title)
+        if logx:
+            ax.set_xscale("log")
+        ax.legend(fontsize="x-small", ncol=2 if k > 6 else 1)
+    return fig

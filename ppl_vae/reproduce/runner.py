@@ -1,0 +1,166 @@
+"""Run the analysis scripts of ``analyses/`` in process and collect their verdicts.
+
+The scientific code lives in the scripts (each runnable on its own as
+``python analyses/<name>.py --quick --out DIR``); this module only finds them,
+imports each one's ``main(argv)``, times it, and turns an exception into a
+failed entry of the summary instead of a crash of the whole job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+from tqdm.auto import tqdm
+
+from ppl_vae._io import atomic_write_json, prepare_run_dir
+from ppl_vae.reproduce.outputs import ClaimCheck, read_claim
+from ppl_vae.reproduce.settings import Settings
+
+#: The experiments of SPEC section 6, in the paper's order: script stem -> what it shows.
+EXPERIMENTS: dict[str, str] = {
+    "theorem_checks": "6.1 linear CVAE / MHVAE / VAE trained by SVI against the closed forms",
+    "cvae_linear_quadrant_beta": "6.2 linear CVAE on the quadrant split: theory vs learned singular values over beta",
+    "cvae_mlp_beta_eta": "6.3 ReLU MLP CVAE: collapse, KL, AU and NLL over beta and eta_dec",
+    "correlation_levels": "6.4 input-output correlation (synthetic): stronger correlation, more collapse",
+    "collapse_per_class": "6.5 collapse level per digit class against its x-y correlation",
+    "mhvae_beta1_beta2": "6.6 ReLU MLP MHVAE: collapse of z1 and z2 over beta1, beta2 and eta_dec",
+    "vae_fixed_vs_learnable_variance": "6.7 VAE with learnable vs fixed encoder variance",
+    "mitigations": "6.8 mitigations: decorrelated input, separate latent mappings, learned prior",
+}
+
+SUMMARY = "summary.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentOutcome:
+    """How one experiment of a reproduce job went.
+
+    ``status`` is ``'agrees'``, ``'disagrees'`` (it ran; the numbers do not
+    support the paper's claim) or ``'failed'`` (it raised; ``error`` says why).
+    """
+
+    name: str
+    status: str
+    seconds: float
+    check: ClaimCheck | None = None
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 2),
+                "check": None if self.check is None else self.check.to_dict(), "error": self.error}
+
+
+def default_analyses_dir() -> Path:
+    """``analyses/`` next to the package source (an editable install or a source checkout)."""
+    import ppl_vae
+
+    return Path(ppl_vae.__file__).resolve().parent.parent / "analyses"
+
+
+def find_analyses_dir(explicit: str | Path | None = None) -> Path:
+    """The folder holding the analysis scripts.
+
+    Raises
+    ------
+    FileNotFoundError
+        It does not exist or holds none of the scripts (e.g. a wheel install
+        without the repository: pass the checkout's ``analyses`` folder).
+    """
+    directory = Path(explicit) if explicit is not None else default_analyses_dir()
+    if not directory.is_dir() or not any((directory / f"{name}.py").is_file() for name in EXPERIMENTS):
+        raise FileNotFoundError(
+            f"no analysis scripts in {directory}: `ppl-vae reproduce` runs the scripts of the repository's "
+            "analyses/ folder; install the package from a source checkout (pip install -e .) or pass "
+            "--analyses-dir PATH/TO/analyses"
+        )
+    return directory
+
+
+def load_script(name: str, analyses_dir: str | Path) -> ModuleType:
+    """Import ``analyses_dir/<name>.py`` as a module (without touching ``sys.path``)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"name must be one of {', '.join(map(repr, EXPERIMENTS))}, got {name!r}")
+    path = Path(analyses_dir) / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"analysis script {path} is missing")
+    spec = importlib.util.spec_from_file_location(f"ppl_vae_analyses.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "main", None)):
+        raise AttributeError(f"analysis script {path} defines no main(argv)")
+    return module
+
+
+def check_names(names: Sequence[str] | None) -> list[str]:
+    """``names`` validated and in the paper's order; None or empty: every experiment."""
+    if not names:
+        return list(EXPERIMENTS)
+    unknown = sorted(set(names) - set(EXPERIMENTS))
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {', '.join(map(repr, unknown))}; "
+                         f"choose from {', '.join(EXPERIMENTS)}")
+    return [name for name in EXPERIMENTS if name in set(names)]
+
+
+def run_one(name: str, settings: Settings, analyses_dir: str | Path) -> ExperimentOutcome:
+    """Run one script's ``main`` with ``settings``; an exception becomes a failed outcome."""
+    start = time.perf_counter()
+    try:
+        module = load_script(name, analyses_dir)
+        check = module.main(settings.to_argv())
+        if not isinstance(check, ClaimCheck):
+            check = read_claim(settings.out / name)
+        if check is None:
+            raise RuntimeError(f"{name}.main returned no ClaimCheck and wrote no claim.json")
+        status = "agrees" if check.agrees else "disagrees"
+        return ExperimentOutcome(name, status, time.perf_counter() - start, check=check)
+    except Exception as err:  # noqa: BLE001 - one experiment's failure must not stop the others
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+        trace = traceback.format_exc(limit=-4)
+        return ExperimentOutcome(name, "failed", time.perf_counter() - start, error=f"{detail}\n\n{trace}")
+
+
+def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
+                    analyses_dir: str | Path | None = None, progress: bool = True) -> list[ExperimentOutcome]:
+    """Run the experiments into ``settings.out`` and write ``summary.json`` there.
+
+    Parameters
+    ----------
+    settings
+        Scale, results root, seed, device, MNIST folder, overwrite.
+    names
+        Experiments to run (default: all, see :data:`EXPERIMENTS`).
+    analyses_dir
+        Folder of the scripts (default: :func:`default_analyses_dir`).
+    progress
+        A tqdm bar over experiments, with each one's time.
+
+    Raises
+    ------
+    ppl_vae._io.RunDirectoryExistsError
+        ``settings.out`` is not empty and ``settings.overwrite`` is False
+        (checked before anything runs).
+    """
+    names = check_names(names)
+    directory = find_analyses_dir(analyses_dir)
+    prepare_run_dir(settings.out, overwrite=settings.overwrite)
+    outcomes = []
+    bar = tqdm(names, desc="reproduce", unit="experiment", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        outcome = run_one(name, settings, directory)
+        outcomes.append(outcome)
+        bar.write(f"{name}: {outcome.status} in {outcome.seconds:.1f} s"
+                  + (f" ({outcome.error.splitlines()[0]})" if outcome.error else ""))
+    atomic_write_json(settings.out / SUMMARY, {"scale": settings.scale, "seed": settings.seed,
+                                                "device": settings.device,
+                                                "experiments": [o.to_dict() for o in outcomes]})
+    return outcomes

@@ -1,0 +1,97 @@
+"""What every analysis script shares: its command line and its scale.
+
+A script runs at one of three scales:
+
+``full``   the paper's setting: MNIST read from local IDX files, more steps,
+           wider networks, K = 1000 importance samples, any device;
+``quick``  the embedded data (synthetic Gaussians, scikit-learn's 8x8
+           digits) and short training, a minute or so on a laptop CPU;
+``tiny``   a handful of steps on a few hundred points, for the test suite
+           only (numbers are meaningless; the code paths are the real ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+SCALES = ("tiny", "quick", "full")
+
+#: Where ``full`` runs look for the MNIST IDX files unless told otherwise.
+DEFAULT_MNIST_DIR = "data/mnist"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Parsed options of one analysis run.
+
+    Attributes
+    ----------
+    scale
+        ``'tiny'``, ``'quick'`` or ``'full'``.
+    out
+        Results root; the experiment writes under ``out / <experiment name>``.
+    seed
+        Seeds data splits, weight initialisation and every Monte Carlo draw.
+    device
+        ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
+    mnist_dir
+        Folder of the MNIST IDX files (``full`` scale only).
+    overwrite
+        Reuse a non-empty experiment directory.
+    """
+
+    scale: str
+    out: Path
+    seed: int = 0
+    device: str = "auto"
+    mnist_dir: Path = Path(DEFAULT_MNIST_DIR)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(map(repr, SCALES))}, got {self.scale!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "mnist_dir", Path(self.mnist_dir))
+
+    def pick(self, tiny, quick, full):
+        """The value for this scale."""
+        return {"tiny": tiny, "quick": quick, "full": full}[self.scale]
+
+    def to_argv(self) -> list[str]:
+        """Command-line arguments that reproduce these settings (for runpy-style calls)."""
+        argv = ["--out", str(self.out), "--seed", str(self.seed), "--device", self.device,
+                "--mnist-dir", str(self.mnist_dir)]
+        if self.scale != "full":
+            argv.append(f"--{self.scale}")
+        if self.overwrite:
+            argv.append("--overwrite")
+        return argv
+
+
+def experiment_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every ``analyses/<name>.py`` script accepts."""
+    parser = argparse.ArgumentParser(description=description)
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true",
+                       help="embedded data (synthetic + 8x8 digits) and short training, CPU friendly")
+    scale.add_argument("--tiny", action="store_true", help="a few steps on tiny data (test suite only)")
+    parser.add_argument("--out", default="results", help="results root; outputs go to OUT/<experiment>/")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data splits, weights and draws")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--mnist-dir", default=DEFAULT_MNIST_DIR,
+                        help="folder of the MNIST IDX files (full mode; nothing is downloaded)")
+    parser.add_argument("--overwrite", action="store_true", help="reuse an existing, non-empty output folder")
+    return parser
+
+
+def parse_settings(description: str, argv: Sequence[str] | None = None) -> Settings:
+    """Parse ``argv`` (default ``sys.argv[1:]``) into :class:`Settings`."""
+    args = experiment_parser(description).parse_args(argv)
+    scale = "tiny" if args.tiny else "quick" if args.quick else "full"
+    return Settings(scale=scale, out=Path(args.out), seed=args.seed, device=args.device,
+                    mnist_dir=Path(args.mnist_dir), overwrite=args.overwrite)
