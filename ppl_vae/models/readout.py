@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ppl_vae.theory.moments import clamped_eigh, cvae_thetas, psd_sqrt, residual_moment, second_moment
+from ppl_vae.theory import cvae_thetas, residual_moment, second_moment
+from ppl_vae.theory.moments import clamped_eigh, psd_sqrt
 
 #: Default absolute threshold under which a singular value counts as collapsed.
 COLLAPSE_TOL = 0.05
@@ -136,10 +137,25 @@ def mhvae_readout(x: torch.Tensor, z1_encoder_weight: torch.Tensor, z2_decoder_w
     return dataset.assign_coords(in_z1=("mode", in_z1), in_z2=("mode", in_z2))
 
 
-def count_collapsed(readout: xr.Dataset) -> dict[str, int]:
-    """Number of collapsed modes per boolean ``*collapsed`` variable, e.g. ``{'collapsed': 3}``."""
-    return {name: int(readout[name].sum()) for name in readout.data_vars
-            if name.endswith("collapsed") and readout[name].dtype == bool}
+#: The singular values that decide each collapse flag of a readout.
+_COLLAPSE_EVIDENCE = {"collapsed": "decoder_sv", "z1_collapsed": "z1_encoder_sv", "z2_collapsed": "z2_decoder_sv"}
+
+
+def count_collapsed(readout: xr.Dataset, tol: float | None = None) -> dict[str, int]:
+    """Number of collapsed modes per collapse flag, e.g. ``{'collapsed': 3}``.
+
+    ``tol`` None counts the readout's own flags; a number recounts them as
+    "singular value below ``tol``" (NaN modes, absent from a latent, never count).
+    """
+    counts = {}
+    for name, evidence in _COLLAPSE_EVIDENCE.items():
+        if name not in readout.data_vars:
+            continue
+        if tol is None:
+            counts[name] = int(readout[name].sum())
+        else:
+            counts[name] = int((readout[evidence] < tol).sum())  # NaN < tol is False
+    return counts
 
 
 def compare_with_theory(readout: xr.Dataset, theory: xr.Dataset) -> xr.Dataset:
@@ -177,7 +193,7 @@ def theory_for(config, bundle) -> xr.Dataset | None:
     None when no theorem covers the model: a non-linear architecture, the CVAE's
     learned prior, or an MHVAE with a learnable Sigma1.
     """
-    from ppl_vae.theory.closed_form import linear_cvae, linear_mhvae, linear_vae
+    from ppl_vae.theory import linear_cvae, linear_mhvae, linear_vae
 
     if config.arch != "linear":
         return None

@@ -94,9 +94,6 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
     model = _model(VAEConfig(4, 2))
     poisoned_at = 23
 
-    def poison(step, loss, model):  # called every SYNC_EVERY steps; corrupt the parameters once
-        pass
-
     fit(model, gaussian, steps=20, lr=0.01, run_dir=run_dir, checkpoint_every=10, progress=False, device="cpu")
     good = {k: v.clone() for k, v in model.state_dict().items()}
     # an infinite decoder weight makes the next loss NaN/inf; the resumed run must stop at that step
