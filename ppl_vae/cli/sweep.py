@@ -16,6 +16,8 @@ from click.core import ParameterSource
 #: CLI option -> grid entry of the spec.
 GRID_OPTIONS = {"beta": "beta", "eta_dec": "eta_dec", "eta_enc": "eta_enc", "beta1": "beta1", "beta2": "beta2",
                 "latent_dim": "latent_dim", "seeds": "seed"}
+#: Grid options that change the architecture: a single value is held fixed instead.
+STRUCTURAL_OPTIONS = ("latent_dim",)
 TRAIN_OPTIONS = ("steps", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "clip_norm")
 
 
@@ -46,8 +48,18 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
     raw["model_options"] = model_options
     grid = dict(raw.get("grid") or {})
     for option, entry in GRID_OPTIONS.items():
-        if params[option] is not None:
-            grid[entry] = params[option]
+        value = params[option]
+        if value is None:
+            continue
+        if option in STRUCTURAL_OPTIONS and "," not in value and "-" not in value:
+            try:
+                model_options[entry] = int(value)  # one architecture: held fixed, not part of run names
+            except ValueError:
+                raise ValueError(f"--{option.replace('_', '-')} must be integers like '8' or '4,8', "
+                                 f"got {value!r}") from None
+            grid.pop(entry, None)
+        else:
+            grid[entry] = value
             model_options.pop(entry, None)
     raw["grid"] = grid
     train = dict(raw.get("train") or {})

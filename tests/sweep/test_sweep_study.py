@@ -219,3 +219,13 @@ def test_failures_are_retried_and_unfinished_runs_redone(tmp_path):
                for name in ("beta=0.5", "beta=1", "beta=2"))
     assert not (tmp_path / "sweep" / "runs" / "beta=2" / "error.json").exists()
     assert load(tmp_path / "sweep" / "combined.nc").collapse.sizes["run"] == 3
+
+
+def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
+    import sys
+
+    from ppl_vae.sweep.study import make_backend
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(ImportError, match=r"ppl-vae\[ray\]"):
+        make_backend(tiny_spec({"beta": [1.0]}, backend="ray"))
