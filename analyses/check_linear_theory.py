@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--digits-eta-dec", type=float, default=0.3)
     parser.add_argument("--skip-digits", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (these small models run fastest on one)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     lr_decay = args.lr_decay if args.lr_decay is not None else 0.02 ** (1.0 / args.steps)
     train = {"steps": args.steps, "lr": args.lr, "lr_decay": lr_decay, "device": args.device}
 

@@ -11,6 +11,17 @@ TINY = ["--data", "synthetic", "--n-samples", "120", "--dim", "4", "--latent-dim
         "--lr", "0.01", "--device", "cpu", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: extra OpenMP threads only spin-wait (and oversubscribe ``pytest -n 2``)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _run(*args):
     return CliRunner().invoke(main, ["train", *args])
 
