@@ -286,7 +286,8 @@ def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
             # Full batch on 60,000 MNIST-shaped pairs: fewer, longer steps.
             big = case.batch_size is None and data[case.data].name == "synthetic"
             rows += throughput_rows(case, data[case.data], device, variants=variants,
-                                    warmup=1 if big else warmup, repeats=repeats, steps=2 if big else steps,
+                                    warmup=1 if big else warmup, repeats=min(repeats, 3) if big else repeats,
+                                    steps=2 if big else steps,
                                     log=log)
     if "time_to_theory" in sections:
         # One problem size in both modes: with 16 dims the closely spaced residual
