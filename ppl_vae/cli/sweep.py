@@ -75,6 +75,8 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
         diagnostics["iw_samples"] = params["iw_samples"]
     raw["diagnostics"] = diagnostics
     execution = dict(raw.get("execution") or {})
+    if params["address"] is not None and params["backend"] is None:
+        execution["backend"] = "ray"  # an address only means something to Ray
     for key in ("backend", "address", "group_size", "num_cpus", "num_gpus", "max_retries", "device"):
         if params[key] is not None:
             execution[key] = params[key]

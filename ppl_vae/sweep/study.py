@@ -63,7 +63,7 @@ from ppl_vae._io import atomic_write, atomic_write_json
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.sweep.api import run_task
 from ppl_vae.sweep.backends import Backend, LocalBackend, SweepTask, TaskResult
-from ppl_vae.sweep.vectorised import can_vectorise, structural_fields
+from ppl_vae.sweep.vectorised import structural_fields
 
 SPEC_NAME = "spec.json"
 SUMMARY_NAME = "summary.json"
@@ -555,7 +555,8 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     history = outcome.loss_history
     save_checkpoint(run_dir / CHECKPOINT_NAME, {
         "model_state": outcome.state_dict, "step": int(history.size),
-        "loss_history": torch.tensor(np.array(history), dtype=torch.float64), "config": config.to_dict(), "train": train,
+        "loss_history": torch.tensor(np.array(history), dtype=torch.float64), "config": config.to_dict(),
+        "train": train,
     })
     loss = xr.DataArray(history, dims="step", coords={"step": np.arange(history.size)}, name="loss",
                         attrs={"long_name": "negative beta-ELBO per sample", "units": "nats"})
@@ -588,12 +589,12 @@ def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: boo
         saved = json.loads(spec_path.read_text(encoding="utf-8"))
         if saved.get("identity") != spec.identity():
             if not overwrite:
-                changed = sorted(k for k in spec.identity() if saved.get("identity", {}).get(k) != spec.identity()[k])
+                before, now = saved.get("identity", {}), spec.identity()
+                changed = sorted(key for key in now if before.get(key) != now[key])
                 raise SpecMismatchError(
                     f"{out} holds a sweep with a different spec (changed: {', '.join(changed)}); "
                     "use another --out, or pass --overwrite to discard its results")
-            for name in (RUNS_DIR,):
-                shutil.rmtree(out / name, ignore_errors=True)
+            shutil.rmtree(out / RUNS_DIR, ignore_errors=True)
             for name in (COMBINED_NAME, SUMMARY_NAME):
                 (out / name).unlink(missing_ok=True)
     elif out.exists() and any(out.iterdir()):
@@ -643,7 +644,8 @@ class StudySummary:
         lines = [f"{total} configurations: {len(self.finished)} finished, {len(self.failed)} failed, "
                  f"{len(self.skipped)} skipped (already finished) in {self.wall_time:.1f} s on {self.backend}"]
         for name, error in self.failed.items():
-            lines.append(f"  failed {name}: {error['type']}: {error['message'].splitlines()[0] if error['message'] else ''}")
+            first_line = (error["message"].splitlines() or [""])[0]
+            lines.append(f"  failed {name}: {error['type']}: {first_line}")
         if self.failed:
             lines.append("  rerun the same command to retry the failed configurations")
         lines.append(f"results: {self.out}")
