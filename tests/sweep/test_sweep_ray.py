@@ -80,3 +80,18 @@ def test_killed_worker_and_raising_task_are_recorded_then_resumed(ray_cluster, t
     assert not (runs / "beta=2_seed=0" / "error.json").exists()
     combined = load(tmp_path / "sweep" / "combined.nc")
     assert sorted(combined.collapse.beta.values.tolist()) == [0.5, 1.0, 2.0]
+
+
+def test_ray_backend_serves_run_sweep(ray_cluster):
+    from ppl_vae.data import load as load_data
+    from ppl_vae.models import CVAEConfig
+    from ppl_vae.sweep import run_sweep
+
+    bundle = load_data("synthetic", paired=True, n=80, dim=4)
+    base = CVAEConfig(x_dim=4, y_dim=4, latent_dim=2)
+    grid = {"beta": [0.5, 2.0], "seed": [0, 1]}
+    local = run_sweep(base, grid, bundle, steps=10, lr=0.02, device="cpu", vectorise="never")
+    remote = run_sweep(base, grid, bundle, steps=10, lr=0.02, device="cpu", vectorise="never",
+                       backend=RayBackend())
+    assert remote.dataset.attrs["backend"] == "ray"
+    np.testing.assert_allclose(remote.dataset.loss.values, local.dataset.loss.values, rtol=1e-5)
