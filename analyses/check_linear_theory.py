@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr-decay", type=float, default=None, help="default: lr falls 50-fold over the run")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--digits-eta-dec", type=float, default=0.3)
+    parser.add_argument("--families", default="vae,cvae,mhvae",
+                        help="comma-separated synthetic families to check ('' for none)")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (these small models run fastest on one)")
@@ -89,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.steps} steps, lr {args.lr}, decay {lr_decay:.5f}/step")
     print(header)
     failures = 0
+    families = {name.strip() for name in args.families.split(",") if name.strip()}
     for label, config, bundle in synthetic_cases(args.dim, args.latent, args.n):
+        if config.family not in families:
+            continue
         summary, result = train_and_compare(config, bundle, **train)
         ok = passes(summary)
         failures += not ok

@@ -23,7 +23,7 @@ import xarray as xr
 from ppl_vae.diagnostics import theory_group
 from ppl_vae.models import CVAEConfig
 from ppl_vae.models.readout import readout_summary
-from ppl_vae.reproduce import ClaimCheck, ExperimentOutput, image_data, is_monotone, parse_settings, series
+from ppl_vae.reproduce import ClaimCheck, compute_threads, ExperimentOutput, image_data, is_monotone, parse_settings, series
 from ppl_vae.reproduce import training_options
 from ppl_vae.sweep import run_sweep
 
@@ -37,7 +37,13 @@ COUNT_SLACK = 1
 
 
 def main(argv=None) -> ClaimCheck:
+    """Parse the command line, run the experiment, return its claim check."""
     settings = parse_settings(__doc__.splitlines()[0], argv)
+    with compute_threads(settings):
+        return run(settings)
+
+
+def run(settings) -> ClaimCheck:
     out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
     train, _ = image_data(settings, split="quadrant")
     latent = settings.pick(4, 16, 64)

@@ -27,7 +27,7 @@ from ppl_vae.data import synthetic_gaussian, synthetic_pairs
 from ppl_vae.diagnostics import theory_group
 from ppl_vae.models import CVAEConfig, MHVAEConfig, VAEConfig
 from ppl_vae.models.readout import readout_summary
-from ppl_vae.reproduce import ClaimCheck, ExperimentOutput, parse_settings, run_name, training_options
+from ppl_vae.reproduce import ClaimCheck, compute_threads, ExperimentOutput, parse_settings, run_name, training_options
 from ppl_vae.sweep import run_sweep
 
 NAME = "theorem_checks"
@@ -37,8 +37,11 @@ CLAIM = ("Linear VAE, CVAE and MHVAE trained by SVI reach the closed-form global
 #: Variances of the principal directions: well separated, so no mode sits on a collapse threshold.
 SPECTRUM = [9.0, 4.84, 1.96, 0.64, 0.25, 0.09]
 LATENT = 4
-#: Largest relative error of an active decoder singular value still counted as agreement.
-REL_TOL = 0.1
+#: Largest relative error of an active singular value still counted as agreement.
+REL_TOL = 0.05
+#: Modes whose predicted singular value is below this are left out of the relative error: next to the
+#: collapse threshold the loss is flat (quartic) in that direction and SVI approaches it slowly.
+SV_FLOOR = 0.25
 
 
 def experiments(dim: int, latent: int):
@@ -53,8 +56,25 @@ def experiments(dim: int, latent: int):
     ]
 
 
+def relative_error_above_floor(group: xr.Dataset) -> float:
+    """Largest |learned - predicted| / predicted over every singular value predicted >= SV_FLOOR."""
+    errors = [0.0]
+    for name in group.data_vars:
+        if name.endswith("_sv") and not name.startswith("learned_") and f"learned_{name}" in group:
+            predicted, learned = group[name].values, group[f"learned_{name}"].values
+            keep = np.nan_to_num(predicted) >= SV_FLOOR
+            errors.extend(np.abs(learned[keep] - predicted[keep]) / predicted[keep])
+    return float(np.max(errors))
+
+
 def main(argv=None) -> ClaimCheck:
+    """Parse the command line, run the experiment, return its claim check."""
     settings = parse_settings(__doc__.splitlines()[0], argv)
+    with compute_threads(settings):
+        return run(settings)
+
+
+def run(settings) -> ClaimCheck:
     out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
     n = settings.pick(200, 2000, 20000)
     spectrum = SPECTRUM if settings.scale != "tiny" else SPECTRUM[:4]
@@ -68,13 +88,17 @@ def main(argv=None) -> ClaimCheck:
     rows = []
     for label, base, grid in experiments(dim, latent):
         bundle = pairs if base.family == "cvae" else single
-        result = run_sweep(base, grid, bundle, **options)
+        # Trace_ELBO (not mean-field) gradients are noisier: the MHVAE gets twice the steps
+        steps = options["steps"] * (2 if base.family == "mhvae" else 1)
+        result = run_sweep(base, grid, bundle, **{**options, "steps": steps,
+                                                  "lr_decay": float(np.exp(np.log(3e-3) / steps))})
         groups = []
         for config, model in zip(result.configs, result.models):
             group = theory_group(model, bundle)
             readout = model.linear_readout(bundle)
             summary = readout_summary(readout, group)
-            rows.append({"model": label, "setting": run_name(config, grid), **config.hyperparameters(), **summary})
+            rows.append({"model": label, "setting": run_name(config, grid), **config.hyperparameters(), **summary,
+                         "max_rel_error_sv_above_floor": relative_error_above_floor(group)})
             groups.append(group.drop_vars([v for v in group.data_vars if group[v].dtype == bool]))
         stacked = xr.concat(groups, dim="setting", coords="minimal", compat="override", combine_attrs="drop")
         stacked = stacked.assign_coords(setting=[run_name(c, grid) for c in result.configs])
@@ -88,14 +112,15 @@ def main(argv=None) -> ClaimCheck:
     out.table("errors", table, "per setting: predicted vs measured collapsed modes (decoder singular value < 0.05) "
               "and largest relative error of the active decoder singular values")
     counts_match = bool((table.n_collapsed_measured == table.n_collapsed_predicted).all())
-    worst = float(table.max_rel_error_active_decoder_sv.max())
+    worst = float(table.max_rel_error_sv_above_floor.max())
     check = ClaimCheck(
         NAME, CLAIM, counts_match and worst < REL_TOL,
-        f"measured collapsed-mode count equals the predicted one in every setting, and the largest relative "
-        f"error of an active decoder singular value is below {REL_TOL}",
+        f"measured collapsed-mode count (singular value < 0.05) equals the predicted one in every setting, and "
+        f"every singular value predicted >= {SV_FLOOR} (encoder and decoder) is within {REL_TOL:.0%} of theory",
         {"settings": len(table), "count_mismatches": int((table.n_collapsed_measured != table.n_collapsed_predicted).sum()),
-         "max_rel_error_active_decoder_sv": worst,
-         "max_rel_error_by_model": table.groupby("model").max_rel_error_active_decoder_sv.max().round(4).to_dict(),
+         "max_rel_error_sv_above_floor": worst,
+         "max_rel_error_active_decoder_sv": float(table.max_rel_error_active_decoder_sv.max()),
+         "max_rel_error_by_model": table.groupby("model").max_rel_error_sv_above_floor.max().round(4).to_dict(),
          "max_collapsed_decoder_sv": float(table.max_collapsed_decoder_sv.max())})
     out.claim(check)
     return check

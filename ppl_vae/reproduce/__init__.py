@@ -7,7 +7,6 @@ folder; each parses :func:`parse_settings`, writes through
 one-page report.
 """
 
-from ppl_vae.reproduce.figures import series
 from ppl_vae.reproduce.analysis import (
     MissingDataError,
     collapse_table,
@@ -16,9 +15,12 @@ from ppl_vae.reproduce.analysis import (
     image_data,
     is_monotone,
     run_name,
+    select_runs,
+    subsample,
     spearman,
     training_options,
 )
+from ppl_vae.reproduce.figures import series
 from ppl_vae.reproduce.outputs import ClaimCheck, ExperimentOutput, read_claim, read_manifest
 from ppl_vae.reproduce.report import write_index
 from ppl_vae.reproduce.runner import (
@@ -31,12 +33,12 @@ from ppl_vae.reproduce.runner import (
     run_experiments,
     run_one,
 )
-from ppl_vae.reproduce.settings import SCALES, Settings, experiment_parser, parse_settings
+from ppl_vae.reproduce.settings import SCALES, Settings, compute_threads, experiment_parser, parse_settings
 
 __all__ = [
     "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "Settings",
-    "check_names", "collapse_table", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
+    "check_names", "collapse_table", "compute_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
     "experiment_parser", "find_analyses_dir", "image_data", "is_monotone", "load_script", "parse_settings",
-    "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "series", "spearman", "training_options",
+    "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "select_runs", "series", "subsample", "spearman", "training_options",
     "write_index",
 ]

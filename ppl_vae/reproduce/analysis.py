@@ -22,6 +22,8 @@ from ppl_vae.reproduce.settings import Settings
 
 #: Digits kept at the tiny scale: enough for a train / test split, fast to train.
 TINY_IMAGES = 240
+#: Most data points the collapse statistics of one run are computed on.
+DIAGNOSE_POINTS = 5000
 
 
 class MissingDataError(FileNotFoundError):
@@ -87,6 +89,23 @@ def diagnose_options(settings: Settings) -> dict[str, Any]:
             "seed": settings.seed, "device": settings.device, "progress": False}
 
 
+def subsample(bundle: DataBundle, seed: int, limit: int | None = None) -> DataBundle:
+    """At most ``limit`` (default :data:`DIAGNOSE_POINTS`) rows of ``bundle``, a seeded subset in original order."""
+    limit = DIAGNOSE_POINTS if limit is None else limit
+    if bundle.n <= limit:
+        return bundle
+    keep = np.sort(np.random.default_rng(seed).permutation(bundle.n)[:limit])
+    return bundle.subset(torch.from_numpy(keep).to(bundle.x.device))
+
+
+def select_runs(combined, **values):
+    """The ``collapse`` and ``metrics`` groups restricted to runs whose coordinates equal ``values``."""
+    keep = np.ones(combined.collapse.sizes["run"], dtype=bool)
+    for name, value in values.items():
+        keep &= np.isclose(combined.collapse[name].values.astype(float), value)
+    return combined.collapse.isel(run=keep), combined.metrics.isel(run=keep)
+
+
 def run_name(config, keys: Sequence[str]) -> str:
     """A short run label from hyper-parameter values, e.g. ``'beta=0.5,eta_dec=1'``."""
     hyper = config.hyperparameters()
@@ -97,6 +116,10 @@ def diagnose_sweep(result, train: DataBundle, test: DataBundle | None, settings:
                    names: Sequence[str] | None = None, theory: bool = True):
     """Diagnose every model of a :class:`ppl_vae.sweep.SweepResult` and combine them along ``run``.
 
+    The collapse statistics use at most :data:`DIAGNOSE_POINTS` training points
+    (a seeded subset; the per-point KL of 60,000 MNIST images times every run
+    would not fit in memory), the held-out metrics at most as many test points.
+
     Returns
     -------
     arviz.InferenceData
@@ -106,6 +129,7 @@ def diagnose_sweep(result, train: DataBundle, test: DataBundle | None, settings:
     from ppl_vae.diagnostics import combine, diagnose
 
     options = diagnose_options(settings)
+    train, test = subsample(train, settings.seed), None if test is None else subsample(test, settings.seed)
     idatas = [diagnose(model, train, test_data=test, theory=theory, **options) for model in result.models]
     return combine(idatas, run_names=names)
 
