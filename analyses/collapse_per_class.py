@@ -24,8 +24,8 @@ import xarray as xr
 from ppl_vae import plots
 from ppl_vae.diagnostics import combine, diagnose
 from ppl_vae.models import CVAEConfig
-from ppl_vae.reproduce import (ClaimCheck, compute_threads, ExperimentOutput, collapse_table, diagnose_options, image_data,
-                               parse_settings, series, spearman, training_options)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, compute_threads, diagnose_options,
+                               image_data, parse_settings, series, spearman, training_options)
 from ppl_vae.sweep import run_sweep
 from ppl_vae.theory import linear_cvae
 from ppl_vae.theory.moments import residual_moment, second_moment
@@ -34,6 +34,8 @@ NAME = "collapse_per_class"
 CLAIM = ("Collapse differs between digit classes: classes whose input x is more correlated with the output y "
          "collapse more.")
 ETA_DEC = 0.25
+#: Rank correlation over the classes that counts as a clear association (about p = 0.07, one-sided, for 10 classes).
+MIN_RANK_CORRELATION = 0.5
 
 
 def predictability(x, y) -> float:
@@ -80,9 +82,9 @@ def run(settings) -> ClaimCheck:
     rho = spearman(table.r2_x_predicts_y, table.z_collapse_level)
     rho_theory = spearman(table.predicted_linear_collapsed, table.z_n_collapsed)
     check = ClaimCheck(
-        NAME, CLAIM, bool(np.isfinite(rho) and rho > 0 and np.ptp(table.z_collapse_level) > 0),
-        "collapse level varies across classes and its Spearman rank correlation with the class's R^2 of y given "
-        "x is positive",
+        NAME, CLAIM, bool(np.isfinite(rho) and rho >= MIN_RANK_CORRELATION),
+        f"Spearman rank correlation between a class's R^2 of y given x and its collapse level is at least "
+        f"{MIN_RANK_CORRELATION} (a clear positive association over the classes)",
         {"spearman_r2_vs_collapse_level": rho, "spearman_linear_theory_vs_measured_collapsed": rho_theory,
          "collapse_level": dict(zip(map(str, classes), table.z_collapse_level.round(3))),
          "r2": dict(zip(map(str, classes), table.r2_x_predicts_y.round(3)))})

@@ -27,8 +27,8 @@ from ppl_vae import plots
 from ppl_vae.data import CORRELATION_LEVELS, synthetic_pairs, train_test_split
 from ppl_vae.diagnostics import combine, diagnose
 from ppl_vae.models import CVAEConfig
-from ppl_vae.reproduce import (ClaimCheck, compute_threads, ExperimentOutput, collapse_table, diagnose_options, is_monotone,
-                               parse_settings, series, training_options)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, compute_threads, diagnose_options,
+                               is_monotone, parse_settings, series, training_options)
 from ppl_vae.sweep import run_sweep
 from ppl_vae.theory import linear_cvae
 
@@ -83,13 +83,14 @@ def run(settings) -> ClaimCheck:
                       ylabel="fraction of collapsed dimensions"),
                "fraction of collapsed latent dimensions against the mixing coefficient a (1 = identical, "
                "0 = independent): Theorem 2 (solid) and trained linear / MLP CVAEs (dashed)")
-    linear_runs = [i for i, name in enumerate(names) if name.endswith(",mlp")]
-    out.figure("collapse_curves_mlp", plots.collapse_curves(combined.collapse.isel(run=linear_runs),
+    mlp_runs = [i for i, name in enumerate(names) if name.endswith(",mlp")]
+    out.figure("collapse_curves_mlp", plots.collapse_curves(combined.collapse.isel(run=mlp_runs),
                                                            title="MLP CVAE per correlation level"),
                "epsilon-collapse curves of the MLP CVAE, one line per correlation level")
 
     # levels run from the strongest correlation to none: collapse should not increase along them
-    fractions = {arch: table[table.arch == arch].measured_collapsed_fraction.round(4).tolist() for arch in ARCHITECTURES}
+    fractions = {arch: table[table.arch == arch].measured_collapsed_fraction.round(4).tolist()
+                 for arch in ARCHITECTURES}
     predicted = summary.predicted_collapsed_fraction.round(4).values.tolist()
     agrees = all(is_monotone(f, increasing=False) for f in fractions.values()) and fractions["linear"][0] > \
         fractions["linear"][-1]

@@ -20,8 +20,8 @@ import numpy as np
 
 from ppl_vae import plots
 from ppl_vae.models import CVAEConfig
-from ppl_vae.reproduce import (ClaimCheck, compute_threads, ExperimentOutput, collapse_table, diagnose_sweep, image_data, is_monotone,
-                               parse_settings, run_name, select_runs, training_options)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, compute_threads, diagnose_sweep,
+                               image_data, is_monotone, parse_settings, run_name, select_runs, training_options)
 from ppl_vae.sweep import run_sweep
 
 NAME = "cvae_mlp_beta_eta"

@@ -85,7 +85,8 @@ def run(settings) -> ClaimCheck:
                "epsilon-collapse curves of z1 and z2 for each eta_dec")
     out.figure("kl_per_dimension", plots.kl_per_dimension(combined.collapse), "log10 mean KL per dimension, every run")
     for beta2 in (values[0], values[-1]):
-        index = int(np.flatnonzero(np.isclose(combined.collapse.beta1, middle) & np.isclose(combined.collapse.beta2, beta2))[0])
+        index = int(np.flatnonzero(np.isclose(combined.collapse.beta1, middle)
+                                   & np.isclose(combined.collapse.beta2, beta2))[0])
         fig = plots.reconstruction_grid(combined.observed_data.x.isel(run=index),
                                         combined.posterior_predictive.x.isel(run=index), train.image_shape,
                                         title=f"reconstructions, beta1={middle:g}, beta2={beta2:g}")

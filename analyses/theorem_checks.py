@@ -27,7 +27,7 @@ from ppl_vae.data import synthetic_gaussian, synthetic_pairs
 from ppl_vae.diagnostics import theory_group
 from ppl_vae.models import CVAEConfig, MHVAEConfig, VAEConfig
 from ppl_vae.models.readout import readout_summary
-from ppl_vae.reproduce import ClaimCheck, compute_threads, ExperimentOutput, parse_settings, run_name, training_options
+from ppl_vae.reproduce import ClaimCheck, ExperimentOutput, compute_threads, parse_settings, run_name, training_options
 from ppl_vae.sweep import run_sweep
 
 NAME = "theorem_checks"
@@ -57,13 +57,19 @@ def experiments(dim: int, latent: int):
 
 
 def relative_error_above_floor(group: xr.Dataset) -> float:
-    """Largest |learned - predicted| / predicted over every singular value predicted >= SV_FLOOR."""
+    """Largest |learned - predicted| / predicted over the singular values of modes clear of the threshold.
+
+    A mode is clear when every singular value predicted for it (encoder and
+    decoder) is at least SV_FLOOR.
+    """
+    names = [name for name in group.data_vars
+             if name.endswith("_sv") and not name.startswith("learned_") and f"learned_{name}" in group]
+    predicted = np.stack([np.nan_to_num(group[name].values, nan=np.inf) for name in names])
+    clear = predicted.min(axis=0) >= SV_FLOOR
     errors = [0.0]
-    for name in group.data_vars:
-        if name.endswith("_sv") and not name.startswith("learned_") and f"learned_{name}" in group:
-            predicted, learned = group[name].values, group[f"learned_{name}"].values
-            keep = np.nan_to_num(predicted) >= SV_FLOOR
-            errors.extend(np.abs(learned[keep] - predicted[keep]) / predicted[keep])
+    for name in names:
+        expected, learned = group[name].values[clear], group[f"learned_{name}"].values[clear]
+        errors.extend(np.abs(learned - expected) / expected)
     return float(np.max(errors))
 
 
@@ -82,16 +88,14 @@ def run(settings) -> ClaimCheck:
     single = synthetic_gaussian(n, dim, spectrum=spectrum, seed=settings.seed)
     pairs = synthetic_pairs(n, dim, correlation="noise_1_2", spectrum=spectrum, seed=settings.seed)
     options = training_options(settings, kind="linear")
-    options["steps"] = settings.pick(40, 3000, 6000)
+    # the rotation of nearly equal modes into the latent axes is slow (the loss is flat along it)
+    options["steps"] = settings.pick(40, 6000, 12000)
     options["lr"], options["lr_decay"] = 0.03, float(np.exp(np.log(3e-3) / options["steps"]))
 
     rows = []
     for label, base, grid in experiments(dim, latent):
         bundle = pairs if base.family == "cvae" else single
-        # Trace_ELBO (not mean-field) gradients are noisier: the MHVAE gets twice the steps
-        steps = options["steps"] * (2 if base.family == "mhvae" else 1)
-        result = run_sweep(base, grid, bundle, **{**options, "steps": steps,
-                                                  "lr_decay": float(np.exp(np.log(3e-3) / steps))})
+        result = run_sweep(base, grid, bundle, **options)
         groups = []
         for config, model in zip(result.configs, result.models):
             group = theory_group(model, bundle)
@@ -116,8 +120,9 @@ def run(settings) -> ClaimCheck:
     check = ClaimCheck(
         NAME, CLAIM, counts_match and worst < REL_TOL,
         f"measured collapsed-mode count (singular value < 0.05) equals the predicted one in every setting, and "
-        f"every singular value predicted >= {SV_FLOOR} (encoder and decoder) is within {REL_TOL:.0%} of theory",
-        {"settings": len(table), "count_mismatches": int((table.n_collapsed_measured != table.n_collapsed_predicted).sum()),
+        f"every singular value of a mode whose predicted singular values are all >= {SV_FLOOR} is within {REL_TOL:.0%} of theory",
+        {"settings": len(table),
+         "count_mismatches": int((table.n_collapsed_measured != table.n_collapsed_predicted).sum()),
          "max_rel_error_sv_above_floor": worst,
          "max_rel_error_active_decoder_sv": float(table.max_rel_error_active_decoder_sv.max()),
          "max_rel_error_by_model": table.groupby("model").max_rel_error_sv_above_floor.max().round(4).to_dict(),

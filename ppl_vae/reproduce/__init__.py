@@ -39,6 +39,6 @@ __all__ = [
     "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "Settings",
     "check_names", "collapse_table", "compute_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
     "experiment_parser", "find_analyses_dir", "image_data", "is_monotone", "load_script", "parse_settings",
-    "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "select_runs", "series", "subsample", "spearman", "training_options",
-    "write_index",
+    "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "select_runs", "series", "spearman",
+    "subsample", "training_options", "write_index",
 ]

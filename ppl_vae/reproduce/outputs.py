@@ -100,10 +100,10 @@ class ExperimentOutput:
         self.entries: list[dict[str, str]] = []
         self._write_manifest()
 
-    def _record(self, kind: str, path: Path, caption: str) -> Path:
+    def _record(self, kind: str, path: Path, caption: str, **extra: str) -> Path:
         relative = path.relative_to(self.directory).as_posix()
         self.entries = [e for e in self.entries if e["path"] != relative]
-        self.entries.append({"kind": kind, "path": relative, "caption": caption})
+        self.entries.append({"kind": kind, "path": relative, "caption": caption, **extra})
         self._write_manifest()
         return path
 
@@ -112,13 +112,13 @@ class ExperimentOutput:
 
     def dataset(self, stem: str, data: xr.Dataset, caption: str) -> Path:
         """Write an ``xr.Dataset`` as ``<stem>.nc``."""
-        return self._record("netcdf", write_netcdf(data, self.directory / f"{stem}.nc"), caption)
+        return self._record("netcdf", write_netcdf(data, self.directory / f"{stem}.nc"), caption, format="Dataset")
 
     def inference_data(self, stem: str, idata, caption: str) -> Path:
         """Write an ``arviz.InferenceData`` (e.g. diagnostics combined along ``run``) as ``<stem>.nc``."""
         from ppl_vae.diagnostics import save
 
-        return self._record("netcdf", save(idata, self.directory / f"{stem}.nc"), caption)
+        return self._record("netcdf", save(idata, self.directory / f"{stem}.nc"), caption, format="InferenceData")
 
     def table(self, stem: str, frame: pd.DataFrame, caption: str) -> Path:
         """Write a table as ``<stem>.csv`` (no index column)."""

@@ -1,0 +1,92 @@
+"""Settings, outputs, claim checks and the small analysis helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from ppl_vae.data import load_digits
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, MissingDataError, Settings, compute_threads, image_data,
+                               is_monotone, parse_settings, read_manifest, series, spearman, subsample)
+
+
+def test_settings_round_trip_through_the_command_line(tmp_path):
+    for scale in ("tiny", "quick", "full"):
+        settings = Settings(scale, tmp_path, seed=4, device="cpu", mnist_dir=tmp_path / "m", overwrite=True)
+        assert parse_settings("x", settings.to_argv()) == settings
+    with pytest.raises(ValueError, match="scale"):
+        Settings("huge", tmp_path)
+    with pytest.raises(ValueError, match="seed"):
+        Settings("quick", tmp_path, seed=-1)
+    with pytest.raises(SystemExit):
+        parse_settings("x", ["--quick", "--tiny"])
+    assert Settings("quick", tmp_path).pick(1, 2, 3) == 2
+
+
+def test_compute_threads_is_restored(tmp_path):
+    before = torch.get_num_threads()
+    with compute_threads(Settings("quick", tmp_path)):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_output_records_files_and_refuses_reuse(tmp_path):
+    out = ExperimentOutput(tmp_path, "exp")
+    out.table("t", pd.DataFrame({"a": [1, 2]}), "a table")
+    out.dataset("d", xr.Dataset({"v": ("k", np.arange(3.0))}, attrs={"flag": True, "none": None}), "a dataset")
+    out.table("t", pd.DataFrame({"a": [3]}), "rewritten")
+    entries = read_manifest(tmp_path / "exp")
+    assert [(e["kind"], e["path"]) for e in entries] == [("netcdf", "d.nc"), ("table", "t.csv")]
+    assert xr.load_dataset(tmp_path / "exp" / "d.nc").v.values.tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(FileExistsError):
+        ExperimentOutput(tmp_path, "exp")
+    assert read_manifest(tmp_path / "exp")  # the refusal touched nothing
+    again = ExperimentOutput(tmp_path, "exp", overwrite=True)
+    assert again.entries == [] and read_manifest(tmp_path / "exp") == []  # stale files are no longer listed
+
+
+def test_claim_check_is_json_safe():
+    check = ClaimCheck("e", "c", np.bool_(True), "r", {"x": np.float64(np.nan), "y": np.arange(2), "z": np.int64(3)})
+    data = check.to_dict()
+    assert data["agrees"] is True and data["numbers"] == {"x": None, "y": [0, 1], "z": 3}
+    assert ClaimCheck.from_dict(data).agrees is True
+
+
+def test_monotone_and_rank_correlation():
+    assert is_monotone([0, 1, 1, 2])
+    assert not is_monotone([0, 2, 1])
+    assert is_monotone([0, 2, 1.95], tolerance=0.1)
+    assert is_monotone([3, 2, 2], increasing=False) and not is_monotone([1, 2], increasing=False)
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_image_data_scales(tmp_path):
+    train, test = image_data(Settings("tiny", tmp_path), split="quadrant")
+    assert train.n + test.n == 240 and train.x.shape[1] == 16 and train.y.shape[1] == 48
+    train, test = image_data(Settings("quick", tmp_path), classes=[3])
+    assert train.n + test.n == int((load_digits().labels == 3).sum())
+    with pytest.raises(MissingDataError, match="--quick"):
+        image_data(Settings("full", tmp_path, mnist_dir=tmp_path / "no_mnist"))
+
+
+def test_subsample_keeps_order_and_size():
+    bundle = load_digits()
+    small = subsample(bundle, seed=0, limit=100)
+    assert small.n == 100
+    rows = [int(np.flatnonzero((bundle.x == row).all(1).numpy())[0]) for row in small.x[:10]]
+    assert rows == sorted(rows)
+    assert subsample(bundle, seed=0, limit=10_000) is bundle
+
+
+def test_series_draws_one_line_per_variable_and_hue():
+    data = xr.Dataset({"predicted_n": (("beta", "eta"), np.ones((3, 2))),
+                       "measured_n": (("beta", "eta"), np.zeros((3, 2)))}, coords={"beta": [0.1, 1.0, 2.0], "eta": [0.5, 1.0]})
+    fig = series(data, "beta", ["predicted_n", "measured_n"], hue="eta", logx=True)
+    assert len(fig.axes[0].lines) == 4
+    with pytest.raises(ValueError, match="missing"):
+        series(data, "beta", ["absent"])
