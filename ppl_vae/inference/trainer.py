@@ -267,7 +267,8 @@ def fit(
     pending: list[torch.Tensor] = []
     began = time.perf_counter()
     model.train()
-    with pyro.validation_enabled(False):  # argument checks every step cost more than the step itself
+    # Argument checks and param-store registration each cost more than a small model's step.
+    with pyro.validation_enabled(False), model.unregistered():
         for step in range(start_step, total_steps):
             index = sampler.indices(step)
             batch = tensors if index is None else tuple(t[index] for t in tensors)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 import pyro
@@ -59,6 +61,7 @@ class LatentVariableModel(nn.Module):
             raise ValueError(f"config must be a {self.family!r} config, got family {config.family!r}")
         self.config = config
         self.pyro_name = f"{self.family}_{next(_instance_ids)}"
+        self._register_with_pyro = True
 
     @property
     def latent_dims(self) -> dict[str, int]:
@@ -72,7 +75,22 @@ class LatentVariableModel(nn.Module):
         return torch.device("cpu")
 
     def _register(self) -> None:
-        pyro.module(self.pyro_name, self)
+        if self._register_with_pyro:
+            pyro.module(self.pyro_name, self)
+
+    @contextlib.contextmanager
+    def unregistered(self) -> Iterator[LatentVariableModel]:
+        """Skip the Pyro parameter-store registration inside the block.
+
+        A caller that optimises ``self.parameters()`` with a plain torch optimiser
+        (as :func:`ppl_vae.inference.fit` does) has no use for the param store, and
+        ``pyro.module`` walks every parameter on each model and guide call.
+        """
+        previous, self._register_with_pyro = self._register_with_pyro, False
+        try:
+            yield self
+        finally:
+            self._register_with_pyro = previous
 
     def model(self, *batch: torch.Tensor) -> None:
         """The generative model p(observed, latents); see the family's docstring."""

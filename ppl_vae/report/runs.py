@@ -49,7 +49,12 @@ def held_out_split(bundle, train_options: dict):
     return train_test_split(bundle, fraction, seed=int(train_options.get("split_seed", 0)))
 
 
-def _cache_key(info: dict, checkpoint: str, iw_samples: int, seed: int, options: dict) -> dict:
+def diagnostics_cache_key(info: dict, checkpoint: str, iw_samples: int, seed: int, options: dict) -> dict:
+    """What a cached ``diagnostics.nc`` must match to be reused (stored in its attrs).
+
+    Shared by the report and the sweep studies so a diagnostics file written by one
+    is recognised by the other.
+    """
     return {
         "diagnose_options": json.dumps(options, sort_keys=True, default=str),
         "model_config": json.dumps(info["model"], sort_keys=True),
@@ -84,7 +89,7 @@ def diagnose_run(run_dir: str | os.PathLike, *, iw_samples: int = 1000, seed: in
     check_int_range("iw_samples", iw_samples, 1)
     run_dir = Path(run_dir)
     model, bundle, info = load_run(run_dir, device=device)
-    key = _cache_key(info, file_digest(run_dir / CHECKPOINT_NAME), iw_samples, seed, options)
+    key = diagnostics_cache_key(info, file_digest(run_dir / CHECKPOINT_NAME), iw_samples, seed, options)
     cache = run_dir / DIAGNOSTICS_NAME
     if reuse and cache.is_file():
         cached = load(cache)

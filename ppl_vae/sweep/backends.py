@@ -85,11 +85,18 @@ class LocalBackend:
         return [fn(task, bundle) for task in tasks]
 
 
-BACKENDS: dict[str, Callable[[], Backend]] = {"local": LocalBackend}
+def _ray_backend() -> Backend:
+    # Imported on demand: Ray is an optional extra (pip install 'ppl-vae[ray]').
+    from ppl_vae.sweep.ray_backend import RayBackend
+
+    return RayBackend()
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"local": LocalBackend, "ray": _ray_backend}
 
 
 def get_backend(backend: str | Backend) -> Backend:
-    """A backend by name (``'local'``), or ``backend`` itself if it already is one."""
+    """A backend by name (``'local'`` or ``'ray'``), or ``backend`` itself if it already is one."""
     if not isinstance(backend, str):
         if not callable(getattr(backend, "map", None)):
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))} or have a map method, "

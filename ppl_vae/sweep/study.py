@@ -563,9 +563,9 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     atomic_write(run_dir / LOSS_NAME, lambda tmp: loss.to_dataset().to_netcdf(tmp))
     idata = outcome.diagnostics
     # The report reuses diagnostics.nc when these keys match the run (see ppl_vae.report.runs).
-    from ppl_vae.report.runs import _cache_key, file_digest
+    from ppl_vae.report.runs import diagnostics_cache_key, file_digest
 
-    key = _cache_key({"model": config.to_dict(), "data": data_spec}, file_digest(run_dir / CHECKPOINT_NAME),
+    key = diagnostics_cache_key({"model": config.to_dict(), "data": data_spec}, file_digest(run_dir / CHECKPOINT_NAME),
                      spec.diagnostics["iw_samples"], spec.diagnostics["seed"], diagnose_options(spec.diagnostics))
     idata.attrs.update(key, checkpoint_step=int(history.size))
     save(idata, run_dir / DIAGNOSTICS_NAME)
