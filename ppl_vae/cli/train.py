@@ -92,6 +92,8 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
 @click.option("--optimizer", type=click.Choice(["adam", "clipped_adam"]), default="adam", show_default=True)
 @click.option("--clip-norm", type=float, default=None, help="Gradient clipping.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and MC draws.")
+@click.option("--test-fraction", type=float, default=0.1, show_default=True,
+              help="Fraction of the data held out (not trained on) for the report's held-out metrics; 0 keeps all.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True, help="Steps between checkpoints.")
@@ -100,7 +102,7 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(family, arch, data_name, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
             latent_dims, hidden, beta, beta1, beta2, eta_enc, eta_dec, encoder_std, sigma1, sigma2, prior,
-            latent_mapping, steps, epochs, batch_size, lr, lr_decay, optimizer, clip_norm, seed, device, out,
+            latent_mapping, steps, epochs, batch_size, lr, lr_decay, optimizer, clip_norm, seed, test_fraction, device, out,
             checkpoint_every, overwrite, resume, progress):
     """Train a model by SVI and write config, checkpoint, loss history and metrics to --out."""
     import torch
@@ -125,6 +127,7 @@ def command(family, arch, data_name, split, classes, n_samples, dim, correlation
             train = saved["train"]
             batch_size, lr, lr_decay, optimizer = train["batch_size"], train["lr"], train["lr_decay"], train["optimizer"]
             clip_norm, seed, checkpoint_every = train["clip_norm"], saved["seed"], train["checkpoint_every"]
+            test_fraction = train.get("test_fraction", 0.0)
             if steps is None and epochs is None:
                 steps, epochs = train["steps"], None
         else:
@@ -140,7 +143,8 @@ def command(family, arch, data_name, split, classes, n_samples, dim, correlation
         torch.manual_seed(seed)  # parameter initialisation
         model = build_model(config)
         result = fit(model, bundle, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                     lr_decay=lr_decay, clip_norm=clip_norm, seed=seed, device=device, run_dir=run_dir,
+                     lr_decay=lr_decay, clip_norm=clip_norm, seed=seed, test_fraction=test_fraction,
+                     split_seed=seed, device=device, run_dir=run_dir,
                      checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, progress=progress)
     except (RunDirectoryExistsError, FileNotFoundError, TrainingDivergedError) as err:
         raise click.ClickException(str(err)) from None

@@ -28,6 +28,7 @@ from pyro.optim.clipped_adam import ClippedAdam
 from ppl_vae._device import resolve_device
 from ppl_vae._io import prepare_run_dir
 from ppl_vae._validate import check_choice, check_int_range, check_positive
+from ppl_vae.data import train_test_split
 from ppl_vae.inference import runs
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -37,7 +38,7 @@ OPTIMIZERS = ("adam", "clipped_adam")
 SYNC_EVERY = 50
 
 #: Training options that must match when a run is resumed (``steps`` may grow).
-RESUME_KEYS = ("batch_size", "lr", "optimizer", "lr_decay", "clip_norm", "seed")
+RESUME_KEYS = ("batch_size", "lr", "optimizer", "lr_decay", "clip_norm", "seed", "test_fraction", "split_seed")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -160,6 +161,8 @@ def fit(
     lr_decay: float = 1.0,
     clip_norm: float | None = None,
     seed: int = 0,
+    test_fraction: float = 0.0,
+    split_seed: int = 0,
     device: str | torch.device = "auto",
     run_dir: str | Path | None = None,
     checkpoint_every: int = 1000,
@@ -189,6 +192,10 @@ def fit(
     seed
         Seeds the ELBO's Monte Carlo draws (torch, Python, NumPy) and the batch order.
         Parameter initialisation happens in ``build_model``: seed before it.
+    test_fraction, split_seed
+        Hold out this fraction of ``data`` (``ppl_vae.data.train_test_split`` with
+        ``split_seed``) and train on the rest; recorded in ``config.json`` so that
+        diagnostics and reports evaluate on the held-out part. 0: train on everything.
     device
         ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
     run_dir
@@ -223,8 +230,14 @@ def fit(
     checkpoint_every = check_int_range("checkpoint_every", checkpoint_every, 1)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir")
+    test_fraction = float(test_fraction)
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    split_seed = check_int_range("split_seed", split_seed, 0)
     torch_device = resolve_device(device)
 
+    if test_fraction > 0.0:
+        data, _ = train_test_split(data, test_fraction, seed=split_seed)
     model.to(torch_device)
     bundle = data.to(torch_device)
     tensors = bundle.tensors()
@@ -233,6 +246,7 @@ def fit(
     train_options = {
         "steps": total_steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "lr_decay": lr_decay, "clip_norm": clip_norm, "seed": seed, "checkpoint_every": checkpoint_every,
+        "test_fraction": test_fraction, "split_seed": split_seed, "n_train": bundle.n,
         "elbo": type(_elbo_for(model)).__name__,
     }
     opt = _make_optimizer(optimizer, model.parameters(), lr, clip_norm)

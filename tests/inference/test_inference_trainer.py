@@ -177,3 +177,26 @@ def test_training_on_cuda_keeps_data_and_parameters_on_the_gpu(tmp_path, pairs):
     np.testing.assert_array_equal(straight.loss.values, result.loss.values)  # seeded on the device too
     model, _, _ = load_run(tmp_path / "run", device="cuda")
     assert all(p.is_cuda for p in model.parameters())
+
+
+def test_test_fraction_holds_rows_out_and_is_recorded(pairs, tmp_path):
+    from ppl_vae.data import train_test_split
+    from ppl_vae.report.runs import held_out_split
+
+    run_dir = tmp_path / "held_out"
+    fit(_model(CVAEConfig(4, 4, 2)), pairs, steps=5, test_fraction=0.25, split_seed=3, run_dir=run_dir,
+        progress=False, device="cpu")
+    train = json.loads((run_dir / "config.json").read_text())["train"]
+    assert train["test_fraction"] == 0.25 and train["split_seed"] == 3 and train["n_train"] == 150
+    _, bundle, info = load_run(run_dir, device="cpu")
+    # The report's split of the reloaded data gives back exactly the rows fit did not train on.
+    fitted, held_out = held_out_split(bundle, info["train"])
+    expected_train, expected_test = train_test_split(pairs, 0.25, seed=3)
+    assert torch.equal(fitted.x, expected_train.x) and torch.equal(held_out.y, expected_test.y)
+    assert held_out.n == 50
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_bad_test_fraction_names_the_parameter(pairs, fraction):
+    with pytest.raises(ValueError, match="test_fraction"):
+        fit(_model(CVAEConfig(4, 4, 2)), pairs, steps=1, test_fraction=fraction, progress=False, device="cpu")
