@@ -83,14 +83,17 @@ def run(settings) -> ClaimCheck:
                f"epsilon-collapse curves of the MLP VAE at beta={middle:g}, learnable vs fixed variance")
 
     paired = table.pivot_table(index=["arch", "beta"], columns="variance", values="z_n_collapsed")
-    no_worse = bool((paired.fixed <= paired.learnable).all())
+    units = table.pivot_table(index=["arch", "beta"], columns="variance", values="z_active_units")
+    no_worse = bool((paired.fixed <= paired.learnable).all() and (units.fixed >= units.learnable).all())
     better = bool((paired.fixed < paired.learnable).any())
     check = ClaimCheck(
         NAME, CLAIM, no_worse and better,
         "for every architecture and beta the fixed-variance VAE has no more collapsed dimensions (mean KL < 0.01) "
-        "than the learnable one, and fewer for at least one",
+        "and no fewer active units (mean collapse) than the learnable one, and fewer collapsed for at least one",
         {"collapsed[arch, beta]": {f"{arch},{beta:g}": {"learnable": int(row.learnable), "fixed": int(row.fixed)}
-                                   for (arch, beta), row in paired.iterrows()}})
+                                   for (arch, beta), row in paired.iterrows()},
+         "active_units[arch, beta]": {f"{arch},{beta:g}": {"learnable": int(row.learnable), "fixed": int(row.fixed)}
+                                      for (arch, beta), row in units.iterrows()}})
     out.claim(check)
     return check
 
