@@ -92,8 +92,8 @@ def combine(idatas: Sequence[az.InferenceData], run_names: Sequence[str] | None 
     """Stack several runs' diagnostics along a new ``run`` dimension.
 
     Every group present in all runs is concatenated; each run's
-    hyper-parameters (``beta``, ``eta_dec``, ``beta1``, ...) and ``family``
-    become coordinates along ``run``, so collapse against beta is
+    hyper-parameters (``beta``, ``eta_dec``, ``beta1``, ...), ``family`` and
+    ``arch`` become coordinates along ``run``, so collapse against beta is
     ``combined.collapse.swap_dims(run="beta")`` or a ``.where`` / ``.sel``.
 
     Runs whose latent or data sizes differ are aligned on the integer
@@ -119,6 +119,8 @@ def combine(idatas: Sequence[az.InferenceData], run_names: Sequence[str] | None 
     run_coords: dict = {"run": names}
     run_coords.update({name: ("run", values) for name, values in run_hyperparameters(idatas).items()})
     run_coords["family"] = ("run", np.array([str(i.attrs.get("family", "")) for i in idatas]))
+    run_coords["arch"] = ("run", np.array([str(json.loads(i.attrs.get("model_config", "{}")).get("arch", ""))
+                                           for i in idatas]))
     shared = [g for g in idatas[0].groups() if all(g in idata.groups() for idata in idatas)]
     groups = {}
     for group in shared:

@@ -57,7 +57,10 @@ def kl_per_dimension(collapse: xr.Dataset, *, title: str | None = None) -> Figur
     threshold = float(collapse.attrs.get("collapse_epsilon", 0.01))
     with themed():
         runs = collapse.sizes.get("run", 0)
-        fig = new_figure(4.8 * len(sites), 3.6 if not runs else 1.2 + 0.4 * runs)
+        # a heatmap cell per dimension needs room for its tick label next to long run names
+        widest = max(collapse.sizes.get(f"{site}_dim", 1) for site in sites)
+        panel_width = 4.8 if not runs else max(4.8, 3.5 + 0.3 * widest)
+        fig = new_figure(panel_width * len(sites), 3.6 if not runs else 1.2 + 0.4 * runs)
         axes = fig.subplots(1, len(sites), squeeze=False)[0]
         for ax, site in zip(axes, sites):
             kl, site_runs = runs_with(collapse[f"{site}_kl_mean"], collapse)

@@ -28,22 +28,35 @@ def metrics_vs_hyperparameter(collapse: xr.Dataset, metrics: xr.Dataset, x: str 
     # runs of another family lack this hyper-parameter (NaN): leave them out
     keep = np.isfinite(collapse[x].values.astype(float))
     collapse, metrics = collapse.isel(run=keep), metrics.isel(run=keep)
-    order = np.argsort(collapse[x].values, kind="stable")
-    xs = collapse[x].values[order]
+    series = _series_labels(collapse, x)
     sites = sites_of(collapse, "_active_units")
     palette = sns.color_palette()
+    markers = "osD^v<>p*"
     with themed():
         fig = new_figure(9.0, 3.6)
         au_ax, nll_ax = fig.subplots(1, 2)
-        for i, site in enumerate(sites):
-            if collapse[f"{site}_active_units"].isnull().all():
-                continue
-            au_ax.plot(xs, collapse[f"{site}_active_units"].values[order], "o-", color=palette[i], label=site)
+        # One line per series (model and the other hyper-parameters held fixed), so that
+        # runs that differ in more than x are never joined into one curve.
+        for j, label in enumerate(dict.fromkeys(series)):
+            members = np.flatnonzero(series == label)
+            members = members[np.argsort(collapse[x].values[members], kind="stable")]
+            xs = collapse[x].values[members]
+            suffix = f" {label}" if len(set(series)) > 1 else ""
+            for i, site in enumerate(sites):
+                values = collapse[f"{site}_active_units"].values[members]
+                if np.all(np.isnan(values)):
+                    continue
+                au_ax.plot(xs, values, marker=markers[j % len(markers)], color=palette[i % len(palette)],
+                           label=f"{site}{suffix}")
+            nll = -metrics["iw_log_likelihood"].values[members]
+            se = metrics["iw_log_likelihood_se"].values[members] if "iw_log_likelihood_se" in metrics else None
+            nll_ax.errorbar(xs, nll, yerr=se, marker=markers[j % len(markers)], capsize=3,
+                            color=palette[(3 + j) % len(palette)], label=label or None)
+        xs = collapse[x].values
         au_ax.set(xlabel=x, ylabel="active units (Cov > 0.01)", title="active units")
         au_ax.legend(fontsize="small")
-        nll = -metrics["iw_log_likelihood"].values[order]
-        se = metrics["iw_log_likelihood_se"].values[order] if "iw_log_likelihood_se" in metrics else None
-        nll_ax.errorbar(xs, nll, yerr=se, fmt="o-", color=palette[3], capsize=3)
+        if len(set(series)) > 1:
+            nll_ax.legend(fontsize="small")
         k = metrics.attrs.get("iw_samples")
         nll_ax.set(xlabel=x, ylabel="NLL (nats per point)", title=f"held-out NLL (IW, K={k})" if k else "held-out NLL")
         if np.all(xs > 0) and xs.max() / xs.min() > 8:
@@ -52,3 +65,22 @@ def metrics_vs_hyperparameter(collapse: xr.Dataset, metrics: xr.Dataset, x: str 
         if title:
             fig.suptitle(title)
     return fig
+
+
+def _series_labels(collapse: xr.Dataset, x: str) -> np.ndarray:
+    """One label per run naming what, besides ``x``, sets it apart (family/arch, other hyper-parameters)."""
+    parts = []
+    for name in ("family", "arch"):
+        if name in collapse.coords and len(set(collapse[name].values.tolist())) > 1:
+            parts.append([str(v) for v in collapse[name].values])
+    others = [name for name, coord in collapse.coords.items()
+              if name not in (x, "run", "family", "arch") and coord.dims == ("run",)
+              and np.issubdtype(coord.dtype, np.number)]
+    for name in sorted(others):
+        values = collapse[name].values.astype(float)
+        finite = values[np.isfinite(values)]
+        if finite.size and np.unique(finite).size > 1:
+            parts.append([f"{name}={v:g}" for v in values])
+    if not parts:
+        return np.array([""] * collapse.sizes["run"])
+    return np.array([" ".join(items) for items in zip(*parts)])
