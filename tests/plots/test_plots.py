@@ -79,6 +79,19 @@ def test_metrics_vs_beta_sorted_by_beta():
         plots.metrics_vs_hyperparameter(collapse, metrics, "eta_dec")
 
 
+def test_metrics_vs_beta_never_joins_runs_of_different_models():
+    collapse = runs([fake_collapse() for _ in range(4)], [0.5, 2.0, 0.5, 2.0])
+    collapse = collapse.assign_coords(arch=("run", ["linear", "linear", "mlp", "mlp"]),
+                                      eta_dec=("run", [0.5, 0.5, 0.5, 0.5]))
+    collapse["z_active_units"] = ("run", [9, 1, 5, 0])
+    metrics = xr.Dataset({"iw_log_likelihood": ("run", [-17.8, -18.0, -15.0, -15.1])},
+                         coords={"run": collapse.run, "beta": collapse.beta})
+    au_ax, nll_ax = plots.metrics_vs_hyperparameter(collapse, metrics, "beta").axes
+    lines = {line.get_label(): line.get_ydata().tolist() for line in au_ax.get_lines()}
+    assert lines == {"z linear": [9, 1], "z mlp": [5, 0]}
+    assert sorted(line.get_ydata().tolist() for line in nll_ax.get_lines()) == [[15.0, 15.1], [17.8, 18.0]]
+
+
 def test_loss_curves_one_line_per_run():
     loss = xr.DataArray([[5.0, 3.0, 2.0], [6.0, 4.0, 1.0]], dims=("run", "step"),
                         coords={"run": ["a", "b"], "step": [0, 10, 20]})
