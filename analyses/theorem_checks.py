@@ -120,7 +120,8 @@ def run(settings) -> ClaimCheck:
     check = ClaimCheck(
         NAME, CLAIM, counts_match and worst < REL_TOL,
         f"measured collapsed-mode count (singular value < 0.05) equals the predicted one in every setting, and "
-        f"every singular value of a mode whose predicted singular values are all >= {SV_FLOOR} is within {REL_TOL:.0%} of theory",
+        f"every singular value of a mode whose predicted singular values are all >= {SV_FLOOR} is within "
+        f"{REL_TOL:.0%} of theory",
         {"settings": len(table),
          "count_mismatches": int((table.n_collapsed_measured != table.n_collapsed_predicted).sum()),
          "max_rel_error_sv_above_floor": worst,

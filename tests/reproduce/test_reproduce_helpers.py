@@ -85,7 +85,8 @@ def test_subsample_keeps_order_and_size():
 
 def test_series_draws_one_line_per_variable_and_hue():
     data = xr.Dataset({"predicted_n": (("beta", "eta"), np.ones((3, 2))),
-                       "measured_n": (("beta", "eta"), np.zeros((3, 2)))}, coords={"beta": [0.1, 1.0, 2.0], "eta": [0.5, 1.0]})
+                       "measured_n": (("beta", "eta"), np.zeros((3, 2)))},
+                      coords={"beta": [0.1, 1.0, 2.0], "eta": [0.5, 1.0]})
     fig = series(data, "beta", ["predicted_n", "measured_n"], hue="eta", logx=True)
     assert len(fig.axes[0].lines) == 4
     with pytest.raises(ValueError, match="missing"):
