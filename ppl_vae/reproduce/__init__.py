@@ -14,6 +14,7 @@ from ppl_vae.reproduce.analysis import (
     diagnose_sweep,
     image_data,
     is_monotone,
+    mnist_available,
     run_name,
     select_runs,
     subsample,
@@ -38,7 +39,7 @@ from ppl_vae.reproduce.settings import SCALES, Settings, compute_threads, experi
 __all__ = [
     "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "Settings",
     "check_names", "collapse_table", "compute_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
-    "experiment_parser", "find_analyses_dir", "image_data", "is_monotone", "load_script", "parse_settings",
-    "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "select_runs", "series", "spearman",
-    "subsample", "training_options", "write_index",
+    "experiment_parser", "find_analyses_dir", "image_data", "is_monotone", "load_script", "mnist_available",
+    "parse_settings", "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "select_runs",
+    "series", "spearman", "subsample", "training_options", "write_index",
 ]

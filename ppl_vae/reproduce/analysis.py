@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ppl_vae.data import DataBundle, load_digits, load_mnist, train_test_split
+from ppl_vae.data import MNIST_FILES, DataBundle, load_digits, load_mnist, train_test_split
 from ppl_vae.reproduce.settings import Settings
 
 #: Digits kept at the tiny scale: enough for a train / test split, fast to train.
@@ -28,6 +29,13 @@ DIAGNOSE_POINTS = 5000
 
 class MissingDataError(FileNotFoundError):
     """Full mode needs MNIST, and its files are not where the user said."""
+
+
+def mnist_available(directory: str | Path) -> bool:
+    """Whether ``directory`` holds the four MNIST IDX files (plain or ``.gz``)."""
+    directory = Path(directory)
+    stems = [stem for pair in MNIST_FILES.values() for stem in pair]
+    return all((directory / stem).is_file() or (directory / f"{stem}.gz").is_file() for stem in stems)
 
 
 def image_data(settings: Settings, *, split: str | None = None, classes: Sequence[int] | None = None,

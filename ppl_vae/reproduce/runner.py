@@ -20,6 +20,7 @@ from types import ModuleType
 from tqdm.auto import tqdm
 
 from ppl_vae._io import atomic_write_json, prepare_run_dir
+from ppl_vae.reproduce.analysis import MissingDataError, mnist_available
 from ppl_vae.reproduce.outputs import ClaimCheck, read_claim
 from ppl_vae.reproduce.settings import Settings
 
@@ -34,6 +35,9 @@ EXPERIMENTS: dict[str, str] = {
     "vae_fixed_vs_learnable_variance": "6.7 VAE with learnable vs fixed encoder variance",
     "mitigations": "6.8 mitigations: decorrelated input, separate latent mappings, learned prior",
 }
+
+#: Experiments on synthetic data only; every other one reads images (MNIST in full mode).
+SYNTHETIC_ONLY = ("theorem_checks", "correlation_levels")
 
 SUMMARY = "summary.json"
 
@@ -145,12 +149,20 @@ def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
 
     Raises
     ------
+    MissingDataError
+        Full scale, an image experiment selected and no MNIST files (checked first).
     ppl_vae._io.RunDirectoryExistsError
         ``settings.out`` is not empty and ``settings.overwrite`` is False
         (checked before anything runs).
     """
     names = check_names(names)
     directory = find_analyses_dir(analyses_dir)
+    needs_mnist = [name for name in names if name not in SYNTHETIC_ONLY]
+    if settings.scale == "full" and needs_mnist and not mnist_available(settings.mnist_dir):
+        raise MissingDataError(
+            f"full mode runs {', '.join(needs_mnist)} on MNIST, whose IDX files are not in {settings.mnist_dir} "
+            "(nothing is downloaded): place them there, pass --mnist-dir, or run with --quick (bundled data)"
+        )
     prepare_run_dir(settings.out, overwrite=settings.overwrite)
     outcomes = []
     bar = tqdm(names, desc="reproduce", unit="experiment", disable=not progress)

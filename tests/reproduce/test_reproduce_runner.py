@@ -131,3 +131,23 @@ def test_cli_runs_a_real_script_at_tiny_scale(tmp_path):
     check = json.loads((out / "cvae_linear_quadrant_beta" / "claim.json").read_text())
     assert ClaimCheck.from_dict(check).experiment == "cvae_linear_quadrant_beta"
     assert 'src="cvae_linear_quadrant_beta/singular_values.png"' in (out / "index.html").read_text()
+
+
+def test_full_mode_without_mnist_stops_before_running(tmp_path):
+    out = tmp_path / "full"
+    result = CliRunner().invoke(cli, ["reproduce", "--only", "mitigations", "--out", str(out),
+                                      "--mnist-dir", str(tmp_path / "no_mnist")])
+    assert result.exit_code != 0 and "--quick" in result.output
+    assert not out.exists()
+
+
+def test_mnist_available_needs_all_four_files(tmp_path):
+    from ppl_vae.data import MNIST_FILES
+    from ppl_vae.reproduce import mnist_available
+
+    stems = [stem for pair in MNIST_FILES.values() for stem in pair]
+    for stem in stems[:-1]:
+        (tmp_path / stem).write_bytes(b"")
+    assert not mnist_available(tmp_path)
+    (tmp_path / f"{stems[-1]}.gz").write_bytes(b"")
+    assert mnist_available(tmp_path)
