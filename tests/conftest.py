@@ -3,6 +3,11 @@
 import os
 
 import pytest
+import torch
+
+# Tests run as `pytest -n 2` on two cores: a second torch thread per worker only
+# oversubscribes the machine (tiny models gain nothing from intra-op threads).
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -102,8 +102,8 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(family, arch, data_name, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
             latent_dims, hidden, beta, beta1, beta2, eta_enc, eta_dec, encoder_std, sigma1, sigma2, prior,
-            latent_mapping, steps, epochs, batch_size, lr, lr_decay, optimizer, clip_norm, seed, test_fraction, device, out,
-            checkpoint_every, overwrite, resume, progress):
+            latent_mapping, steps, epochs, batch_size, lr, lr_decay, optimizer, clip_norm, seed, test_fraction,
+            device, out, checkpoint_every, overwrite, resume, progress):
     """Train a model by SVI and write config, checkpoint, loss history and metrics to --out."""
     import torch
 
@@ -125,7 +125,8 @@ def command(family, arch, data_name, split, classes, n_samples, dim, correlation
             config = config_from_dict(saved["model"])
             bundle = load(**saved["data"])
             train = saved["train"]
-            batch_size, lr, lr_decay, optimizer = train["batch_size"], train["lr"], train["lr_decay"], train["optimizer"]
+            batch_size, lr, lr_decay = train["batch_size"], train["lr"], train["lr_decay"]
+            optimizer = train["optimizer"]
             clip_norm, seed, checkpoint_every = train["clip_norm"], saved["seed"], train["checkpoint_every"]
             test_fraction = train.get("test_fraction", 0.0)
             if steps is None and epochs is None:

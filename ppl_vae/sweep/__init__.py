@@ -19,7 +19,8 @@ from ppl_vae.sweep.layers import BatchedLinear, UnsupportedLayerError, is_stacka
 from ppl_vae.sweep.vectorised import BatchedConfig, BatchedModel, can_vectorise, clip_per_config_, train_batched
 
 __all__ = [
-    "Backend", "BatchedConfig", "RayBackend", "SweepSpec", "load_spec", "rebuild_combined", "run_study", "BatchedLinear", "BatchedModel", "LocalBackend", "SweepResult", "SweepTask",
+    "Backend", "BatchedConfig", "BatchedLinear", "BatchedModel", "LocalBackend", "RayBackend", "SweepResult",
+    "SweepSpec", "SweepTask", "load_spec", "rebuild_combined", "run_study",
     "TaskResult", "UnsupportedLayerError", "can_vectorise", "clip_per_config_", "elbo_loss", "elbo_terms",
     "expand_grid", "get_backend",
     "is_stackable", "per_config_loss", "plan_tasks", "run_sweep", "run_task", "stack_modules", "sweep_dataset",

@@ -10,14 +10,6 @@ from ppl_vae.sweep import LocalBackend, expand_grid, get_backend, plan_tasks, ru
 from ppl_vae.theory import linear_cvae
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 BASE = CVAEConfig(x_dim=4, y_dim=4, latent_dim=2)
 
 

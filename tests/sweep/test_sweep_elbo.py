@@ -11,14 +11,6 @@ from ppl_vae.sweep.elbo import elbo_loss, per_config_loss
 from ppl_vae.sweep.vectorised import BatchedModel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _cvae_models(arch, betas):
     models = []
     for k, beta in enumerate(betas):

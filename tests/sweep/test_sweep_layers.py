@@ -8,14 +8,6 @@ from ppl_vae.models.networks import DiagonalGaussian, feature_body, mlp
 from ppl_vae.sweep.layers import BatchedLinear, UnsupportedLayerError, is_stackable, stack_modules, unstack_into
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _linears(k, d_in, d_out, bias):
     torch.manual_seed(0)
     return [nn.Linear(d_in, d_out, bias=bias) for _ in range(k)]

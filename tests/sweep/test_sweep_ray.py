@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 ray = pytest.importorskip("ray")
 
@@ -18,13 +17,10 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One private Ray instance for the module; one torch thread here too, as in each 1-CPU Ray task."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """One private Ray instance for the module (tests/conftest.py already pins one torch thread)."""
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-    torch.set_num_threads(threads)
 
 
 def tiny_spec(**grid):

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from ppl_vae.diagnostics import combine, load
 from ppl_vae.inference import load_run
@@ -27,15 +26,6 @@ TINY = {
     "train": {"steps": 25, "lr": 0.02},
     "diagnostics": {"iw_samples": 8, "n_obs": 3, "n_draws": 5, "kl_samples": 2},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread (as in a 1-CPU Ray task) avoids thread contention on 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_spec(grid, **execution):
