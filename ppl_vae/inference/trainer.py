@@ -236,6 +236,7 @@ def fit(
     split_seed = check_int_range("split_seed", split_seed, 0)
     torch_device = resolve_device(device)
 
+    model.check_data(data)
     if test_fraction > 0.0:
         data, _ = train_test_split(data, test_fraction, seed=split_seed)
     model.to(torch_device)

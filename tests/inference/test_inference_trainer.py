@@ -200,3 +200,16 @@ def test_test_fraction_holds_rows_out_and_is_recorded(pairs, tmp_path):
 def test_bad_test_fraction_names_the_parameter(pairs, fraction):
     with pytest.raises(ValueError, match="test_fraction"):
         fit(_model(CVAEConfig(4, 4, 2)), pairs, steps=1, test_fraction=fraction, progress=False, device="cpu")
+
+
+def test_data_that_does_not_fit_the_model_is_refused_before_training(pairs, gaussian):
+    from ppl_vae.data import DataBundle
+
+    with pytest.raises(ValueError, match=r"data x must have shape \(n, 5\)"):
+        fit(_model(CVAEConfig(5, 4, 2)), pairs, steps=1, progress=False, device="cpu")
+    with pytest.raises(ValueError, match="must hold x and y for a cvae model"):
+        fit(_model(CVAEConfig(4, 4, 2)), gaussian, steps=1, progress=False, device="cpu")
+    with_nan = DataBundle("with_nan", pairs.x.clone(), pairs.y.clone())
+    with_nan.y[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="data y contains 1 NaN"):
+        fit(_model(CVAEConfig(4, 4, 2)), with_nan, steps=1, progress=False, device="cpu")

@@ -104,3 +104,9 @@ def test_sweep_on_the_gpu_returns_cpu_models():
     result = run_sweep(BASE, {"beta": [0.5, 2.0]}, data, steps=10, batch_size=32, device="cuda")
     assert result.path == "vectorised" and result.dataset.attrs["device"].startswith("cuda")
     assert all(p.device.type == "cpu" for m in result.models for p in m.parameters())
+
+
+def test_sweep_refuses_data_that_does_not_fit_before_training():
+    bundle = synthetic_pairs(40, 4, seed=0)
+    with pytest.raises(ValueError, match=r"data y must have shape \(n, 6\)"):
+        run_sweep(CVAEConfig(4, 6, 2, arch="linear"), {"beta": [0.5, 1.0]}, bundle, steps=1, device="cpu")
