@@ -120,6 +120,10 @@ def diagnose(
     check_int_range("iw_samples", iw_samples, 1)
     check_int_range("kl_samples", kl_samples, 1)
     torch_device = resolve_device(device)
+    if hasattr(model, "check_data"):  # the suite's models; hand-written Pyro pairs may lack it
+        for bundle in (data, test_data):
+            if bundle is not None:
+                model.check_data(bundle)
     if hasattr(model, "to"):
         model.to(torch_device)
     sites = tuple(model.latent_sites)

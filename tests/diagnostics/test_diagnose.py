@@ -181,3 +181,13 @@ def test_diagnose_on_cuda_agrees_with_the_cpu(exact_vae, gaussian_bundle):
     cov = eta_enc**2 * (U @ U.T).numpy() + eta_dec**2 * np.eye(U.shape[0])
     exact = multivariate_normal(np.zeros(U.shape[0]), cov).logpdf(gaussian_bundle.x.double().numpy())
     np.testing.assert_allclose(on_gpu.metrics.iw_log_likelihood_pointwise, exact, rtol=1e-4)
+
+
+def test_diagnose_refuses_data_that_does_not_fit_the_model(cvae_and_bundle):
+    from ppl_vae.models import CVAEConfig, build_model
+
+    _, bundle = cvae_and_bundle
+    model = build_model(CVAEConfig(x_dim=3, y_dim=5, latent_dim=2))
+    narrow = DataBundle("narrow", bundle.x[:, :-1], bundle.y)
+    with pytest.raises(ValueError, match="data x must have shape"):
+        diagnose(model, narrow, iw_samples=2, progress=False, device="cpu")
