@@ -12,6 +12,8 @@ import torch
 import xarray as xr
 from torch import nn
 
+from ppl_vae.models.config import check_data
+
 if TYPE_CHECKING:
     from ppl_vae.data.bundle import DataBundle
     from ppl_vae.models.config import ModelConfig
@@ -67,26 +69,9 @@ class LatentVariableModel(nn.Module):
     def latent_dims(self) -> dict[str, int]:
         raise NotImplementedError
 
-    @property
-    def data_dims(self) -> dict[str, int]:
-        """Name -> feature dimension of each positional data argument, in order (``x``, then ``y``)."""
-        raise NotImplementedError
-
     def check_data(self, bundle: DataBundle) -> None:
-        """Raise ``ValueError`` unless ``bundle`` fits this model: its tensors, their widths, no NaN or inf."""
-        expected = self.data_dims
-        given = dict(zip(("x", "y"), bundle.tensors()))
-        if set(given) != set(expected):
-            wanted = " and ".join(expected)
-            raise ValueError(f"data must hold {wanted} for a {self.family} model, got {' and '.join(given)} "
-                             f"({'paired' if bundle.is_paired else 'unpaired'} data set {bundle.name!r})")
-        for name, dim in expected.items():
-            tensor = given[name]
-            if tensor.dim() != 2 or tensor.shape[1] != dim:
-                raise ValueError(f"data {name} must have shape (n, {dim}) for this model, got {tuple(tensor.shape)}")
-            if not torch.isfinite(tensor).all():
-                bad = int((~torch.isfinite(tensor)).sum())
-                raise ValueError(f"data {name} contains {bad} NaN or infinite values; all entries must be finite")
+        """Raise ``ValueError`` unless ``bundle`` fits this model (see :func:`ppl_vae.models.config.check_data`)."""
+        check_data(self.config, bundle)
 
     @property
     def device(self) -> torch.device:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+import torch
+
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 
 ARCHITECTURES = ("linear", "mlp", "cnn")
@@ -93,6 +95,11 @@ class VAEConfig(_ConfigMixin):
     encoder_std: float | tuple[float, ...] | None = None
     image_shape: tuple[int, int] | None = None
 
+    @property
+    def data_dims(self) -> dict[str, int]:
+        """Name -> width of each positional data argument of the model, in order."""
+        return {"x": self.input_dim}
+
     def __post_init__(self) -> None:
         _set(self, "input_dim", check_int_range("input_dim", self.input_dim, 1))
         _set(self, "latent_dim", check_int_range("latent_dim", self.latent_dim, 1))
@@ -132,6 +139,11 @@ class CVAEConfig(_ConfigMixin):
     latent_mapping: str = "joint"
     image_shape: tuple[int, int] | None = None
     split: str | None = None
+
+    @property
+    def data_dims(self) -> dict[str, int]:
+        """Name -> width of each positional data argument of the model, in order."""
+        return {"x": self.x_dim, "y": self.y_dim}
 
     def __post_init__(self) -> None:
         _set(self, "x_dim", check_int_range("x_dim", self.x_dim, 1))
@@ -178,6 +190,11 @@ class MHVAEConfig(_ConfigMixin):
     sigma2: float | None = None
     image_shape: tuple[int, int] | None = None
 
+    @property
+    def data_dims(self) -> dict[str, int]:
+        """Name -> width of each positional data argument of the model, in order."""
+        return {"x": self.input_dim}
+
     def __post_init__(self) -> None:
         _set(self, "input_dim", check_int_range("input_dim", self.input_dim, 1))
         dims = tuple(self.latent_dims) if not isinstance(self.latent_dims, int) else ()
@@ -216,3 +233,25 @@ def config_from_dict(d: dict[str, Any]) -> ModelConfig:
         if isinstance(value, list):
             fields[key] = tuple(value)
     return CONFIG_CLASSES[family](**fields)
+
+
+def check_data(config, bundle) -> None:
+    """Raise ``ValueError`` unless ``bundle`` fits models built from ``config``.
+
+    Checks that the bundle holds exactly the tensors the family takes (``x``, or
+    ``x`` and ``y``), each of shape ``(n, width)`` with the config's width, and no
+    NaN or inf, naming the offending tensor.
+    """
+    expected = config.data_dims
+    given = dict(zip(("x", "y"), bundle.tensors()))
+    if set(given) != set(expected):
+        raise ValueError(f"data must hold {' and '.join(expected)} for a {config.family} model, got "
+                         f"{' and '.join(given)} ({'paired' if bundle.is_paired else 'unpaired'} data set "
+                         f"{bundle.name!r})")
+    for name, width in expected.items():
+        tensor = given[name]
+        if tensor.dim() != 2 or tensor.shape[1] != width:
+            raise ValueError(f"data {name} must have shape (n, {width}) for this model, got {tuple(tensor.shape)}")
+        if not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"data {name} contains {bad} NaN or infinite values; all entries must be finite")

@@ -163,10 +163,6 @@ class CVAE(LatentVariableModel):
         self.prior = LearnedPrior(config) if config.prior == "learned" else None
 
     @property
-    def data_dims(self) -> dict[str, int]:
-        return {"x": self.config.x_dim, "y": self.config.y_dim}
-
-    @property
     def latent_dims(self) -> dict[str, int]:
         return {"z": self.config.latent_dim}
 

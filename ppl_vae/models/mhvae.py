@@ -44,10 +44,6 @@ class MHVAE(LatentVariableModel):
         self.decoder2 = decoder_for(top_arch, d2, d1, config.hidden_dims)
 
     @property
-    def data_dims(self) -> dict[str, int]:
-        return {"x": self.config.input_dim}
-
-    @property
     def latent_dims(self) -> dict[str, int]:
         d1, d2 = self.config.latent_dims
         return {"z1": d1, "z2": d2}

@@ -34,10 +34,6 @@ class VAE(LatentVariableModel):
                                    config.image_shape)
 
     @property
-    def data_dims(self) -> dict[str, int]:
-        return {"x": self.config.input_dim}
-
-    @property
     def latent_dims(self) -> dict[str, int]:
         return {"z": self.config.latent_dim}
 

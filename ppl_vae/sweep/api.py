@@ -24,6 +24,7 @@ import xarray as xr
 
 from ppl_vae._device import resolve_device
 from ppl_vae._validate import check_choice
+from ppl_vae.models.config import check_data
 from ppl_vae.sweep.backends import Backend, SweepTask, TaskResult, get_backend
 from ppl_vae.sweep.vectorised import BatchedModel, can_vectorise, train_batched
 
@@ -208,7 +209,8 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
         if len(seeds) != len(configs):
             raise ValueError(f"seeds must hold one seed per configuration ({len(configs)}), got {len(seeds)}")
     device = resolve_device(device)
-    _check_data(configs[0], bundle)
+    # Every configuration shares the data: one check before any work starts.
+    check_data(configs[0], bundle)
     fit_options = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
                    "lr_decay": lr_decay, "clip_norm": clip_norm, "device": str(device)}
     tasks = plan_tasks(configs, seeds, fit_options, vectorise)
@@ -221,14 +223,6 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
     dataset.attrs.update({"path": path, "backend": runner.name, "wall_time": wall_time,
                           "training_time": float(sum(r.wall_time for r in results)), "device": str(device)})
     return SweepResult(tuple(configs), tuple(seeds), tuple(models), dataset, path, wall_time)
-
-
-def _check_data(config: Any, bundle) -> None:
-    """Refuse data that does not fit the models before any work starts (all configurations share it)."""
-    from ppl_vae.models import build_model
-
-    with torch.random.fork_rng(devices=[]):  # building a model draws weights: leave the caller's RNG alone
-        build_model(config).check_data(bundle)
 
 
 def _rebuild_models(configs: Sequence[Any], results: Sequence[TaskResult]) -> list[Any]:
