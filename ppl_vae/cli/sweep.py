@@ -13,6 +13,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from ppl_vae.cli._common import parse_int_list
+
 #: CLI option -> grid entry of the spec.
 GRID_OPTIONS = {"beta": "beta", "eta_dec": "eta_dec", "eta_enc": "eta_enc", "beta1": "beta1", "beta2": "beta2",
                 "latent_dim": "latent_dim", "seeds": "seed"}
@@ -101,8 +103,7 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
 @click.option("--beta1", default=None, help="MHVAE z1 weights.")
 @click.option("--beta2", default=None, help="MHVAE z2 weights.")
 @click.option("--latent-dim", default=None, help="Latent dimensions, e.g. '8' or '4,8,16'.")
-@click.option("--hidden", default=None, callback=lambda c, p, v: None if v is None else
-              tuple(int(s) for s in v.split(",") if s.strip()), help="Hidden widths, e.g. '64,64'.")
+@click.option("--hidden", default=None, callback=parse_int_list, help="Hidden widths, e.g. '64,64'.")
 @click.option("--seeds", default=None, help="Seeds: '0-4' (inclusive) or '0,3,7'.")
 @click.option("--steps", type=int, default=None, help="Training steps per configuration (or --epochs).")
 @click.option("--epochs", type=int, default=None, help="Training epochs per configuration (or --steps).")
