@@ -1,16 +1,29 @@
-"""SVI training of the model/guide pairs, checkpoints and run directories.
+"""The training engine: SVI of K >= 1 configurations, checkpoints and run directories.
 
 >>> result = fit(model, bundle, steps=3000, lr=0.02, lr_decay=0.999, run_dir="runs/demo")
+>>> result = fit([model_a, model_b], bundle, steps=3000, seed=[0, 1])     # one run, two configurations
 >>> model, bundle, info = load_run("runs/demo")
+
+- :mod:`~ppl_vae.inference.trainer`: :func:`fit`, the one training loop.
+- :mod:`~ppl_vae.inference.elbo`: the one ELBO (per configuration, from Pyro traces).
+- :mod:`~ppl_vae.inference.randomness`: per-configuration batch order and noise.
+- :mod:`~ppl_vae.inference.batched` / :mod:`~ppl_vae.inference.layers`: K models as one.
 """
 
 from __future__ import annotations
 
+from ppl_vae.inference.batched import BatchedConfig, BatchedModel, can_vectorise, clip_per_config_
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ppl_vae.inference.elbo import elbo_loss, elbo_terms, estimator_name, per_config_loss, site_estimators
+from ppl_vae.inference.layers import BatchedLinear, UnsupportedLayerError, is_stackable, stack_modules, unstack_into
+from ppl_vae.inference.randomness import ConfigBatches, ConfigNoise
 from ppl_vae.inference.runs import CONFIG_NAME, LOSS_NAME, METRICS_NAME, linear_theory_metrics, load_run
-from ppl_vae.inference.trainer import OPTIMIZERS, BatchSampler, FitResult, TrainingDivergedError, fit
+from ppl_vae.inference.trainer import OPTIMIZERS, FitResult, TrainingDivergedError, fit
 
 __all__ = [
-    "BatchSampler", "CHECKPOINT_NAME", "CONFIG_NAME", "FitResult", "LOSS_NAME", "METRICS_NAME", "OPTIMIZERS",
-    "TrainingDivergedError", "fit", "linear_theory_metrics", "load_checkpoint", "load_run", "save_checkpoint",
+    "BatchedConfig", "BatchedLinear", "BatchedModel", "CHECKPOINT_NAME", "CONFIG_NAME", "ConfigBatches",
+    "ConfigNoise", "FitResult", "LOSS_NAME", "METRICS_NAME", "OPTIMIZERS", "TrainingDivergedError",
+    "UnsupportedLayerError", "can_vectorise", "clip_per_config_", "elbo_loss", "elbo_terms", "estimator_name",
+    "fit", "is_stackable", "linear_theory_metrics", "load_checkpoint", "load_run", "per_config_loss",
+    "save_checkpoint", "site_estimators", "stack_modules", "unstack_into",
 ]

@@ -29,14 +29,15 @@ LOSS_NAME = "loss_history.nc"
 METRICS_NAME = "metrics.json"
 
 
-def write_config(run_dir: Path, config, bundle, train_options: dict[str, Any], seed: int,
-                 device: torch.device) -> Path:
-    """Write ``config.json`` (atomically)."""
+def write_config(run_dir: Path, config: dict | list[dict], bundle, train_options: dict[str, Any],
+                 seeds: tuple[int, ...], device: torch.device) -> Path:
+    """Write ``config.json`` (atomically): ``model``/``seed`` for one model, ``models``/``seeds`` for K."""
+    one = isinstance(config, dict)
     return atomic_write_json(run_dir / CONFIG_NAME, {
-        "model": config.to_dict(),
+        ("model" if one else "models"): config,
         "data": bundle.attrs.get("spec"),
         "train": train_options,
-        "seed": seed,
+        ("seed" if one else "seeds"): seeds[0] if one else list(seeds),
         "version": ppl_vae.__version__,
         "device": str(device),
     })
@@ -62,9 +63,15 @@ def write_results(run_dir: Path, result, bundle) -> None:
         "wall_time_s": result.wall_time,
         "device": result.device,
     }
-    theory = linear_theory_metrics(result.model, bundle.to("cpu"))
-    if theory is not None:
-        metrics["theory"] = theory
+    if result.diverged:
+        metrics["diverged"] = {str(k): step for k, step in result.diverged.items()}
+    cpu = bundle.to("cpu")
+    theories = [None if k in result.diverged else linear_theory_metrics(model, cpu)
+                for k, model in enumerate(result.models)]
+    if len(theories) == 1 and theories[0] is not None:
+        metrics["theory"] = theories[0]
+    elif any(theory is not None for theory in theories):
+        metrics["theory"] = theories
     atomic_write_json(run_dir / METRICS_NAME, metrics)
 
 

@@ -1,20 +1,28 @@
-"""Stochastic variational inference for the model/guide pairs of :mod:`ppl_vae.models`.
+"""The training engine: SVI for K >= 1 configurations of one architecture, as one run.
 
-The loop is Pyro's ELBO used as a differentiable torch loss with a plain torch
-optimiser (SPEC 7, "lighter pattern"): per step one ``differentiable_loss`` call,
-``backward`` and ``optimizer.step``. Compared with ``pyro.infer.SVI`` it skips the
-per-parameter ``pyro.optim`` wrappers and the per-step ``.item()`` host sync; the
-loss is read back every ``SYNC_EVERY`` steps (progress bar, divergence check,
-checkpoints). Data and parameters stay on one device, and minibatches are index
-draws on that device from a seeded generator, one permutation per epoch.
+``fit(model, data)`` trains one model; ``fit([m_1, ..., m_K], data, seed=[s_1, ..., s_K])``
+trains K models that share an architecture (they may differ in hyper-parameters and
+initial weights) as ONE run over a ``configs`` plate (:class:`~ppl_vae.inference.batched.BatchedModel`).
+Everything a run does is written once here and holds for every K: the held-out split,
+minibatches and Monte Carlo noise drawn per configuration from its own seed
+(:mod:`~ppl_vae.inference.randomness`), the learning-rate schedule, gradient clipping on
+each configuration's own norm, divergence handling, progress, checkpoints and
+bit-for-bit resume. The loss is :mod:`~ppl_vae.inference.elbo`'s, the suite's one ELBO.
+
+Configuration k of a K-run therefore equals a separate run of model k with seed
+``s_k`` (to float tolerance: batched matrix products sum in another order), so
+grouping configurations cannot change a result.
+
+Per step the loop does no host read: losses stay on the device and are read back
+every ``SYNC_EVERY`` steps (progress, divergence check, callbacks) and at checkpoints.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +30,6 @@ import numpy as np
 import pyro
 import torch
 import xarray as xr
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim.clipped_adam import ClippedAdam
 
 from ppl_vae._device import resolve_device
@@ -30,24 +37,35 @@ from ppl_vae._io import prepare_run_dir
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.data import train_test_split
 from ppl_vae.inference import runs
-from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ppl_vae.inference.batched import BatchedModel, can_vectorise, clip_per_config_
+from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ppl_vae.inference.elbo import estimator_name, per_config_loss, site_estimators
+from ppl_vae.inference.randomness import NOISE_STREAM, ConfigBatches, ConfigNoise, make_generators
 
 OPTIMIZERS = ("adam", "clipped_adam")
+DIVERGENCE_CHOICES = ("raise", "stop")
 
 #: Steps between host reads of the loss (progress bar, divergence check).
 SYNC_EVERY = 50
 
 #: Training options that must match when a run is resumed (``steps`` may grow).
-RESUME_KEYS = ("batch_size", "lr", "optimizer", "lr_decay", "clip_norm", "seed", "test_fraction", "split_seed")
+RESUME_KEYS = ("batch_size", "lr", "optimizer", "lr_decay", "clip_norm", "seeds", "test_fraction", "split_seed")
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; ``step`` is the first step where it was seen."""
 
-    def __init__(self, step: int, loss: float, run_dir: Path | None = None):
-        self.step, self.loss, self.run_dir = step, loss, run_dir
-        kept = f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None else ""
-        super().__init__(f"training diverged at step {step}: the loss is {loss}{kept}. "
+    def __init__(self, step: int, loss: float, run_dir: Path | None = None, checkpoint_step: int | None = None,
+                 config: int | None = None):
+        self.step, self.loss, self.run_dir, self.config = step, loss, run_dir, config
+        which = "" if config is None else f" (configuration {config})"
+        if run_dir is not None and checkpoint_step is not None:
+            kept = f"; the last good checkpoint (step {checkpoint_step}) is kept in {run_dir}"
+        elif run_dir is not None:
+            kept = f"; no checkpoint had been written yet in {run_dir}"
+        else:
+            kept = ""
+        super().__init__(f"training diverged at step {step}{which}: the loss is {loss}{kept}. "
                          "Try a smaller learning rate (--lr) or gradient clipping (--clip-norm).")
 
 
@@ -57,70 +75,47 @@ class FitResult:
 
     Attributes
     ----------
-    model
-        The trained model (on ``device``).
+    models
+        The K trained models (on ``device``), in the order given.
     loss
-        ``xr.DataArray`` over ``step``: per-sample negative beta-ELBO of the batch
-        at each step (nats per sample), the whole run including resumed parts.
+        Per-sample negative beta-ELBO of each step's batch (nats per sample), the
+        whole run including resumed parts: ``xr.DataArray`` over ``step`` when one
+        model was given, over ``(config, step)`` when a sequence was. A diverged
+        configuration's entries after its divergence are NaN.
     final_loss
-        Mean of ``loss`` over the last ``min(100, steps)`` steps.
+        Mean of ``loss`` over the last ``min(100, steps)`` steps: a float for one
+        model, a ``(K,)`` array for a sequence.
     steps
         Steps done in total.
     wall_time
         Seconds spent in this call.
     device
-        Device the model was trained on, e.g. ``'cpu'`` or ``'cuda:0'``.
+        Device the models were trained on, e.g. ``'cpu'`` or ``'cuda:0'``.
     run_dir
         The run directory, or None.
+    diverged
+        Configuration index -> first step with a non-finite loss (those stopped).
+    provenance
+        The training options as written to ``config.json`` (``train``): estimator,
+        seeds, K, data split, ...
     """
 
-    model: Any
+    models: tuple[Any, ...]
     loss: xr.DataArray
-    final_loss: float
+    final_loss: float | np.ndarray
     steps: int
     wall_time: float
     device: str
     run_dir: Path | None = None
-
-
-class BatchSampler:
-    """Minibatches of row indices drawn on the device, a fresh permutation each epoch.
-
-    ``batch_size=None`` (or >= n) gives the full data set at every step. The
-    generator is seeded from ``seed``; :meth:`state_dict` holds its state and the
-    current epoch's permutation so that a resumed run draws the same batches.
-    """
-
-    def __init__(self, n: int, batch_size: int | None, seed: int, device: torch.device):
-        self.n = n
-        self.batch_size = n if batch_size is None else min(batch_size, n)
-        self.steps_per_epoch = math.ceil(n / self.batch_size)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
-        self.device = device
-        self.permutation: torch.Tensor | None = None
+    diverged: dict[int, int] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def full_batch(self) -> bool:
-        return self.batch_size == self.n
-
-    def indices(self, step: int) -> torch.Tensor | None:
-        """Row indices of the batch for ``step`` (None: all rows). Steps must come in order."""
-        if self.full_batch:
-            return None
-        position = step % self.steps_per_epoch
-        if position == 0 or self.permutation is None:
-            self.permutation = torch.randperm(self.n, generator=self.generator, device=self.device)
-        return self.permutation[position * self.batch_size:(position + 1) * self.batch_size]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(),
-                "permutation": None if self.permutation is None else self.permutation.cpu()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"].cpu())
-        permutation = state["permutation"]
-        self.permutation = None if permutation is None else permutation.to(self.device)
+    def model(self):
+        """The trained model of a one-configuration run."""
+        if len(self.models) != 1:
+            raise AttributeError(f"this run trained {len(self.models)} configurations: use .models")
+        return self.models[0]
 
 
 def _total_steps(steps: int | None, epochs: int | None, steps_per_epoch: int) -> int:
@@ -133,20 +128,58 @@ def _total_steps(steps: int | None, epochs: int | None, steps_per_epoch: int) ->
 
 def _make_optimizer(name: str, parameters, lr: float, clip_norm: float | None) -> torch.optim.Optimizer:
     if name == "clipped_adam":
-        # ClippedAdam clamps each gradient element to [-clip_norm, clip_norm] (Pyro's default 10).
+        # ClippedAdam clamps each gradient element to [-clip_norm, clip_norm] (Pyro's default 10);
+        # element-wise, so it never mixes configurations.
         return ClippedAdam(parameters, lr=lr, clip_norm=10.0 if clip_norm is None else clip_norm)
     return torch.optim.Adam(parameters, lr=lr)
 
 
-def _elbo_for(model) -> pyro.infer.ELBO:
-    """TraceMeanField_ELBO (analytic KL) where the guide allows it, else Trace_ELBO (SPEC 7)."""
-    return TraceMeanField_ELBO() if model.mean_field else Trace_ELBO()
+def _seeds(seed: int | Sequence[int], n_configs: int) -> tuple[int, ...]:
+    seeds = [seed] * n_configs if isinstance(seed, (int, np.integer)) else list(seed)
+    if len(seeds) != n_configs:
+        raise ValueError(f"seed must be one integer or one per configuration ({n_configs}), got {len(seeds)}")
+    return tuple(check_int_range("seed", int(s), 0) for s in seeds)
 
 
-def _loss_array(history: Sequence[float] | np.ndarray) -> xr.DataArray:
-    values = np.asarray(history, dtype=np.float64)
-    return xr.DataArray(values, dims="step", coords={"step": np.arange(values.size)}, name="loss",
-                        attrs={"long_name": "negative beta-ELBO per sample", "units": "nats"})
+class _Trainee:
+    """The K models as one Pyro model/guide pair: the model itself (K = 1) or a :class:`BatchedModel`."""
+
+    def __init__(self, models: Sequence[Any]):
+        self.models = tuple(models)
+        self.n_configs = len(models)
+        if self.n_configs == 1:
+            self.module = models[0]
+        else:
+            possible, reason = can_vectorise([m.config for m in models], models)
+            if not possible:
+                raise ValueError(f"these {self.n_configs} models cannot be trained as one run: {reason}; "
+                                 "train them one at a time")
+            self.module = BatchedModel(models)
+        self.parameters = [p for p in self.module.parameters() if p.requires_grad]
+
+    def batch(self, tensors: tuple[torch.Tensor, ...], index: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Rows of this step: shared ``(n, d)`` (full batch), ``(K, B, d)``, or ``(B, d)`` for one model."""
+        if index is None:
+            return tensors
+        if self.n_configs == 1:
+            index = index[0]
+        return tuple(t[index] for t in tensors)
+
+    def clip(self, max_norm: float) -> None:
+        if self.n_configs == 1:
+            torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)
+        else:
+            clip_per_config_(self.parameters, max_norm)
+
+    def freeze(self, stopped: torch.Tensor) -> None:
+        """Zero the gradients of stopped configurations (their losses are already masked out)."""
+        for p in self.parameters:
+            if p.grad is not None:
+                p.grad.masked_fill_(stopped.reshape(-1, *([1] * (p.dim() - 1))), 0.0)
+
+    def write_back(self) -> None:
+        if self.n_configs > 1:
+            self.module.unstack_into(self.models)
 
 
 def fit(
@@ -160,7 +193,7 @@ def fit(
     optimizer: str = "adam",
     lr_decay: float = 1.0,
     clip_norm: float | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     test_fraction: float = 0.0,
     split_seed: int = 0,
     device: str | torch.device = "auto",
@@ -169,16 +202,20 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    callbacks: Sequence[Callable[[int, float, Any], None]] | None = None,
+    on_divergence: str = "raise",
+    callbacks: Sequence[Callable[[int, Any, Any], None]] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``data`` by SVI; the loss is the per-sample negative beta-ELBO.
+    """Train one model, or K models of one architecture as one run, by SVI.
 
     Parameters
     ----------
     model
-        A :class:`ppl_vae.models.LatentVariableModel` (moved to ``device`` in place).
+        A :class:`ppl_vae.models.LatentVariableModel`, or a sequence of K of them
+        sharing their architecture (moved to ``device`` in place; trained weights
+        are written back into them).
     data
-        A :class:`ppl_vae.data.DataBundle` whose ``tensors()`` the model takes.
+        A :class:`ppl_vae.data.DataBundle` whose ``tensors()`` the models take.
     steps, epochs
         Length of training, exactly one of them; an epoch is ``ceil(n / batch_size)``
         steps. With ``resume`` they give the total, including steps already done.
@@ -187,15 +224,17 @@ def fit(
     lr, optimizer, lr_decay, clip_norm
         Adam learning rate; ``'adam'`` (torch) or ``'clipped_adam'`` (Pyro's,
         element-wise clipping at ``clip_norm``, default 10); per-step exponential
-        decay, lr at step t = ``lr * lr_decay**t``; for ``'adam'`` a clip on the
-        global gradient norm (None: no clipping).
+        decay, lr at step t = ``lr * lr_decay**t``; for ``'adam'`` a clip on each
+        configuration's own global gradient norm (None: no clipping).
     seed
-        Seeds the ELBO's Monte Carlo draws (torch, Python, NumPy) and the batch order.
-        Parameter initialisation happens in ``build_model``: seed before it.
+        One integer, or one per configuration: seeds configuration k's minibatch
+        order and Monte Carlo noise (two streams of it). Initial weights come from
+        ``build_model``: seed torch before building each model.
     test_fraction, split_seed
         Hold out this fraction of ``data`` (``ppl_vae.data.train_test_split`` with
-        ``split_seed``) and train on the rest; recorded in ``config.json`` so that
-        diagnostics and reports evaluate on the held-out part. 0: train on everything.
+        ``split_seed``, the same rows for every configuration) and train on the
+        rest; recorded in ``config.json`` so that diagnostics evaluate on the
+        held-out rows. 0: train on everything.
     device
         ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
     run_dir
@@ -206,27 +245,40 @@ def fit(
         Steps between checkpoints (with ``run_dir``); the last step always writes one.
     resume
         Continue the run in ``run_dir`` from its checkpoint, bit for bit on the same
-        device; model config and the options in ``RESUME_KEYS`` must match.
+        device; model configs and the options in ``RESUME_KEYS`` must match.
     progress
         Show a tqdm progress bar with the running loss.
+    on_divergence
+        ``'raise'``: a non-finite loss raises :class:`TrainingDivergedError`.
+        ``'stop'``: that configuration is stopped and recorded in
+        ``FitResult.diverged`` with its step; the others go on (if every
+        configuration diverges the error is raised).
     callbacks
-        Called as ``callback(step, loss, model)`` every ``SYNC_EVERY`` steps and at the end.
+        Called as ``callback(step, losses, models)`` every ``SYNC_EVERY`` steps and
+        at the end, with ``losses`` the ``(K,)`` per-sample losses of that step.
+    provenance
+        Extra entries for ``config.json``'s ``train`` section (a sweep's group id).
 
     Raises
     ------
     TrainingDivergedError
-        The loss became NaN or infinite (the last good checkpoint is kept).
+        The loss became NaN or infinite (``on_divergence='raise'``, or every configuration).
     ValueError
         A bad option (naming it and its allowed range).
     """
+    single = not isinstance(model, (list, tuple))
+    models = [model] if single else list(model)
+    if not models:
+        raise ValueError("model must be a model or a non-empty sequence of models")
+    seeds = _seeds(seed, len(models))
     batch_size = None if batch_size is None else check_int_range("batch_size", batch_size, 1)
     lr = check_positive("lr", lr)
     optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
+    on_divergence = check_choice("on_divergence", on_divergence, DIVERGENCE_CHOICES)
     lr_decay = check_positive("lr_decay", lr_decay)
     if lr_decay > 1.0:
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
     clip_norm = None if clip_norm is None else check_positive("clip_norm", clip_norm)
-    seed = check_int_range("seed", seed, 0)
     checkpoint_every = check_int_range("checkpoint_every", checkpoint_every, 1)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir")
@@ -236,99 +288,156 @@ def fit(
     split_seed = check_int_range("split_seed", split_seed, 0)
     torch_device = resolve_device(device)
 
-    model.check_data(data)
+    for m in models:
+        m.check_data(data)
+    n_rows = data.n
     if test_fraction > 0.0:
         data, _ = train_test_split(data, test_fraction, seed=split_seed)
-    model.to(torch_device)
+    for m in models:
+        m.to(torch_device)
+    trainee = _Trainee(models)
+    n_configs = trainee.n_configs
     bundle = data.to(torch_device)
     tensors = bundle.tensors()
-    sampler = BatchSampler(bundle.n, batch_size, seed, torch_device)
+    sampler = ConfigBatches(bundle.n, batch_size, seeds, torch_device)
+    noise = ConfigNoise(make_generators(seeds, NOISE_STREAM, torch_device))
+    estimators = site_estimators(models[0])
     total_steps = _total_steps(steps, epochs, sampler.steps_per_epoch)
     train_options = {
         "steps": total_steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-        "lr_decay": lr_decay, "clip_norm": clip_norm, "seed": seed, "checkpoint_every": checkpoint_every,
-        "test_fraction": test_fraction, "split_seed": split_seed, "n_train": bundle.n,
-        "elbo": type(_elbo_for(model)).__name__,
+        "lr_decay": lr_decay, "clip_norm": clip_norm, "seeds": list(seeds), "checkpoint_every": checkpoint_every,
+        "test_fraction": test_fraction, "split_seed": split_seed, "n_rows": n_rows, "n_train": bundle.n,
+        "n_test": n_rows - bundle.n, "estimator": estimator_name(estimators), "site_estimators": estimators,
+        "n_configs": n_configs, "engine": "one model" if n_configs == 1 else "configs plate",
+        **(provenance or {}),
     }
-    opt = _make_optimizer(optimizer, model.parameters(), lr, clip_norm)
-    elbo = _elbo_for(model)
+    opt = _make_optimizer(optimizer, trainee.parameters, lr, clip_norm)
 
-    history: list[float] = []
-    start_step = 0
+    history: list[np.ndarray] = []
+    stopped = torch.zeros(n_configs, dtype=torch.bool, device=torch_device)
+    diverged: dict[int, int] = {}
+    start_step, last_checkpoint = 0, None
+    configs = [m.config.to_dict() for m in models]
     if run_dir is not None:
         run_dir = prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
     if resume:
         state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-        _check_resumable(state, model, train_options)
-        model.load_state_dict(state["model_state"])
+        _check_resumable(state, configs, train_options)
+        trainee.module.load_state_dict(state["model_state"])
         opt.load_state_dict(state["optimizer_state"])
         sampler.load_state_dict(state["sampler_state"])
-        set_rng_state(state["rng_state"], torch_device)
-        history = [float(v) for v in state["loss_history"]]
-        start_step = int(state["step"])
-    else:
-        pyro.set_rng_seed(seed)
+        noise.load_state_dict(state["noise_state"])
+        history = list(state["loss_history"].numpy())
+        stopped = state["stopped"].to(torch_device)
+        diverged = {int(k): int(v) for k, v in state["diverged"].items()}
+        start_step = last_checkpoint = int(state["step"])
     if run_dir is not None:
-        runs.write_config(run_dir, model.config, bundle, train_options, seed, torch_device)
+        runs.write_config(run_dir, configs if not single else configs[0], bundle, train_options, seeds, torch_device)
 
     def checkpoint(step: int) -> None:
         save_checkpoint(run_dir / CHECKPOINT_NAME, {
-            "model_state": model.state_dict(), "optimizer_state": opt.state_dict(), "step": step,
-            "loss_history": torch.tensor(history, dtype=torch.float64), "sampler_state": sampler.state_dict(),
-            "rng_state": rng_state(torch_device), "config": model.config.to_dict(), "train": train_options,
+            "model_state": trainee.module.state_dict(), "optimizer_state": opt.state_dict(), "step": step,
+            "loss_history": torch.as_tensor(np.asarray(history, dtype=np.float64).reshape(-1, n_configs)),
+            "sampler_state": sampler.state_dict(), "noise_state": noise.state_dict(),
+            "stopped": stopped.cpu(), "diverged": {str(k): v for k, v in diverged.items()},
+            "configs": configs, "train": train_options,
         })
 
-    bar = _progress_bar(progress, start_step, total_steps)
+    bar = _progress_bar(progress, start_step, total_steps, n_configs)
     pending: list[torch.Tensor] = []
     began = time.perf_counter()
-    model.train()
+    trainee.module.train()
     # Argument checks and param-store registration each cost more than a small model's step.
-    with pyro.validation_enabled(False), model.unregistered():
+    with pyro.validation_enabled(False), _unregistered(trainee.module), noise:
         for step in range(start_step, total_steps):
-            index = sampler.indices(step)
-            batch = tensors if index is None else tuple(t[index] for t in tensors)
+            batch = trainee.batch(tensors, sampler.indices(step))
             for group in opt.param_groups:
                 group["lr"] = lr * lr_decay**step
             opt.zero_grad(set_to_none=True)
-            loss = elbo.differentiable_loss(model.model, model.guide, *batch) / batch[0].shape[0]
-            loss.backward()
+            losses = per_config_loss(trainee.module.model, trainee.module.guide, *batch,
+                                     estimators=estimators) / batch[0].shape[-2]
+            if diverged:
+                torch.where(stopped, 0.0, losses).sum().backward()
+                trainee.freeze(stopped)
+            else:
+                losses.sum().backward()
             if clip_norm is not None and optimizer == "adam":
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                trainee.clip(clip_norm)
             opt.step()
-            pending.append(loss.detach())
+            pending.append(losses.detach())
 
             done = step + 1
             at_checkpoint = run_dir is not None and (done % checkpoint_every == 0 or done == total_steps)
             if done % SYNC_EVERY == 0 or at_checkpoint or done == total_steps:
-                values = torch.stack(pending).cpu().double().numpy()
+                values = torch.stack(pending).cpu().double().numpy()  # (S, K)
                 pending.clear()
-                first_bad = np.flatnonzero(~np.isfinite(values))
-                if first_bad.size:
-                    bad_step = done - values.size + int(first_bad[0])
-                    raise TrainingDivergedError(bad_step, float(values[first_bad[0]]), run_dir)
-                history.extend(values.tolist())
+                newly = _newly_diverged(values, done, diverged)
+                if newly and (on_divergence == "raise" or len(diverged) + len(newly) == n_configs):
+                    k, bad_step = next(iter(newly.items()))
+                    raise TrainingDivergedError(bad_step, float(values[bad_step - done + len(values), k]), run_dir,
+                                                last_checkpoint, None if single else k)
+                for k in diverged:  # stopped before this block: their masked losses mean nothing
+                    values[:, k] = np.nan
+                for k, bad_step in newly.items():
+                    diverged[k] = bad_step
+                    stopped[k] = True
+                    values[bad_step - done + len(values):, k] = np.nan
+                history.extend(values)
                 if bar is not None:
-                    bar.update(values.size)
-                    bar.set_postfix(loss=f"{np.mean(values):.4g}")
+                    bar.update(len(values))
+                    bar.set_postfix(loss=f"{np.nanmean(values[-1]):.4g}")
                 for callback in callbacks or ():
-                    callback(done, float(values[-1]), model)
+                    callback(done, values[-1], models if not single else models[0])
                 if at_checkpoint:
                     checkpoint(done)
+                    last_checkpoint = done
     if bar is not None:
         bar.close()
     wall_time = time.perf_counter() - began
+    trainee.write_back()
 
-    loss = _loss_array(history)
-    final_loss = float(np.mean(history[-min(100, len(history)):])) if history else float("nan")
-    result = FitResult(model=model, loss=loss, final_loss=final_loss, steps=len(history), wall_time=wall_time,
-                       device=str(torch_device), run_dir=run_dir)
+    history_array = np.asarray(history, dtype=np.float64).reshape(-1, n_configs)
+    loss = _loss_array(history_array, single)
+    tail = history_array[-min(100, len(history_array)):] if len(history_array) else np.full((1, n_configs), np.nan)
+    with np.errstate(all="ignore"):
+        final = np.array([np.nan if k in diverged else float(np.mean(tail[:, k])) for k in range(n_configs)])
+    result = FitResult(models=tuple(models), loss=loss, final_loss=float(final[0]) if single else final,
+                       steps=len(history_array), wall_time=wall_time, device=str(torch_device), run_dir=run_dir,
+                       diverged=diverged, provenance=train_options)
     if run_dir is not None:
         runs.write_results(run_dir, result, bundle)
     return result
 
 
-def _check_resumable(state: dict[str, Any], model, train_options: dict[str, Any]) -> None:
-    if state["config"] != model.config.to_dict():
+def _newly_diverged(values: np.ndarray, done: int, diverged: dict[int, int]) -> dict[int, int]:
+    """Configurations whose first non-finite loss falls in ``values`` ``(S, K)``: index -> step."""
+    newly = {}
+    for k in range(values.shape[1]):
+        if k in diverged:
+            continue
+        bad = np.flatnonzero(~np.isfinite(values[:, k]))
+        if bad.size:
+            newly[k] = done - len(values) + int(bad[0])
+    return newly
+
+
+def _unregistered(module):
+    """Skip a suite model's Pyro param-store registration (a batched model has none)."""
+    return module.unregistered() if hasattr(module, "unregistered") else contextlib.nullcontext()
+
+
+def _loss_array(history: np.ndarray, single: bool) -> xr.DataArray:
+    """``(steps, K)`` history as a labelled array: over ``step`` (one model) or ``(config, step)``."""
+    attrs = {"long_name": "negative beta-ELBO per sample", "units": "nats"}
+    steps = np.arange(history.shape[0])
+    if single:
+        return xr.DataArray(history[:, 0], dims="step", coords={"step": steps}, name="loss", attrs=attrs)
+    return xr.DataArray(history.T, dims=("config", "step"),
+                        coords={"config": np.arange(history.shape[1]), "step": steps}, name="loss", attrs=attrs)
+
+
+def _check_resumable(state: dict[str, Any], configs: list[dict], train_options: dict[str, Any]) -> None:
+    if state["configs"] != configs:
         raise ValueError("cannot resume: the model config differs from the one in the checkpoint")
     changed = [key for key in RESUME_KEYS if state["train"].get(key) != train_options[key]]
     if changed:
@@ -338,9 +447,10 @@ def _check_resumable(state: dict[str, Any], model, train_options: dict[str, Any]
                          f"{int(state['step'])} steps already done")
 
 
-def _progress_bar(progress: bool, start: int, total: int):
+def _progress_bar(progress: bool, start: int, total: int, n_configs: int):
     if not progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, desc="SVI", unit="step", dynamic_ncols=True)
+    desc = "SVI" if n_configs == 1 else f"SVI x{n_configs}"
+    return tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True)

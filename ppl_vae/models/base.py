@@ -46,16 +46,17 @@ class LatentVariableModel(nn.Module):
         Names of the latent sample sites, top-down order of the guide.
     latent_dims
         Site name -> latent dimension.
-    mean_field
-        Whether ``TraceMeanField_ELBO`` is valid for the pair (else ``Trace_ELBO``).
+    analytic_kl_sites
+        Latent sites whose KL may be taken in closed form: their model factor has no
+        parent that the guide draws later (``ppl_vae.inference.elbo`` reads it).
     """
 
     family: ClassVar[str]
     observed_site: ClassVar[str]
     latent_sites: ClassVar[tuple[str, ...]]
-    #: True when the guide satisfies TraceMeanField_ELBO's condition (analytic KL allowed);
-    #: the trainer reads it, so a new variant only sets this flag.
-    mean_field: ClassVar[bool] = True
+    #: Sites with a closed-form KL (see ``ppl_vae.inference.elbo.site_estimators``); a new variant
+    #: declares its own, and the trainer never needs editing.
+    analytic_kl_sites: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -155,6 +155,7 @@ class CVAE(LatentVariableModel):
     family = "cvae"
     observed_site = "y"
     latent_sites = ("z",)
+    analytic_kl_sites = ("z",)
 
     def __init__(self, config: CVAEConfig):
         super().__init__(config)
@@ -176,7 +177,7 @@ class CVAE(LatentVariableModel):
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         self._register()
         c = self.config
-        with pyro.plate("data", x.shape[-2], dim=-1):
+        with pyro.plate("data", x.shape[-2], dim=-1, device=x.device):
             prior_loc, prior_scale = self.prior_params(x)
             with poutine.scale(scale=c.beta):
                 z = pyro.sample("z", dist.Normal(prior_loc, prior_scale).to_event(1))
@@ -185,7 +186,7 @@ class CVAE(LatentVariableModel):
 
     def guide(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self._register()
-        with pyro.plate("data", x.shape[-2], dim=-1):
+        with pyro.plate("data", x.shape[-2], dim=-1, device=x.device):
             loc, scale = self.encoder(x, y)
             with poutine.scale(scale=self.config.beta):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))

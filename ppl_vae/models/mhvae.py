@@ -30,7 +30,9 @@ class MHVAE(LatentVariableModel):
     family = "mhvae"
     observed_site = "x"
     latent_sites = ("z1", "z2")
-    mean_field = False  # q(z2|z1) depends on the sampled z1 (SPEC 7)
+    # p(z1|z2) depends on z2, which the bottom-up guide draws after z1: z1's term is sampled
+    # (Trace_ELBO, SPEC 7). p(z2) has no parent, so KL(q(z2|z1) || p(z2)) is exact given z1.
+    analytic_kl_sites = ("z2",)
 
     def __init__(self, config: MHVAEConfig):
         super().__init__(config)
@@ -52,7 +54,7 @@ class MHVAE(LatentVariableModel):
         self._register()
         c = self.config
         prior_loc = x.new_zeros(x.shape[:-1] + (c.latent_dims[1],))
-        with pyro.plate("data", x.shape[-2], dim=-1):
+        with pyro.plate("data", x.shape[-2], dim=-1, device=x.device):
             with poutine.scale(scale=c.beta2):
                 z2 = pyro.sample("z2", dist.Normal(prior_loc, c.eta_enc).to_event(1))
             with poutine.scale(scale=c.beta1):
@@ -62,7 +64,7 @@ class MHVAE(LatentVariableModel):
     def guide(self, x: torch.Tensor) -> None:
         self._register()
         c = self.config
-        with pyro.plate("data", x.shape[-2], dim=-1):
+        with pyro.plate("data", x.shape[-2], dim=-1, device=x.device):
             loc1, scale1 = self.encoder1(x)
             with poutine.scale(scale=c.beta1):
                 z1 = pyro.sample("z1", dist.Normal(loc1, scale1).to_event(1))

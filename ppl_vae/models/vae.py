@@ -25,6 +25,7 @@ class VAE(LatentVariableModel):
     family = "vae"
     observed_site = "x"
     latent_sites = ("z",)
+    analytic_kl_sites = ("z",)
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
@@ -41,14 +42,14 @@ class VAE(LatentVariableModel):
         self._register()
         c = self.config
         prior_loc = x.new_zeros(x.shape[:-1] + (c.latent_dim,))
-        with pyro.plate("data", x.shape[-2], dim=-1):
+        with pyro.plate("data", x.shape[-2], dim=-1, device=x.device):
             with poutine.scale(scale=c.beta):
                 z = pyro.sample("z", dist.Normal(prior_loc, c.eta_enc).to_event(1))
             pyro.sample("x", dist.Normal(self.decoder(z), c.eta_dec).to_event(1), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
         self._register()
-        with pyro.plate("data", x.shape[-2], dim=-1):
+        with pyro.plate("data", x.shape[-2], dim=-1, device=x.device):
             loc, scale = self.encoder(x)
             with poutine.scale(scale=self.config.beta):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))

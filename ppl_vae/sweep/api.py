@@ -5,17 +5,24 @@
 >>> result.dataset.loss            # (config, step), with beta / eta_dec / seed coordinates
 >>> result.models[3]               # an ordinary trained model for configuration 3
 
-Configurations that differ only in hyper-parameters (``config.hyperparameters()``)
-and seeds are trained as ONE batched model (:mod:`ppl_vae.sweep.vectorised`);
-otherwise each is trained on its own by :func:`ppl_vae.inference.fit`.
+Every sweep goes through :func:`run_task`, the one unit of work of ``run_sweep``, of
+the spec-file study (``ppl-vae sweep``) and of the Ray backend. A task is a group of
+configurations sharing an architecture, trained by :func:`ppl_vae.inference.fit` as
+one run (configuration k from its own seed, so the grouping never changes a
+number), after holding out ``test_fraction`` of the rows; its diagnostics are
+computed on (at most ``max_points`` of) those held-out rows, and each model leaves
+Pyro's parameter store afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import json
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +33,7 @@ from ppl_vae._device import resolve_device
 from ppl_vae._validate import check_choice
 from ppl_vae.models.config import check_data
 from ppl_vae.sweep.backends import Backend, SweepTask, TaskResult, get_backend
-from ppl_vae.sweep.vectorised import BatchedModel, can_vectorise, train_batched
+from ppl_vae.inference.batched import can_vectorise, structural_fields
 
 VECTORISE_CHOICES = ("auto", "always", "never")
 
@@ -50,9 +57,14 @@ class SweepResult:
         ``(config, mode)``; hyper-parameters and ``seed`` are coordinates
         along ``config``. ``attrs`` hold ``path``, ``backend`` and ``wall_time``.
     path
-        ``'vectorised'`` (one batched run) or ``'separate'`` (one run each).
+        ``'vectorised'`` (at least one batched run) or ``'separate'`` (one run each).
     wall_time
-        Seconds for the whole sweep, training and bookkeeping.
+        Seconds for the whole sweep, training, diagnostics and bookkeeping.
+    diagnostics
+        One ``InferenceData`` per configuration, computed on held-out rows (None
+        for a diverged configuration), or None when run without diagnostics.
+    diverged
+        Configuration -> first step with a non-finite loss (stopped; the others went on).
     """
 
     configs: tuple[Any, ...]
@@ -61,6 +73,8 @@ class SweepResult:
     dataset: xr.Dataset
     path: str
     wall_time: float
+    diagnostics: tuple[Any, ...] | None = None
+    diverged: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 def expand_grid(base_config: Any, grid: Mapping[str, Sequence[Any]], *, seed: int = 0
@@ -107,55 +121,158 @@ def _seeded_model(config: Any, seed: int, device: torch.device):
     return build_model(config).to(device)
 
 
-def run_task(task: SweepTask, bundle) -> TaskResult:
-    """Train one task's configurations; the unit of work a backend runs."""
+def held_out_rows(bundle, test_fraction: float, split_seed: int, max_points: int | None, seed: int = 0):
+    """The held-out part of ``bundle`` (as ``fit`` splits it), at most ``max_points`` rows of it.
+
+    Returns
+    -------
+    (DataBundle, DataBundle | None)
+        The training rows and the (subsampled) held-out rows; None when nothing is held out.
+    """
+    from ppl_vae.data import train_test_split
+
+    if test_fraction <= 0.0:
+        return bundle, None
+    train, test = train_test_split(bundle, test_fraction, seed=split_seed)
+    if max_points is not None and test.n > max_points:
+        keep = torch.randperm(test.n, generator=torch.Generator().manual_seed(seed))[:max_points].sort().values
+        test = test.subset(keep)
+    return train, test
+
+
+def run_task(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None = None,
+             checkpoint_dir: str | None = None) -> TaskResult:
+    """Train one task's configurations as one run and, if asked, diagnose each on held-out rows.
+
+    Parameters
+    ----------
+    task
+        Configurations, their seeds and the training options (``fit``'s keywords,
+        ``test_fraction`` and ``split_seed`` included).
+    bundle
+        The whole data set; ``fit`` holds out ``test_fraction`` of it.
+    diagnostics
+        None: no diagnostics. Else ``diagnose`` options (``iw_samples``, ``seed``,
+        ``n_obs``, ``n_draws``, ``kl_samples``) plus ``max_points``, the cap on
+        held-out rows diagnosed.
+    checkpoint_dir
+        Directory for this task's checkpoint (resumed when it holds one of the same
+        configurations); None: no checkpoints.
+
+    Returns
+    -------
+    TaskResult
+        A configuration that diverged is listed in ``diverged`` (step) and has no diagnostics.
+    """
+    from ppl_vae.inference import fit
+
     options = dict(task.fit_options)
     device = resolve_device(options.pop("device", "cpu"))
-    data = bundle.to(device)
+    checkpoint_every = options.pop("checkpoint_every", 1000)
     models = [_seeded_model(config, seed, device) for config, seed in zip(task.configs, task.seeds)]
-    if task.vectorised:
-        batched = BatchedModel(models)
-        fitted = train_batched(batched, data.tensors(), seed=task.seeds[0], **options)
-        batched.unstack_into(models)
-        history, wall_time = fitted.loss_history, fitted.wall_time
-    else:
-        from ppl_vae.inference import fit
-
-        (model,), (seed,) = models, task.seeds
-        result = fit(model, data, seed=seed, device=device, progress=False, **options)
-        history = np.asarray(result.loss.values, dtype=np.float64)[None, :]
-        wall_time = float(result.wall_time)
+    resume = checkpoint_dir is not None and _has_checkpoint_for(checkpoint_dir, task)
+    fitted = fit(models, bundle, seed=list(task.seeds), device=device, progress=False, on_divergence="stop",
+                 run_dir=checkpoint_dir, resume=resume, overwrite=not resume and checkpoint_dir is not None,
+                 checkpoint_every=checkpoint_every, provenance={"group": list(task.index)}, **options)
+    idatas = None
+    if diagnostics is not None:
+        idatas = tuple(None if k in fitted.diverged else _diagnose_held_out(model, bundle, options, diagnostics, device)
+                       for k, model in enumerate(models))
     state_dicts = tuple({key: value.detach().cpu() for key, value in model.state_dict().items()}
                         for model in models)
-    return TaskResult(index=task.index, state_dicts=state_dicts, loss_history=history, wall_time=wall_time)
+    return TaskResult(index=task.index, state_dicts=state_dicts, loss_history=np.asarray(fitted.loss.values),
+                      wall_time=float(fitted.wall_time), diverged=dict(fitted.diverged), diagnostics=idatas,
+                      provenance=fitted.provenance)
+
+
+def _has_checkpoint_for(checkpoint_dir: str, task: SweepTask) -> bool:
+    """Whether ``checkpoint_dir`` holds a checkpoint of exactly this task's configurations."""
+    from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME
+
+    config_path = Path(checkpoint_dir) / CONFIG_NAME
+    if not (Path(checkpoint_dir) / CHECKPOINT_NAME).is_file() or not config_path.is_file():
+        return False
+    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    return saved.get("models") == [c.to_dict() for c in task.configs] and saved.get("seeds") == list(task.seeds)
+
+
+def _diagnose_held_out(model, bundle, fit_options: Mapping[str, Any], diagnostics: Mapping[str, Any], device):
+    """``diagnose`` of one trained model on its held-out rows, leaving Pyro's parameter store as it was."""
+    import pyro
+
+    from ppl_vae.diagnostics import diagnose
+
+    options = dict(diagnostics)
+    max_points = options.pop("max_points", None)
+    train, test = held_out_rows(bundle, fit_options.get("test_fraction", 0.0), fit_options.get("split_seed", 0),
+                                max_points, seed=options.get("seed", 0))
+    store = pyro.get_param_store()
+    before = set(store.keys())
+    try:
+        with model.unregistered():
+            return diagnose(model, train, test_data=test, device=device, progress=False, **options)
+    finally:
+        for name in set(store.keys()) - before:
+            del store[name]
+
+
+#: ``diagnose`` options of a sweep, plus ``max_points``: the cap on held-out rows diagnosed.
+DIAGNOSTICS_DEFAULTS: dict[str, Any] = {"iw_samples": 100, "n_obs": 16, "n_draws": 100, "kl_samples": 16,
+                                        "seed": 0, "max_points": 2000}
 
 
 def plan_tasks(configs: Sequence[Any], seeds: Sequence[int], fit_options: dict[str, Any],
-               vectorise: str | bool = "auto") -> list[SweepTask]:
-    """Split a sweep into tasks: one batched task when allowed and asked, else one per configuration.
+               vectorise: str | bool = "auto", *, group_size: int | None = None,
+               index: Sequence[int] | None = None) -> list[SweepTask]:
+    """Split a sweep into tasks: configurations sharing an architecture are trained together.
+
+    Configurations (those at ``index``, default all) are grouped by their
+    structural fields (everything but the hyper-parameters), in sweep order, and
+    each group is cut into chunks of at most ``group_size``. Each configuration
+    draws everything from its own seed, so the grouping changes wall time only.
+
+    Parameters
+    ----------
+    vectorise
+        ``'auto'``: chunks of batchable architectures (linear, mlp) are one task,
+        others one task per configuration; ``'always'`` (or True): batch or
+        ValueError; ``'never'`` (or False): one task per configuration.
 
     Raises
     ------
     ValueError
-        ``vectorise='always'`` (or True) but the configurations cannot share one batched model.
+        ``vectorise='always'`` but some configurations cannot share one batched model.
     """
     mode = {True: "always", False: "never"}.get(vectorise, vectorise)
     check_choice("vectorise", mode, VECTORISE_CHOICES)
-    possible, reason = can_vectorise(configs)
-    if mode == "always" and not possible:
+    index = list(range(len(configs))) if index is None else list(index)
+    groups: dict[str, list[int]] = {}
+    for k in index:
+        key = json.dumps(structural_fields(configs[k]), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(k)
+    if mode == "always" and len(groups) > 1:
+        _, reason = can_vectorise([configs[k] for k in index])
         raise ValueError(f"vectorise='always' but the configurations cannot be batched: {reason}")
-    if mode != "never" and possible:
-        return [SweepTask(tuple(configs), tuple(seeds), dict(fit_options), True, tuple(range(len(configs))))]
-    return [SweepTask((config,), (seed,), dict(fit_options), False, (k,))
-            for k, (config, seed) in enumerate(zip(configs, seeds))]
+    tasks: list[SweepTask] = []
+    for members in groups.values():
+        possible, reason = can_vectorise([configs[k] for k in members])
+        if mode == "always" and not possible:
+            raise ValueError(f"vectorise='always' but the configurations cannot be batched: {reason}")
+        size = (group_size or len(members)) if mode != "never" and possible else 1
+        for start in range(0, len(members), size):
+            chunk = tuple(members[start:start + size])
+            tasks.append(SweepTask(tuple(configs[k] for k in chunk), tuple(seeds[k] for k in chunk),
+                                   dict(fit_options), len(chunk) > 1, chunk))
+    return tasks
 
 
 def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any], bundle, *,
               seeds: Sequence[int] | None = None, steps: int | None = None, epochs: int | None = None,
               batch_size: int | None = None, lr: float = 1e-3, optimizer: str = "adam",
               lr_decay: float = 1.0, clip_norm: float | None = None, seed: int = 0,
+              test_fraction: float = 0.1, split_seed: int = 0, diagnostics: bool | Mapping[str, Any] = True,
               device: str | torch.device = "auto", backend: str | Backend = "local",
-              vectorise: str | bool = "auto", readout: bool = True) -> SweepResult:
+              vectorise: str | bool = "auto", group_size: int | None = None, readout: bool = True) -> SweepResult:
     """Train K configurations of one model family on ``bundle``.
 
     Parameters
@@ -175,7 +292,15 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
         Training options, as :func:`ppl_vae.inference.fit` (gradient
         clipping acts on each configuration's own gradient norm).
     seed
-        Default seed (see ``grid`` and ``seeds``).
+        Default seed (see ``grid`` and ``seeds``). Configuration k's weights,
+        minibatch order and noise come from its own seed alone.
+    test_fraction, split_seed
+        Rows held out before training (the same rows for every configuration);
+        the diagnostics are computed on them.
+    diagnostics
+        True: ``diagnose`` each configuration on (at most 2,000 of) the held-out
+        rows with :data:`DIAGNOSTICS_DEFAULTS`; a mapping overrides those options
+        (``max_points`` caps the rows); False: no diagnostics.
     device
         ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``: data, weights and
         batches all live there.
@@ -186,6 +311,8 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
         architecture (differ only in ``hyperparameters()`` and seed) and it has
         batched layers (linear, mlp), else one run each. ``'always'``: batched
         or ValueError. ``'never'``: one run each.
+    group_size
+        At most this many configurations per run (None: all that share an architecture).
     readout
         Add each linear model's ``linear_readout`` to the dataset.
 
@@ -212,17 +339,42 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
     # Every configuration shares the data: one check before any work starts.
     check_data(configs[0], bundle)
     fit_options = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-                   "lr_decay": lr_decay, "clip_norm": clip_norm, "device": str(device)}
-    tasks = plan_tasks(configs, seeds, fit_options, vectorise)
+                   "lr_decay": lr_decay, "clip_norm": clip_norm, "test_fraction": test_fraction,
+                   "split_seed": split_seed, "device": str(device)}
+    tasks = plan_tasks(configs, seeds, fit_options, vectorise, group_size=group_size)
     runner = get_backend(backend)
-    results = runner.map(run_task, tasks, bundle)
-    path = "vectorised" if tasks[0].vectorised else "separate"
+    options = diagnostics_options(diagnostics)
+    results = runner.map(functools.partial(run_task, diagnostics=options), tasks, bundle)
+    path = "vectorised" if any(task.vectorised for task in tasks) else "separate"
     models = _rebuild_models(configs, results)
-    dataset = sweep_dataset(configs, seeds, results, models, bundle if readout else None)
+    train, _ = held_out_rows(bundle, test_fraction, split_seed, None)
+    dataset = sweep_dataset(configs, seeds, results, models, train if readout else None)
     wall_time = time.perf_counter() - start
     dataset.attrs.update({"path": path, "backend": runner.name, "wall_time": wall_time,
-                          "training_time": float(sum(r.wall_time for r in results)), "device": str(device)})
-    return SweepResult(tuple(configs), tuple(seeds), tuple(models), dataset, path, wall_time)
+                          "training_time": float(sum(r.wall_time for r in results)), "device": str(device),
+                          "test_fraction": test_fraction, "split_seed": split_seed, "n_tasks": len(tasks)})
+    by_config: list[Any] = [None] * len(configs)
+    diverged: dict[int, int] = {}
+    for result in results:
+        for row, k in enumerate(result.index):
+            if result.diagnostics is not None:
+                by_config[k] = result.diagnostics[row]
+            if row in result.diverged:
+                diverged[k] = result.diverged[row]
+    return SweepResult(tuple(configs), tuple(seeds), tuple(models), dataset, path, wall_time,
+                       tuple(by_config) if options is not None else None, diverged)
+
+
+def diagnostics_options(diagnostics: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``run_task``'s diagnostics options: None (off), or the defaults updated by a mapping."""
+    if diagnostics is None or diagnostics is False:
+        return None
+    overrides = {} if diagnostics is True else dict(diagnostics)
+    unknown = sorted(set(overrides) - set(DIAGNOSTICS_DEFAULTS))
+    if unknown:
+        raise ValueError(f"diagnostics options must be among {', '.join(DIAGNOSTICS_DEFAULTS)}, "
+                         f"got {', '.join(unknown)}")
+    return {**DIAGNOSTICS_DEFAULTS, **overrides}
 
 
 def _rebuild_models(configs: Sequence[Any], results: Sequence[TaskResult]) -> list[Any]:

@@ -27,8 +27,8 @@ class SweepTask:
     configs
         Model configs (one, or several sharing an architecture).
     seeds
-        One seed per configuration (weights initialisation; for a batched
-        task the first also seeds minibatch order and noise).
+        One seed per configuration: its initial weights, minibatch order and
+        Monte Carlo noise (so a task's grouping never changes a number).
     fit_options
         Keyword arguments of the training loop (steps, batch_size, lr, ...).
     vectorised
@@ -55,15 +55,26 @@ class TaskResult:
     state_dicts
         One ``state_dict`` per configuration, on the CPU.
     loss_history
-        ``(len(index), steps)`` per-sample loss (nats), as ``fit`` records it.
+        ``(len(index), steps)`` per-sample loss (nats), as ``fit`` records it
+        (NaN after a configuration diverged).
     wall_time
         Seconds spent training.
+    diverged
+        Position in ``index`` -> first step with a non-finite loss.
+    diagnostics
+        One ``InferenceData`` per configuration (held-out rows; None where it
+        diverged), or None when the task was run without diagnostics.
+    provenance
+        ``fit``'s training record (estimator, seeds, K, group, data split).
     """
 
     index: tuple[int, ...]
     state_dicts: tuple[dict, ...]
     loss_history: np.ndarray
     wall_time: float
+    diverged: dict[int, int] = dataclasses.field(default_factory=dict)
+    diagnostics: tuple[Any, ...] | None = None
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Backend(Protocol):

@@ -31,17 +31,23 @@ A configuration is finished when its ``metrics.json`` exists: it is written
 last, atomically, after everything else of that run. Rerunning skips finished
 configurations and redoes the rest.
 
-Configurations that share an architecture are trained together, as one batched
-model, in tasks of at most ``group_size`` configurations (the unit a backend
-schedules). A task's minibatch order and Monte Carlo noise are seeded by the
-first seed of the task, so the grouping is part of what fixes the numbers: it
-depends on the spec only, never on the backend.
+Configurations that share an architecture are trained together, as one run of
+:func:`ppl_vae.inference.fit` over a ``configs`` plate, in tasks of at most
+``group_size`` configurations (the unit a backend schedules); the tasks are planned
+and run by the same :func:`ppl_vae.sweep.api.plan_tasks` / :func:`~ppl_vae.sweep.api.run_task`
+as :func:`~ppl_vae.sweep.api.run_sweep`. Each configuration draws its weights,
+minibatches and noise from its own seed, so grouping never changes a number and a
+rerun that trains only the missing configurations reproduces them. ``train.test_fraction``
+(default 0.1) of the rows is held out before training; diagnostics and metrics are
+computed on (at most ``diagnostics.max_points`` of) those rows. With the local
+backend a task checkpoints into ``groups/<id>/`` and an interrupted task resumes there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
 import json
 import math
@@ -61,14 +67,14 @@ import xarray as xr
 
 from ppl_vae._io import atomic_write, atomic_write_json
 from ppl_vae._validate import check_choice, check_int_range, check_positive
-from ppl_vae.sweep.api import run_task
+from ppl_vae.sweep.api import DIAGNOSTICS_DEFAULTS, plan_tasks, run_task
 from ppl_vae.sweep.backends import Backend, LocalBackend, SweepTask, TaskResult
-from ppl_vae.sweep.vectorised import structural_fields
 
 SPEC_NAME = "spec.json"
 SUMMARY_NAME = "summary.json"
 COMBINED_NAME = "combined.nc"
 RUNS_DIR = "runs"
+GROUPS_DIR = "groups"
 ERROR_NAME = "error.json"
 DIAGNOSTICS_NAME = "diagnostics.nc"
 
@@ -77,9 +83,8 @@ SPEC_SECTIONS = ("model", "arch", "data", "model_options", "grid", "train", "dia
 #: Config fields fixed by the data set, never set by a spec.
 DERIVED_FIELDS = ("input_dim", "x_dim", "y_dim", "image_shape", "split", "arch")
 TRAIN_DEFAULTS: dict[str, Any] = {"steps": None, "epochs": None, "batch_size": None, "lr": 1e-3,
-                                  "optimizer": "adam", "lr_decay": 1.0, "clip_norm": None}
-DIAGNOSTICS_DEFAULTS: dict[str, Any] = {"iw_samples": 100, "n_obs": 16, "n_draws": 100, "kl_samples": 16,
-                                        "seed": 0}
+                                  "optimizer": "adam", "lr_decay": 1.0, "clip_norm": None, "test_fraction": 0.1,
+                                  "split_seed": 0, "checkpoint_every": 1000}
 EXECUTION_DEFAULTS: dict[str, Any] = {"backend": "local", "address": None, "group_size": None, "num_cpus": 1,
                                       "num_gpus": 0, "max_retries": 0, "device": "auto", "vectorise": "auto"}
 BACKENDS = ("local", "ray")
@@ -391,6 +396,8 @@ class ConfigOutcome:
         ``ppl_vae.diagnostics.diagnose`` output (None on failure).
     error
         ``{"type", "message", "traceback"}`` on failure, else None.
+    provenance
+        The task's training record from ``fit`` (estimator, seeds, K, group, split).
     """
 
     index: int
@@ -399,6 +406,7 @@ class ConfigOutcome:
     metrics: dict | None = None
     diagnostics: Any = None
     error: dict | None = None
+    provenance: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -411,42 +419,6 @@ def error_record(err: BaseException) -> dict[str, str]:
     kind = type(cause).__name__ if isinstance(cause, BaseException) else type(err).__name__
     return {"type": kind, "message": str(cause if isinstance(cause, BaseException) else err),
             "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
-
-
-def plan_groups(configs: Sequence[Any], seeds: Sequence[int], index: Sequence[int], fit_options: dict[str, Any], *,
-                group_size: int | None = None, vectorise: str = "auto") -> list[SweepTask]:
-    """Tasks for the configurations at ``index``: those sharing an architecture go together.
-
-    Configurations are grouped by their structural fields (everything but the
-    hyper-parameters), in sweep order, each group cut into chunks of at most
-    ``group_size``; a chunk is one batched task when it can be vectorised (else
-    one task per configuration, as :func:`ppl_vae.sweep.api.plan_tasks`).
-    """
-    from ppl_vae.sweep.api import plan_tasks
-
-    groups: dict[str, list[int]] = {}
-    for k in index:
-        key = json.dumps(structural_fields(configs[k]), sort_keys=True, default=str)
-        groups.setdefault(key, []).append(k)
-    tasks: list[SweepTask] = []
-    for members in groups.values():
-        size = group_size or len(members)
-        for start in range(0, len(members), size):
-            chunk = members[start:start + size]
-            planned = plan_tasks([configs[k] for k in chunk], [seeds[k] for k in chunk], fit_options, vectorise)
-            tasks.extend(dataclasses.replace(task, index=tuple(chunk[i] for i in task.index)) for task in planned)
-    return tasks
-
-
-def _divergence(loss_history: np.ndarray) -> dict[str, str] | None:
-    """An error record if the loss went NaN / infinite (a batched task keeps training the rest)."""
-    bad = np.flatnonzero(~np.isfinite(loss_history))
-    if bad.size == 0:
-        return None
-    from ppl_vae.inference import TrainingDivergedError
-
-    err = TrainingDivergedError(int(bad[0]), float(loss_history[bad[0]]))
-    return {"type": type(err).__name__, "message": str(err), "traceback": ""}
 
 
 def diagnose_options(diagnostics: Mapping[str, Any]) -> dict[str, Any]:
@@ -464,31 +436,44 @@ def diagnose_options(diagnostics: Mapping[str, Any]) -> dict[str, Any]:
             if diagnostics[key] != defaults[key].default}
 
 
-def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None = None) -> list[ConfigOutcome]:
-    """Train one task (via :func:`ppl_vae.sweep.api.run_task`) and diagnose each configuration.
+def group_id(task: SweepTask) -> str:
+    """A name for a task's checkpoint folder: a digest of its configurations and seeds."""
+    payload = json.dumps([[c.to_dict() for c in task.configs], list(task.seeds), task.fit_options],
+                         sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None = None,
+              groups_dir: str | None = None) -> list[ConfigOutcome]:
+    """Train one task (via :func:`ppl_vae.sweep.api.run_task`), diagnosing each configuration on held-out rows.
 
     This is what a worker runs. A failure of the whole task (an exception in
     training) is returned as an error for each of its configurations; a
     configuration whose loss diverged, or whose diagnostics failed, is an error
-    of its own while the others of the task finish.
+    of its own while the others of the task finish. With ``groups_dir`` the task
+    checkpoints into ``groups_dir/<group_id>`` and resumes from it.
     """
-    from ppl_vae.diagnostics import diagnose
+    from ppl_vae.inference import TrainingDivergedError
     from ppl_vae.inference.runs import linear_theory_metrics
     from ppl_vae.models import build_model
 
     options = {**DIAGNOSTICS_DEFAULTS, **(diagnostics or {})}
+    checkpoint_dir = None if groups_dir is None else str(Path(groups_dir) / group_id(task))
     try:
-        result: TaskResult = run_task(task, bundle)
+        result: TaskResult = run_task(task, bundle, diagnostics=options, checkpoint_dir=checkpoint_dir)
     except Exception as err:  # noqa: BLE001 - recorded per configuration, the sweep goes on
         record = error_record(err)
         return [ConfigOutcome(index=k, error=record) for k in task.index]
-    device = task.fit_options.get("device", "cpu")
+    train_rows = bundle.n - int(result.provenance.get("n_test", 0))
     outcomes = []
     for row, (k, config, state) in enumerate(zip(task.index, task.configs, result.state_dicts)):
         history = np.asarray(result.loss_history[row], dtype=np.float64)
-        diverged = _divergence(history)
-        if diverged is not None:
-            outcomes.append(ConfigOutcome(index=k, error=diverged))
+        if row in result.diverged:
+            step = result.diverged[row]
+            err = TrainingDivergedError(step, float(history[step]) if step < history.size else float("nan"))
+            outcomes.append(ConfigOutcome(index=k, loss_history=history,
+                                          error={"type": type(err).__name__, "message": str(err), "traceback": ""},
+                                          provenance=result.provenance))
             continue
         try:
             model = build_model(config)
@@ -499,18 +484,24 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
                 "wall_time_s": float(result.wall_time),
                 "configs_in_task": len(task.index),
                 "vectorised": bool(task.vectorised),
+                "metrics_data": "test",
+                "n_train": train_rows,
             }
-            theory = linear_theory_metrics(model, bundle.to("cpu"))
+            from ppl_vae.sweep.api import held_out_rows
+
+            train, _ = held_out_rows(bundle, task.fit_options.get("test_fraction", 0.0),
+                                     task.fit_options.get("split_seed", 0), None)
+            theory = linear_theory_metrics(model, train.to("cpu"))
             if theory is not None:
                 metrics["theory"] = theory
-            idata = diagnose(model, bundle, seed=options["seed"], iw_samples=options["iw_samples"],
-                             n_obs=options["n_obs"], n_draws=options["n_draws"], kl_samples=options["kl_samples"],
-                             device=device, progress=False)
-            metrics["device"] = str(idata.attrs.get("device", device))
+            idata = result.diagnostics[row]
+            metrics["device"] = str(idata.attrs.get("device", task.fit_options.get("device", "cpu")))
             outcomes.append(ConfigOutcome(index=k, state_dict=state, loss_history=history, metrics=metrics,
-                                          diagnostics=idata))
+                                          diagnostics=idata, provenance=result.provenance))
         except Exception as err:  # noqa: BLE001
             outcomes.append(ConfigOutcome(index=k, error=error_record(err)))
+    if checkpoint_dir is not None and all(outcome.ok for outcome in outcomes):
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: the run directories hold everything
     return outcomes
 
 
@@ -529,9 +520,9 @@ def run_status(run_dir: str | os.PathLike) -> str:
     return "pending"
 
 
-def _train_options(spec: SweepSpec, seed: int, vectorised: bool) -> dict[str, Any]:
-    return {**spec.train, "seed": seed, "vectorised": vectorised,
-            "elbo": "TraceMeanField_ELBO" if spec.model in ("vae", "cvae") else "Trace_ELBO"}
+def _train_options(spec: SweepSpec, seed: int, vectorised: bool, provenance: dict | None) -> dict[str, Any]:
+    """The ``train`` section of a sweep run's ``config.json``: the spec's options and what ``fit`` recorded."""
+    return {**spec.train, **(provenance or {}), "seed": seed, "vectorised": vectorised}
 
 
 def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict, outcome: ConfigOutcome,
@@ -541,7 +532,7 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, LOSS_NAME, METRICS_NAME, save_checkpoint
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    train = _train_options(spec, seed, vectorised)
+    train = _train_options(spec, seed, vectorised, outcome.provenance)
     import ppl_vae
 
     atomic_write_json(run_dir / CONFIG_NAME, {
@@ -714,10 +705,12 @@ def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | Non
     skipped = [k for k, name in enumerate(names) if run_status(runs / name) == "finished"]
     todo = [k for k in range(len(names)) if k not in set(skipped)]
     fit_options = {key: spec.train[key] for key in TRAIN_DEFAULTS} | {"device": spec.execution["device"]}
-    tasks = plan_groups(configs, seeds, todo, fit_options, group_size=spec.execution["group_size"],
+    tasks = plan_tasks(configs, seeds, fit_options, index=todo, group_size=spec.execution["group_size"],
                         vectorise=spec.execution["vectorise"])
     backend = backend or make_backend(spec)
-    runner = runner or functools.partial(run_group, diagnostics=dict(spec.diagnostics))
+    # Group checkpoints live on the driver's disk: only where the tasks run in this process.
+    groups_dir = str(out / GROUPS_DIR) if isinstance(backend, LocalBackend) else None
+    runner = runner or functools.partial(run_group, diagnostics=dict(spec.diagnostics), groups_dir=groups_dir)
     data_spec = bundle.attrs.get("spec")
     finished, failed = [], {}
     for done, (task, result) in enumerate(_as_completed(backend, runner, tasks, bundle), start=1):

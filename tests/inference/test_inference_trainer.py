@@ -9,7 +9,7 @@ import xarray as xr
 
 from ppl_vae._io import RunDirectoryExistsError
 from ppl_vae.data import synthetic_gaussian, synthetic_pairs
-from ppl_vae.inference import BatchSampler, TrainingDivergedError, fit, load_run
+from ppl_vae.inference import ConfigBatches, TrainingDivergedError, fit, load_run
 from ppl_vae.models import CVAEConfig, MHVAEConfig, VAEConfig, build_model
 
 
@@ -40,13 +40,15 @@ def test_loss_history_is_per_sample_and_decreases(pairs):
     assert result.device == "cpu" and result.run_dir is None
 
 
-def test_minibatch_epochs_cover_every_row_once_per_epoch():
-    sampler = BatchSampler(10, 4, seed=3, device=torch.device("cpu"))
+def test_minibatch_epochs_cover_every_row_once_per_epoch_in_each_configurations_own_order():
+    sampler = ConfigBatches(10, 4, seeds=[3, 3, 4], device=torch.device("cpu"))
     assert sampler.steps_per_epoch == 3
-    rows = torch.cat([sampler.indices(step) for step in range(3)])
-    assert sorted(rows.tolist()) == list(range(10))
-    next_epoch = torch.cat([sampler.indices(step) for step in range(3, 6)])
-    assert sorted(next_epoch.tolist()) == list(range(10)) and not torch.equal(rows, next_epoch)
+    rows = torch.cat([sampler.indices(step) for step in range(3)], dim=1)  # (K, 10)
+    for k in range(3):
+        assert sorted(rows[k].tolist()) == list(range(10))
+    assert torch.equal(rows[0], rows[1]) and not torch.equal(rows[0], rows[2])  # the seed decides the order
+    next_epoch = torch.cat([sampler.indices(step) for step in range(3, 6)], dim=1)
+    assert sorted(next_epoch[0].tolist()) == list(range(10)) and not torch.equal(rows[0], next_epoch[0])
 
 
 def test_epochs_set_the_number_of_steps(gaussian):
@@ -141,6 +143,11 @@ def test_run_directory_layout_and_load_run_round_trip(tmp_path, pairs):
     assert set(info) == {"model", "data", "train", "seed", "version", "device"}
     assert info["model"] == config.to_dict() and info["data"] == pairs.attrs["spec"]
     assert info["seed"] == 2 and info["train"]["steps"] == 40 and info["device"] == "cpu"
+    # provenance: the estimator actually used, the seeds, K and the data split
+    train = info["train"]
+    assert train["estimator"] == "TraceMeanField_ELBO" and train["site_estimators"] == {"z": "analytic"}
+    assert train["seeds"] == [2] and train["n_configs"] == 1
+    assert (train["test_fraction"], train["n_train"], train["n_test"]) == (0.0, pairs.n, 0)
     history = xr.load_dataset(run_dir / "loss_history.nc")
     np.testing.assert_allclose(history["loss"].values, result.loss.values)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -163,7 +170,7 @@ def test_callbacks_see_the_running_loss(gaussian):
     seen = []
     fit(_model(VAEConfig(4, 2)), gaussian, steps=120, progress=False, device="cpu",
         callbacks=[lambda step, loss, model: seen.append((step, loss))])
-    assert [step for step, _ in seen] == [50, 100, 120] and all(np.isfinite(loss) for _, loss in seen)
+    assert [step for step, _ in seen] == [50, 100, 120] and all(np.isfinite(loss).all() for _, loss in seen)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -2,18 +2,21 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
+import torch
+import xarray as xr
 
 from ppl_vae.diagnostics import combine, load
 from ppl_vae.inference import load_run
+from ppl_vae.sweep.api import plan_tasks
 from ppl_vae.sweep.study import (
     SpecMismatchError,
     SweepSpec,
     load_spec,
     parse_values,
-    plan_groups,
     rebuild_combined,
     run_group,
     run_status,
@@ -118,7 +121,7 @@ def test_groups_share_an_architecture_and_respect_group_size():
     spec = tiny_spec({"latent_dim": [2, 3], "beta": [0.5, 1.0, 2.0]})
     bundle = spec.load_data()
     configs, seeds, _ = spec.expand(bundle)
-    tasks = plan_groups(configs, seeds, range(len(configs)), {"steps": 1}, group_size=2)
+    tasks = plan_tasks(configs, seeds, {"steps": 1}, index=range(len(configs)), group_size=2)
     assert [task.index for task in tasks] == [(0, 1), (2,), (3, 4), (5,)]
     for task in tasks:
         assert len({config.latent_dim for config in task.configs}) == 1
@@ -219,3 +222,82 @@ def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(ImportError, match=r"ppl-vae\[ray\]"):
         make_backend(tiny_spec({"beta": [1.0]}, backend="ray"))
+
+
+# ----------------------------------------------------------------------------- one engine, one set of rules
+
+
+def test_grouping_never_changes_a_number(tmp_path):
+    """Seeds 0-2 in one task, in tasks of one, and a rerun that retrains a deleted run: equal losses."""
+    spec = tiny_spec({"beta": [0.5, 2.0], "seed": "0-2"}, group_size=None)
+    grouped = run_study(spec, tmp_path / "grouped")
+    alone = run_study(tiny_spec({"beta": [0.5, 2.0], "seed": "0-2"}, group_size=1), tmp_path / "alone")
+    assert grouped.counts["finished"] == alone.counts["finished"] == 6
+    losses = {}
+    for name in grouped.finished:
+        a = xr.load_dataset(tmp_path / "grouped" / "runs" / name / "loss_history.nc").loss.values
+        b = xr.load_dataset(tmp_path / "alone" / "runs" / name / "loss_history.nc").loss.values
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+        losses[name] = a
+    # replicates differ: the seeds are independent
+    assert np.abs(losses["beta=0.5_seed=0"] - losses["beta=0.5_seed=1"]).max() > 1e-3
+    # a deleted run comes back with the same numbers when retrained in a smaller group
+    shutil.rmtree(tmp_path / "grouped" / "runs" / "beta=2_seed=1")
+    again = run_study(spec, tmp_path / "grouped")
+    assert again.finished == ("beta=2_seed=1",)
+    redone = xr.load_dataset(tmp_path / "grouped" / "runs" / "beta=2_seed=1" / "loss_history.nc").loss.values
+    np.testing.assert_allclose(redone, losses["beta=2_seed=1"], rtol=1e-5, atol=1e-5)
+
+
+def test_metrics_are_on_held_out_rows_and_provenance_is_recorded(finished_sweep):
+    spec, out, summary = finished_sweep
+    run_dir = out / "runs" / summary.finished[0]
+    idata = load(run_dir / "diagnostics.nc")
+    n_rows = spec.load_data().n
+    n_test = round(spec.train["test_fraction"] * n_rows)
+    assert idata.attrs["metrics_data"] == "test"
+    assert idata.metrics.sizes["eval_obs"] == n_test  # the held-out rows, not the training rows
+    train = json.loads((run_dir / "config.json").read_text())["train"]
+    assert train["estimator"] == "TraceMeanField_ELBO" and train["seed"] == 0 and train["seeds"] == [0, 0, 0, 0]
+    assert train["n_configs"] == 4 and sorted(train["group"]) == [0, 1, 2, 3]
+    assert (train["n_train"], train["n_test"], train["test_fraction"]) == (n_rows - n_test, n_test, 0.1)
+
+
+def test_diagnostics_are_capped_at_max_points(tmp_path):
+    spec = SweepSpec.from_dict({**TINY, "grid": {"beta": [1.0]}, "train": {"steps": 5, "test_fraction": 0.5},
+                                "diagnostics": {**TINY["diagnostics"], "max_points": 7}})
+    summary = run_study(spec, tmp_path / "sweep")
+    idata = load(tmp_path / "sweep" / "runs" / summary.finished[0] / "diagnostics.nc")
+    assert idata.metrics.sizes["eval_obs"] == 7
+
+
+def test_parameter_store_does_not_grow_over_a_32_configuration_sweep(tmp_path):
+    import pyro
+
+    pyro.clear_param_store()
+    spec = tiny_spec({"beta": [0.25, 0.5, 1.0, 2.0], "eta_dec": [0.5, 1.0], "seed": "0-3"}, group_size=8)
+    spec = SweepSpec.from_dict({**spec.to_dict(), "train": {"steps": 3, "lr": 0.02}})
+    summary = run_study(spec, tmp_path / "sweep")
+    assert summary.counts["finished"] == 32
+    assert len(pyro.get_param_store().keys()) == 0
+
+
+def test_an_interrupted_task_resumes_from_its_group_checkpoint(tmp_path):
+    """Half a task's steps into its group folder, then the task: the same numbers as in one go."""
+    from ppl_vae.inference import fit
+    from ppl_vae.sweep.api import _seeded_model, run_task
+    from ppl_vae.sweep.study import group_id
+
+    spec = tiny_spec({"beta": [0.5, 2.0], "seed": "3-4"})
+    bundle = spec.load_data()
+    configs, seeds, _ = spec.expand(bundle)
+    options = {"steps": 40, "lr": 0.02, "batch_size": 32, "test_fraction": 0.1, "split_seed": 0,
+               "checkpoint_every": 10, "device": "cpu"}
+    (task,) = plan_tasks(configs, seeds, options)
+    straight = run_task(task, bundle)
+    folder = tmp_path / "groups" / group_id(task)
+    half = {k: v for k, v in options.items() if k not in ("device", "steps")}
+    fit([_seeded_model(c, s, torch.device("cpu")) for c, s in zip(configs, seeds)], bundle, seed=list(seeds),
+        steps=20, run_dir=folder, progress=False, device="cpu", on_divergence="stop", **half)
+    resumed = run_task(task, bundle, checkpoint_dir=str(folder))
+    np.testing.assert_array_equal(resumed.loss_history, straight.loss_history)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ppl_vae.models.networks import DiagonalGaussian, feature_body, mlp
-from ppl_vae.sweep.layers import BatchedLinear, UnsupportedLayerError, is_stackable, stack_modules, unstack_into
+from ppl_vae.inference.layers import BatchedLinear, UnsupportedLayerError, is_stackable, stack_modules, unstack_into
 
 
 def _linears(k, d_in, d_out, bias):
