@@ -32,10 +32,11 @@ from ppl_vae.inference.layers import is_stackable, stack_modules, unstack_into
 def _hyper_shape(name: str) -> tuple[int, ...]:
     """Trailing shape of a per-configuration hyper-parameter tensor.
 
-    KL weights scale a site's ``(K, B)`` log-density: ``(K, 1)``. Stds are a
+    KL weights and their controls (schedules, free-bits floors) act on a site's
+    ``(K, B)`` log-density: ``(K, 1)``. Stds are a
     Normal's scale against ``(K, B, dim)`` locations: ``(K, 1, 1)``.
     """
-    return (1,) if name.startswith("beta") else (1, 1)
+    return (1,) if name.startswith(("beta", "kl_", "free_bits")) else (1, 1)
 
 
 class BatchedConfig:
@@ -119,6 +120,7 @@ class BatchedModel(nn.Module):
         template = models[0]
         self.family = template.family
         self.analytic_kl_sites = template.analytic_kl_sites
+        self.kl_levels = template.kl_levels
         self.n_configs = len(models)
         self._model_fn = type(template).model
         self._guide_fn = type(template).guide

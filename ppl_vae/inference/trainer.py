@@ -41,6 +41,7 @@ from ppl_vae.inference.batched import BatchedModel, can_vectorise, clip_per_conf
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ppl_vae.inference.elbo import estimator_name, per_config_loss, site_estimators
 from ppl_vae.inference.randomness import NOISE_STREAM, ConfigBatches, ConfigNoise, make_generators
+from ppl_vae.inference.schedules import kl_weight
 
 OPTIMIZERS = ("adam", "clipped_adam")
 DIVERGENCE_CHOICES = ("raise", "stop")
@@ -182,6 +183,30 @@ class _Trainee:
             self.module.unstack_into(self.models)
 
 
+def kl_controls(module) -> tuple[dict[str, tuple], dict[str, torch.Tensor]]:
+    """The KL schedules and free-bits floors a model's config asks for, by latent site.
+
+    Returns
+    -------
+    (dict, dict)
+        Site -> ``(warmup_steps, cycle_steps, cycle_ratio)`` for the sites with a
+        schedule, and site -> floor (nats per dimension) for those with free bits;
+        plain numbers for one model, ``(K, 1)`` tensors for a batched one. Sites
+        whose every configuration has the control off are left out, so a model
+        without controls pays nothing per step.
+    """
+    config = module.config
+    schedules, floors = {}, {}
+    for site, level in module.kl_levels.items():
+        warmup, cycle = getattr(config, f"kl_warmup{level}"), getattr(config, f"kl_cycle{level}")
+        if bool(torch.as_tensor(warmup).gt(0).any() | torch.as_tensor(cycle).gt(0).any()):
+            schedules[site] = (warmup, cycle, getattr(config, f"kl_cycle_ratio{level}"))
+        floor = getattr(config, f"free_bits{level}")
+        if bool(torch.as_tensor(floor).gt(0).any()):
+            floors[site] = torch.as_tensor(floor, dtype=torch.float32)
+    return schedules, floors
+
+
 def fit(
     model,
     data,
@@ -302,6 +327,7 @@ def fit(
     sampler = ConfigBatches(bundle.n, batch_size, seeds, torch_device)
     noise = ConfigNoise(make_generators(seeds, NOISE_STREAM, torch_device))
     estimators = site_estimators(models[0])
+    schedules, floors = kl_controls(trainee.module)
     total_steps = _total_steps(steps, epochs, sampler.steps_per_epoch)
     train_options = {
         "steps": total_steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
@@ -354,8 +380,10 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr * lr_decay**step
             opt.zero_grad(set_to_none=True)
-            losses = per_config_loss(trainee.module.model, trainee.module.guide, *batch,
-                                     estimators=estimators) / batch[0].shape[-2]
+            multipliers = {site: kl_weight(step, *schedule) for site, schedule in schedules.items()}
+            losses = per_config_loss(trainee.module.model, trainee.module.guide, *batch, estimators=estimators,
+                                     kl_multipliers=multipliers or None, free_bits=floors or None,
+                                     ) / batch[0].shape[-2]
             if diverged:
                 torch.where(stopped, 0.0, losses).sum().backward()
                 trainee.freeze(stopped)

@@ -57,6 +57,9 @@ class LatentVariableModel(nn.Module):
     #: Sites with a closed-form KL (see ``ppl_vae.inference.elbo.site_estimators``); a new variant
     #: declares its own, and the trainer never needs editing.
     analytic_kl_sites: ClassVar[tuple[str, ...]] = ()
+    #: Latent site -> suffix of the config fields that control its KL term (``beta{s}``,
+    #: ``kl_warmup{s}``, ``free_bits{s}``, ...): ``{"z": ""}``, or ``{"z1": "1", "z2": "2"}``.
+    kl_levels: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: ModelConfig):
         super().__init__()

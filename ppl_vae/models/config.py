@@ -58,6 +58,30 @@ def _check_std(name: str, std: Any, latent_dim: int) -> float | tuple[float, ...
     return values
 
 
+#: Per-latent-level training controls of the KL term (suffixed ``1``/``2`` for the MHVAE levels):
+#: a linear warm-up over ``kl_warmup`` steps, or cyclical annealing with period ``kl_cycle`` steps
+#: ramping over the fraction ``kl_cycle_ratio`` of each period (0: off), and a free-bits floor of
+#: ``free_bits`` nats per latent dimension (0: off). See ``ppl_vae.inference.schedules``.
+KL_CONTROLS = ("kl_warmup", "kl_cycle", "kl_cycle_ratio", "free_bits")
+
+
+def _check_kl_controls(config: Any, level: str) -> None:
+    warmup, cycle = f"kl_warmup{level}", f"kl_cycle{level}"
+    ratio, floor = f"kl_cycle_ratio{level}", f"free_bits{level}"
+    _set(config, warmup, check_int_range(warmup, getattr(config, warmup), 0))
+    _set(config, cycle, check_int_range(cycle, getattr(config, cycle), 0))
+    value = float(getattr(config, ratio))
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{ratio} must be in (0, 1], got {value}")
+    _set(config, ratio, value)
+    value = float(getattr(config, floor))
+    if not value >= 0.0:  # also refuses NaN
+        raise ValueError(f"{floor} must be >= 0 nats per latent dimension, got {value}")
+    _set(config, floor, value)
+    if getattr(config, warmup) > 0 and getattr(config, cycle) > 0:
+        raise ValueError(f"give {warmup} (a warm-up) or {cycle} (cyclical annealing), not both")
+
+
 class _ConfigMixin:
     family: ClassVar[str]
     _hyperparameter_names: ClassVar[tuple[str, ...]]
@@ -83,7 +107,7 @@ class VAEConfig(_ConfigMixin):
     """
 
     family: ClassVar[str] = "vae"
-    _hyperparameter_names: ClassVar[tuple[str, ...]] = ("beta", "eta_enc", "eta_dec")
+    _hyperparameter_names: ClassVar[tuple[str, ...]] = ("beta", "eta_enc", "eta_dec", *KL_CONTROLS)
 
     input_dim: int
     latent_dim: int
@@ -94,6 +118,10 @@ class VAEConfig(_ConfigMixin):
     eta_dec: float = 1.0
     encoder_std: float | tuple[float, ...] | None = None
     image_shape: tuple[int, int] | None = None
+    kl_warmup: int = 0
+    kl_cycle: int = 0
+    kl_cycle_ratio: float = 0.5
+    free_bits: float = 0.0
 
     @property
     def data_dims(self) -> dict[str, int]:
@@ -108,6 +136,7 @@ class VAEConfig(_ConfigMixin):
         for name in ("beta", "eta_enc", "eta_dec"):
             _set(self, name, check_positive(name, getattr(self, name)))
         _set(self, "encoder_std", _check_std("encoder_std", self.encoder_std, self.latent_dim))
+        _check_kl_controls(self, "")
         _set(self, "image_shape", _check_image_shape(self.image_shape, self.arch))
         _check_image_size(self.image_shape, self.arch, self.input_dim, "input_dim")
 
@@ -125,7 +154,7 @@ class CVAEConfig(_ConfigMixin):
     """
 
     family: ClassVar[str] = "cvae"
-    _hyperparameter_names: ClassVar[tuple[str, ...]] = ("beta", "eta_enc", "eta_dec")
+    _hyperparameter_names: ClassVar[tuple[str, ...]] = ("beta", "eta_enc", "eta_dec", *KL_CONTROLS)
 
     x_dim: int
     y_dim: int
@@ -139,6 +168,10 @@ class CVAEConfig(_ConfigMixin):
     latent_mapping: str = "joint"
     image_shape: tuple[int, int] | None = None
     split: str | None = None
+    kl_warmup: int = 0
+    kl_cycle: int = 0
+    kl_cycle_ratio: float = 0.5
+    free_bits: float = 0.0
 
     @property
     def data_dims(self) -> dict[str, int]:
@@ -155,6 +188,7 @@ class CVAEConfig(_ConfigMixin):
             _set(self, name, check_positive(name, getattr(self, name)))
         _set(self, "prior", check_choice("prior", self.prior, PRIORS))
         _set(self, "latent_mapping", check_choice("latent_mapping", self.latent_mapping, LATENT_MAPPINGS))
+        _check_kl_controls(self, "")
         _set(self, "image_shape", _check_image_shape(self.image_shape, self.arch))
         if self.split is not None:
             check_choice("split", self.split, SPLITS)
@@ -176,7 +210,8 @@ class MHVAEConfig(_ConfigMixin):
     """
 
     family: ClassVar[str] = "mhvae"
-    _hyperparameter_names: ClassVar[tuple[str, ...]] = ("beta1", "beta2", "eta_enc", "eta_dec")
+    _hyperparameter_names: ClassVar[tuple[str, ...]] = (
+        "beta1", "beta2", "eta_enc", "eta_dec", *(f"{name}{level}" for level in "12" for name in KL_CONTROLS))
 
     input_dim: int
     latent_dims: tuple[int, int] = (8, 8)
@@ -189,6 +224,14 @@ class MHVAEConfig(_ConfigMixin):
     sigma1: float | None = 1.0
     sigma2: float | None = None
     image_shape: tuple[int, int] | None = None
+    kl_warmup1: int = 0
+    kl_cycle1: int = 0
+    kl_cycle_ratio1: float = 0.5
+    free_bits1: float = 0.0
+    kl_warmup2: int = 0
+    kl_cycle2: int = 0
+    kl_cycle_ratio2: float = 0.5
+    free_bits2: float = 0.0
 
     @property
     def data_dims(self) -> dict[str, int]:
@@ -208,6 +251,8 @@ class MHVAEConfig(_ConfigMixin):
         for name in ("sigma1", "sigma2"):
             value = getattr(self, name)
             _set(self, name, None if value is None else check_positive(name, value))
+        _check_kl_controls(self, "1")
+        _check_kl_controls(self, "2")
         _set(self, "image_shape", _check_image_shape(self.image_shape, self.arch))
         _check_image_size(self.image_shape, self.arch, self.input_dim, "input_dim")
 

@@ -156,6 +156,7 @@ class CVAE(LatentVariableModel):
     observed_site = "y"
     latent_sites = ("z",)
     analytic_kl_sites = ("z",)
+    kl_levels = {"z": ""}
 
     def __init__(self, config: CVAEConfig):
         super().__init__(config)

@@ -33,6 +33,7 @@ class MHVAE(LatentVariableModel):
     # p(z1|z2) depends on z2, which the bottom-up guide draws after z1: z1's term is sampled
     # (Trace_ELBO, SPEC 7). p(z2) has no parent, so KL(q(z2|z1) || p(z2)) is exact given z1.
     analytic_kl_sites = ("z2",)
+    kl_levels = {"z1": "1", "z2": "2"}
 
     def __init__(self, config: MHVAEConfig):
         super().__init__(config)

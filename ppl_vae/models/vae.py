@@ -26,6 +26,7 @@ class VAE(LatentVariableModel):
     observed_site = "x"
     latent_sites = ("z",)
     analytic_kl_sites = ("z",)
+    kl_levels = {"z": ""}
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
