@@ -7,6 +7,7 @@ from the run directory's ``config.json`` (model and data flags are ignored);
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,54 @@ def _std_option(value: str | None) -> float | None:
         raise click.BadParameter(f"expected a positive number or 'learnable', got {value!r}") from None
 
 
+def kl_control_fields(family: str, *, kl_warmup: str | None, kl_cycle: str | None, kl_cycle_ratio: str | None,
+                      free_bits: str | None, steps_per_epoch: int | None = None) -> dict[str, Any]:
+    """Config fields of the KL controls from CLI values: one number, or ``a,b`` per MHVAE level.
+
+    ``kl_warmup`` / ``kl_cycle`` are steps, or epochs with an ``e`` suffix (``5e``)
+    when ``steps_per_epoch`` is known.
+    """
+    from ppl_vae.models.config import KL_CONTROLS
+
+    levels = ("1", "2") if family == "mhvae" else ("",)
+    fields: dict[str, Any] = {}
+    for name, raw in zip(KL_CONTROLS, (kl_warmup, kl_cycle, kl_cycle_ratio, free_bits)):
+        if raw is None:
+            continue
+        parts = [part.strip() for part in str(raw).split(",")]
+        if len(parts) == 1:
+            parts = parts * len(levels)
+        if len(parts) != len(levels):
+            raise ValueError(f"--{name.replace('_', '-')} takes one value or one per latent level "
+                             f"({len(levels)}), got {raw!r}")
+        for level, part in zip(levels, parts):
+            fields[f"{name}{level}"] = _control_value(name, part, steps_per_epoch)
+    return fields
+
+
+def _control_value(name: str, text: str, steps_per_epoch: int | None) -> float | int:
+    option = f"--{name.replace('_', '-')}"
+    try:
+        if name in ("kl_warmup", "kl_cycle"):
+            if text.endswith("e"):
+                if steps_per_epoch is None:
+                    raise ValueError
+                return int(round(float(text[:-1]) * steps_per_epoch))
+            return int(text)
+        return float(text)
+    except ValueError:
+        unit = "steps, or epochs as e.g. 5e" if name in ("kl_warmup", "kl_cycle") else "a number"
+        raise ValueError(f"{option} must be {unit}, got {text!r}") from None
+
+
 def build_config(family: str, bundle, *, arch: str, latent_dim: int, latent_dims, hidden, beta: float,
                  beta1: float, beta2: float, eta_enc: float, eta_dec: float, encoder_std, sigma1, sigma2,
-                 prior: str, latent_mapping: str):
+                 prior: str, latent_mapping: str, kl_controls: dict[str, Any] | None = None):
     """The model config for ``family`` with dimensions taken from ``bundle``."""
     from ppl_vae.models import CVAEConfig, MHVAEConfig, VAEConfig
 
     common: dict[str, Any] = {"arch": arch, "hidden_dims": tuple(hidden), "eta_enc": eta_enc, "eta_dec": eta_dec,
-                              "image_shape": bundle.image_shape if arch == "cnn" else None}
+                              "image_shape": bundle.image_shape if arch == "cnn" else None, **(kl_controls or {})}
     if family == "vae":
         return VAEConfig(bundle.x.shape[1], latent_dim, beta=beta, encoder_std=encoder_std, **common)
     if family == "cvae":
@@ -83,6 +124,11 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
               help="CVAE prior: N(0, eta_enc^2) or a learned p(z|x).")
 @click.option("--latent-mapping", type=click.Choice(["joint", "separate"]), default="joint", show_default=True,
               help="CVAE encoder: shared network on (x, y), or separate latent mappings of x and y.")
+@click.option("--kl-warmup", default=None,
+              help="Linear KL warm-up length: steps, or epochs as e.g. 5e (MHVAE: one or 'z1,z2').")
+@click.option("--kl-cycle", default=None, help="Cyclical KL annealing period: steps or epochs (5e).")
+@click.option("--kl-cycle-ratio", default=None, help="Fraction of each cycle spent ramping up (default 0.5).")
+@click.option("--free-bits", default=None, help="Free-bits floor per latent dimension, nats (MHVAE: one or 'z1,z2').")
 @click.option("--steps", type=int, default=None, help="Training steps (or --epochs).")
 @click.option("--epochs", type=int, default=None, help="Training epochs (or --steps).")
 @click.option("--batch-size", type=int, default=None, help="Minibatch size (default: full batch).")
@@ -102,7 +148,7 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(family, arch, data_name, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
             latent_dims, hidden, beta, beta1, beta2, eta_enc, eta_dec, encoder_std, sigma1, sigma2, prior,
-            latent_mapping, steps, epochs, batch_size, lr, lr_decay, optimizer, clip_norm, seed, test_fraction,
+            latent_mapping, kl_warmup, kl_cycle, kl_cycle_ratio, free_bits, steps, epochs, batch_size, lr, lr_decay, optimizer, clip_norm, seed, test_fraction,
             device, out, checkpoint_every, overwrite, resume, progress):
     """Train a model by SVI and write config, checkpoint, loss history and metrics to --out."""
     import torch
@@ -136,11 +182,16 @@ def command(family, arch, data_name, split, classes, n_samples, dim, correlation
                 raise click.UsageError("give --steps or --epochs")
             bundle = load_data(family, data_name, split=split, classes=classes, n_samples=n_samples, dim=dim,
                                correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir)
+            n_train = bundle.n - (round(test_fraction * bundle.n) if test_fraction > 0 else 0)
+            steps_per_epoch = math.ceil(n_train / min(batch_size or n_train, n_train))
+            controls = kl_control_fields(family, kl_warmup=kl_warmup, kl_cycle=kl_cycle,
+                                         kl_cycle_ratio=kl_cycle_ratio, free_bits=free_bits,
+                                         steps_per_epoch=steps_per_epoch)
             config = build_config(
                 family, bundle, arch=arch, latent_dim=latent_dim, latent_dims=latent_dims, hidden=hidden,
                 beta=beta, beta1=beta1, beta2=beta2, eta_enc=eta_enc, eta_dec=eta_dec,
                 encoder_std=_std_option(encoder_std), sigma1=_std_option(sigma1), sigma2=_std_option(sigma2),
-                prior=prior, latent_mapping=latent_mapping)
+                prior=prior, latent_mapping=latent_mapping, kl_controls=controls)
         torch.manual_seed(seed)  # parameter initialisation
         model = build_model(config)
         result = fit(model, bundle, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,

@@ -56,10 +56,25 @@ def test_config_from_dict_rejects_unknown_family():
         config_from_dict({"family": "gan", "input_dim": 3})
 
 
-def test_hyperparameters_are_the_scalar_weights():
-    assert CVAEConfig(4, 4, 2, beta=0.5, eta_dec=2.0).hyperparameters() == {
-        "beta": 0.5, "eta_enc": 1.0, "eta_dec": 2.0}
-    assert set(MHVAEConfig(4, (2, 2)).hyperparameters()) == {"beta1", "beta2", "eta_enc", "eta_dec"}
+def test_hyperparameters_are_the_scalar_weights_and_kl_controls():
+    assert CVAEConfig(4, 4, 2, beta=0.5, eta_dec=2.0, kl_warmup=10).hyperparameters() == {
+        "beta": 0.5, "eta_enc": 1.0, "eta_dec": 2.0, "kl_warmup": 10, "kl_cycle": 0, "kl_cycle_ratio": 0.5,
+        "free_bits": 0.0}
+    controls = {f"{name}{level}" for name in ("kl_warmup", "kl_cycle", "kl_cycle_ratio", "free_bits")
+                for level in "12"}
+    assert set(MHVAEConfig(4, (2, 2)).hyperparameters()) == {"beta1", "beta2", "eta_enc", "eta_dec"} | controls
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"kl_warmup": -1}, "kl_warmup"),
+    ({"kl_cycle": 1.5}, "kl_cycle"),
+    ({"kl_cycle_ratio": 0.0}, r"kl_cycle_ratio must be in \(0, 1\]"),
+    ({"free_bits": float("nan")}, "free_bits must be >= 0"),
+    ({"kl_warmup": 10, "kl_cycle": 20}, "not both"),
+])
+def test_kl_controls_are_checked_by_name(options, match):
+    with pytest.raises(ValueError, match=match):
+        CVAEConfig(4, 4, 2, **options)
 
 
 def test_configs_are_frozen():
