@@ -20,7 +20,7 @@ GRID_OPTIONS = {"beta": "beta", "eta_dec": "eta_dec", "eta_enc": "eta_enc", "bet
                 "latent_dim": "latent_dim", "seeds": "seed"}
 #: Grid options that change the architecture: a single value is held fixed instead.
 STRUCTURAL_OPTIONS = ("latent_dim",)
-TRAIN_OPTIONS = ("steps", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "clip_norm")
+TRAIN_OPTIONS = ("steps", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "clip_norm", "test_fraction")
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -73,8 +73,9 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
             train[key] = params[key]
     raw["train"] = train
     diagnostics = dict(raw.get("diagnostics") or {})
-    if params["iw_samples"] is not None:
-        diagnostics["iw_samples"] = params["iw_samples"]
+    for name in ("iw_samples", "max_points"):
+        if params[name] is not None:
+            diagnostics[name] = params[name]
     raw["diagnostics"] = diagnostics
     execution = dict(raw.get("execution") or {})
     if params["address"] is not None and params["backend"] is None:
@@ -112,7 +113,10 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
 @click.option("--lr-decay", type=float, default=None, help="Per-step learning-rate decay [1].")
 @click.option("--optimizer", type=click.Choice(["adam", "clipped_adam"]), default=None, help="Optimiser [adam].")
 @click.option("--clip-norm", type=float, default=None, help="Gradient clipping per configuration.")
-@click.option("--iw-samples", type=int, default=None, help="Importance samples of the held-in NLL [100].")
+@click.option("--test-fraction", type=float, default=None,
+              help="Rows held out before training; diagnostics are computed on them [0.1].")
+@click.option("--iw-samples", type=int, default=None, help="Importance samples of the held-out NLL [100].")
+@click.option("--max-points", type=int, default=None, help="At most this many held-out rows diagnosed [2000].")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default=None, help="Where tasks run [local].")
 @click.option("--address", default=None,
               help="Ray cluster: 'auto', 'ray://HOST:10001'; default a fresh local Ray instance.")

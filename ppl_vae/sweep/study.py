@@ -727,6 +727,8 @@ def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | Non
         if echo is not None:
             echo(f"task {done}/{len(tasks)}: {len(task.index)} configuration(s), "
                  f"{sum(o.ok for o in result)} finished")
+    if groups_dir is not None and Path(groups_dir).is_dir() and not any(Path(groups_dir).iterdir()):
+        Path(groups_dir).rmdir()  # every group finished and was written out
     summary = StudySummary(out, tuple(finished), tuple(names[k] for k in skipped), failed,
                            time.perf_counter() - start, getattr(backend, "name", type(backend).__name__))
     if finished or skipped:
