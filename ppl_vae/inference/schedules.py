@@ -107,7 +107,8 @@ def kl_weight(step, warmup_steps=0, cycle_steps=0, cycle_ratio=0.5, *, dtype: to
     device = next((v.device for v in (step, warmup_steps, cycle_steps, cycle_ratio) if isinstance(v, torch.Tensor)),
                   None)
     # Work in float64 so (t + 1) / W is exact for any realistic step count, then cast.
-    t, warmup, cycle, ratio = (_tensor(v, torch.float64, device) for v in (step, warmup_steps, cycle_steps, cycle_ratio))
+    t, warmup, cycle, ratio = (_tensor(value, torch.float64, device)
+                               for value in (step, warmup_steps, cycle_steps, cycle_ratio))
     # clamp_min keeps the unused branch finite (no 0/0) where a schedule is off.
     linear = torch.clamp((t + 1.0) / warmup.clamp_min(1.0), max=1.0)
     period = cycle.clamp_min(1.0)

@@ -30,6 +30,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from ppl_vae._validate import check_int_range, check_positive, check_positive_seq
+from ppl_vae.theory.free_bits import check_free_bits
 from ppl_vae.theory.moments import as_data_matrix, as_paired_data, psd_sqrt, residual_moment_from_blocks
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -467,6 +468,12 @@ def minimise_with_kl_floor(reconstruction: Callable, kl_per_dim: Callable, shape
     return unpack(best_flat), np.asarray(values)
 
 
+def _checked_free_bits_hyper(beta, eta_enc, eta_dec, free_bits) -> tuple[float, float, float, float]:
+    """(beta, eta_enc, eta_dec) > 0 and free_bits >= 0 as floats, else ValueError naming the parameter."""
+    checked = tuple(check_positive(n, v) for n, v in (("beta", beta), ("eta_enc", eta_enc), ("eta_dec", eta_dec)))
+    return checked + (check_free_bits(free_bits),)
+
+
 def numeric_linear_vae_free_bits(x, latent_dim: int, beta: float = 1.0, eta_enc: float = 1.0, eta_dec: float = 1.0,
                                  free_bits: float = 0.0, *, n_restarts: int = 8, seed: int = 0) -> xr.Dataset:
     """Numerically optimal linear VAE (learnable std, full matrices) under population free bits, in rank order.
@@ -477,10 +484,7 @@ def numeric_linear_vae_free_bits(x, latent_dim: int, beta: float = 1.0, eta_enc:
     """
     x = as_data_matrix("x", x)
     latent_dim = check_int_range("latent_dim", latent_dim, 1, x.shape[1])
-    beta, eta_enc, eta_dec = (check_positive(n, v) for n, v in
-                              (("beta", beta), ("eta_enc", eta_enc), ("eta_dec", eta_dec)))
-    if not (math.isfinite(free_bits) and free_bits >= 0):
-        raise ValueError(f"free_bits must be finite and >= 0 (nats per latent dimension), got {free_bits!r}")
+    beta, eta_enc, eta_dec, free_bits = _checked_free_bits_hyper(beta, eta_enc, eta_dec, free_bits)
     moment = x.T @ x / x.shape[0]
     d = x.shape[1]
     shapes = {"decoder": (d, latent_dim), "encoder": (latent_dim, d), "log_std": (latent_dim,)}
@@ -507,10 +511,7 @@ def numeric_linear_cvae_free_bits(x, y, latent_dim: int, beta: float = 1.0, eta_
     """
     x, y = as_paired_data(x, y)
     latent_dim = check_int_range("latent_dim", latent_dim, 1, y.shape[1])
-    beta, eta_enc, eta_dec = (check_positive(n, v) for n, v in
-                              (("beta", beta), ("eta_enc", eta_enc), ("eta_dec", eta_dec)))
-    if not (math.isfinite(free_bits) and free_bits >= 0):
-        raise ValueError(f"free_bits must be finite and >= 0 (nats per latent dimension), got {free_bits!r}")
+    beta, eta_enc, eta_dec, free_bits = _checked_free_bits_hyper(beta, eta_enc, eta_dec, free_bits)
     joint_data = np.hstack([x, y])
     joint = joint_data.T @ joint_data / x.shape[0]
     dx, dy = x.shape[1], y.shape[1]
