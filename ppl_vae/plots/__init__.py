@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from .collapse import collapse_curves, kl_per_dimension
 from .images import completion_grid, reconstruction_grid
+from .schedule import plot_kl_schedule
 from .sweep import metrics_vs_hyperparameter
 from .theory import singular_values
 from .training import loss_curves
@@ -31,6 +32,7 @@ __all__ = [
     "kl_per_dimension",
     "loss_curves",
     "metrics_vs_hyperparameter",
+    "plot_kl_schedule",
     "reconstruction_grid",
     "singular_values",
     "to_png",

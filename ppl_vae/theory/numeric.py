@@ -30,6 +30,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from ppl_vae._validate import check_int_range, check_positive, check_positive_seq
+from ppl_vae.theory.free_bits import check_free_bits
 from ppl_vae.theory.moments import as_data_matrix, as_paired_data, psd_sqrt, residual_moment_from_blocks
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -39,37 +40,54 @@ def _t(value) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64)
 
 
+def _gaussian_kl_per_dim(mean_second_moment_diag, std, prior_std) -> torch.Tensor:
+    """Per latent dimension, E_x KL(N(m_j(x), std_j^2) || N(0, prior_std^2)) given diag E[m m^T]; shape (k,)."""
+    variance = std**2
+    return 0.5 * ((mean_second_moment_diag + variance) / prior_std**2 - torch.log(variance / prior_std**2) - 1.0)
+
+
 def _gaussian_kl_to_isotropic(mean_second_moment_diag, std, prior_std) -> torch.Tensor:
     """E_x KL(N(m(x), diag std^2) || N(0, prior_std^2 I)) given diag E[m m^T]."""
-    variance = std**2
-    return 0.5 * torch.sum((mean_second_moment_diag + variance) / prior_std**2
-                           - torch.log(variance / prior_std**2) - 1.0)
+    return torch.sum(_gaussian_kl_per_dim(mean_second_moment_diag, std, prior_std))
 
 
-def vae_expected_loss(decoder, encoder, encoder_std, moment, *, beta, eta_enc, eta_dec) -> torch.Tensor:
+def _kl_term(mean_second_moment_diag, std, prior_std, free_bits: float) -> torch.Tensor:
+    """sum_j max(free_bits, KL_j): the free-bits KL term (population version); the plain sum when free_bits is 0."""
+    if free_bits == 0:
+        return _gaussian_kl_to_isotropic(mean_second_moment_diag, std, prior_std)
+    per_dim = _gaussian_kl_per_dim(mean_second_moment_diag, std, prior_std)
+    return torch.sum(torch.clamp(per_dim, min=free_bits))
+
+
+def vae_expected_loss(decoder, encoder, encoder_std, moment, *, beta, eta_enc, eta_dec,
+                      free_bits: float = 0.0) -> torch.Tensor:
     """Expected negative beta-ELBO of the linear VAE, per data point.
 
     Parameters
     ----------
     decoder : (d, k) U;  encoder : (k, d) W;  encoder_std : (k,) sqrt(diag Sigma)
     moment : (d, d) A = E[x x^T]
+    free_bits : float >= 0
+        Floor (nats) on each latent dimension's data-averaged KL: the KL term
+        becomes sum_j max(free_bits, KL_j) (population free bits).
     """
     decoder, encoder, encoder_std, moment = map(_t, (decoder, encoder, encoder_std, moment))
     latent_moment = encoder @ moment @ encoder.T + torch.diag(encoder_std**2)  # E[z z^T]
     squared_error = (torch.trace(moment) - 2.0 * torch.trace(decoder @ encoder @ moment)
                      + torch.trace(decoder.T @ decoder @ latent_moment))
     reconstruction = 0.5 * moment.shape[0] * (_LOG_2PI + 2.0 * math.log(eta_dec)) + squared_error / (2 * eta_dec**2)
-    kl = _gaussian_kl_to_isotropic(torch.diagonal(encoder @ moment @ encoder.T), encoder_std, eta_enc)
+    kl = _kl_term(torch.diagonal(encoder @ moment @ encoder.T), encoder_std, eta_enc, free_bits)
     return reconstruction + beta * kl
 
 
 def cvae_expected_loss(decoder_z, decoder_x, encoder_x, encoder_y, encoder_std, moment_xx, moment_yx, moment_yy,
-                       *, beta, eta_enc, eta_dec) -> torch.Tensor:
+                       *, beta, eta_enc, eta_dec, free_bits: float = 0.0) -> torch.Tensor:
     """Expected negative beta-ELBO of the linear CVAE, per data point.
 
     Decoder mean U1 z + U2 x (``decoder_z`` (d_y, k), ``decoder_x`` (d_y, d_x));
     encoder mean W1 x + W2 y (``encoder_x`` (k, d_x), ``encoder_y`` (k, d_y)),
-    ``encoder_std`` (k,); moments E[xx^T], E[yx^T], E[yy^T].
+    ``encoder_std`` (k,); moments E[xx^T], E[yx^T], E[yy^T].  ``free_bits`` as in
+    :func:`vae_expected_loss`.
     """
     tensors = map(_t, (decoder_z, decoder_x, encoder_x, encoder_y, encoder_std, moment_xx, moment_yx, moment_yy))
     decoder_z, decoder_x, encoder_x, encoder_y, encoder_std, moment_xx, moment_yx, moment_yy = tensors
@@ -81,7 +99,7 @@ def cvae_expected_loss(decoder_z, decoder_x, encoder_x, encoder_y, encoder_std, 
     squared_error = (torch.trace(residual_map @ joint @ residual_map.T)
                      + torch.trace(decoder_z @ torch.diag(encoder_std**2) @ decoder_z.T))
     reconstruction = 0.5 * moment_yy.shape[0] * (_LOG_2PI + 2.0 * math.log(eta_dec)) + squared_error / (2 * eta_dec**2)
-    kl = _gaussian_kl_to_isotropic(torch.diagonal(encoder @ joint @ encoder.T), encoder_std, eta_enc)
+    kl = _kl_term(torch.diagonal(encoder @ joint @ encoder.T), encoder_std, eta_enc, free_bits)
     return reconstruction + beta * kl
 
 
@@ -353,3 +371,161 @@ def numeric_linear_mhvae(x, latent_dims: tuple[int, int], beta1: float = 1.0, be
         variables["z2_encoder_std"] = np.sort(np.exp(best["log_std"]))
     return _rank_dataset(variables, losses, {"model": "linear_mhvae",
                                              "z2_variance": "learnable" if fixed_log_std is None else "fixed"})
+
+
+# --- Free bits (population version): min recon + beta sum_j max(tau, KL_j) -------------------------------
+# max() makes the loss non-smooth, and L-BFGS stalls at the kink.  The epigraph form
+#     min recon(p) + beta sum_j t_j   s.t.  t_j >= tau,  t_j >= KL_j(p)
+# has the same minimisers and only smooth pieces, so SLSQP solves it to round-off.
+
+
+def _vae_kl_per_dim_and_jacobian(p, moment, *, eta_enc):
+    """Per-dimension expected KL (k,) of the linear VAE and its Jacobian ``{name: (k, *shape)}``."""
+    encoder, log_std = p["encoder"], p["log_std"]
+    encoder_moment = encoder @ moment
+    variance = np.exp(2.0 * log_std)
+    k = encoder.shape[0]
+    kl = 0.5 * ((np.sum(encoder_moment * encoder, 1) + variance) / eta_enc**2
+                - 2.0 * (log_std - math.log(eta_enc)) - 1.0)
+    d_encoder = np.zeros((k,) + encoder.shape)
+    d_encoder[np.arange(k), np.arange(k)] = encoder_moment / eta_enc**2  # KL_j depends on row j only
+    jacobian = {"decoder": np.zeros((k,) + p["decoder"].shape), "encoder": d_encoder,
+                "log_std": np.diag(variance / eta_enc**2 - 1.0)}
+    return kl, jacobian
+
+
+def _cvae_kl_per_dim_and_jacobian(p, joint, dim_x, *, eta_enc):
+    """Per-dimension expected KL (k,) of the linear CVAE and its Jacobian ``{name: (k, *shape)}``."""
+    encoder = np.hstack([p["encoder_x"], p["encoder_y"]])
+    encoder_joint = encoder @ joint
+    variance = np.exp(2.0 * p["log_std"])
+    k = encoder.shape[0]
+    kl = 0.5 * ((np.sum(encoder_joint * encoder, 1) + variance) / eta_enc**2
+                - 2.0 * (p["log_std"] - math.log(eta_enc)) - 1.0)
+    d_encoder = np.zeros((k,) + encoder.shape)
+    d_encoder[np.arange(k), np.arange(k)] = encoder_joint / eta_enc**2
+    jacobian = {name: np.zeros((k,) + p[name].shape) for name in ("decoder_z", "decoder_x")}
+    jacobian.update(encoder_x=d_encoder[:, :, :dim_x], encoder_y=d_encoder[:, :, dim_x:],
+                    log_std=np.diag(variance / eta_enc**2 - 1.0))
+    return kl, jacobian
+
+
+def minimise_with_kl_floor(reconstruction: Callable, kl_per_dim: Callable, shapes: dict[str, tuple[int, ...]], *,
+                           beta: float, free_bits: float, n_restarts: int = 8, seed: int = 0, init_scale: float = 0.5,
+                           max_iterations: int = 3000) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Minimise ``reconstruction(p) + beta * sum_j max(free_bits, KL_j(p))`` by SLSQP on its epigraph form.
+
+    ``reconstruction(p)`` returns (value, grads); ``kl_per_dim(p)`` returns (kl of
+    shape (k,), Jacobian dict with a leading k axis).  Starts are ``init_scale``
+    standard normals from ``numpy.random.default_rng(seed)``.  Returns the best
+    parameters and every restart's final (true, non-smooth) loss.
+    """
+    names = list(shapes)
+    sizes = [int(np.prod(shapes[name])) for name in names]
+    splits = np.cumsum(sizes)[:-1]
+    n_params = int(sum(sizes))
+    generator = np.random.default_rng(seed)
+
+    def unpack(flat):
+        return {name: chunk.reshape(shapes[name]) for name, chunk in zip(names, np.split(flat[:n_params], splits))}
+
+    def objective(flat):
+        value, grads = reconstruction(unpack(flat))
+        k = len(flat) - n_params
+        return float(value + beta * np.sum(flat[n_params:])), np.concatenate(
+            [np.ravel(grads[name]) for name in names] + [np.full(k, beta)])
+
+    def kl_gap(flat):  # t_j - KL_j(p) >= 0
+        kl, _ = kl_per_dim(unpack(flat))
+        return flat[n_params:] - kl
+
+    def kl_gap_jacobian(flat):
+        kl, jacobian = kl_per_dim(unpack(flat))
+        k = len(kl)
+        return np.hstack([-np.concatenate([jacobian[name].reshape(k, -1) for name in names], 1), np.eye(k)])
+
+    def true_loss(flat):
+        params = unpack(flat)
+        kl, _ = kl_per_dim(params)
+        return float(reconstruction(params)[0] + beta * np.sum(np.maximum(free_bits, kl)))
+
+    best_flat, best_value, values = None, np.inf, []
+    with threadpool_limits(limits=1):
+        for _ in range(n_restarts):
+            start = init_scale * generator.standard_normal(n_params)
+            kl_start, _ = kl_per_dim(unpack(start))
+            flat = np.concatenate([start, np.maximum(free_bits, kl_start) + 0.1])  # a feasible start
+            k = len(kl_start)
+            # t_j >= free_bits as bounds; t_j >= KL_j as smooth inequality constraints.
+            bounds = [(None, None)] * n_params + [(free_bits, None)] * k
+            result = minimize(objective, flat, jac=True, method="SLSQP", bounds=bounds,
+                              constraints=[{"type": "ineq", "fun": kl_gap, "jac": kl_gap_jacobian}],
+                              options={"maxiter": max_iterations, "ftol": 1e-15})
+            value = true_loss(result.x)  # the epigraph value can sit a hair above it
+            values.append(value)
+            if value < best_value:
+                best_flat, best_value = result.x, value
+    return unpack(best_flat), np.asarray(values)
+
+
+def _checked_free_bits_hyper(beta, eta_enc, eta_dec, free_bits) -> tuple[float, float, float, float]:
+    """(beta, eta_enc, eta_dec) > 0 and free_bits >= 0 as floats, else ValueError naming the parameter."""
+    checked = tuple(check_positive(n, v) for n, v in (("beta", beta), ("eta_enc", eta_enc), ("eta_dec", eta_dec)))
+    return checked + (check_free_bits(free_bits),)
+
+
+def numeric_linear_vae_free_bits(x, latent_dim: int, beta: float = 1.0, eta_enc: float = 1.0, eta_dec: float = 1.0,
+                                 free_bits: float = 0.0, *, n_restarts: int = 8, seed: int = 0) -> xr.Dataset:
+    """Numerically optimal linear VAE (learnable std, full matrices) under population free bits, in rank order.
+
+    Variables along ``rank``: ``decoder_sv``, ``encoder_sv`` (of W A^(1/2)), ``kl``
+    (per latent dimension, nats, descending) and ``encoder_std`` (ascending).
+    ``attrs["loss"]``: the best expected free-bits loss per data point.
+    """
+    x = as_data_matrix("x", x)
+    latent_dim = check_int_range("latent_dim", latent_dim, 1, x.shape[1])
+    beta, eta_enc, eta_dec, free_bits = _checked_free_bits_hyper(beta, eta_enc, eta_dec, free_bits)
+    moment = x.T @ x / x.shape[0]
+    d = x.shape[1]
+    shapes = {"decoder": (d, latent_dim), "encoder": (latent_dim, d), "log_std": (latent_dim,)}
+    best, losses = minimise_with_kl_floor(
+        lambda p: _vae_value_and_grad(p, moment, None, beta=0.0, eta_enc=eta_enc, eta_dec=eta_dec),
+        lambda p: _vae_kl_per_dim_and_jacobian(p, moment, eta_enc=eta_enc), shapes, beta=beta, free_bits=free_bits,
+        n_restarts=n_restarts, seed=seed)
+    kl, _ = _vae_kl_per_dim_and_jacobian(best, moment, eta_enc=eta_enc)
+    return _rank_dataset({
+        "decoder_sv": _singular_values(best["decoder"]),
+        "encoder_sv": _singular_values(best["encoder"] @ psd_sqrt(moment)),
+        "encoder_std": np.sort(np.exp(best["log_std"])),
+        "kl": _descending(kl),
+    }, losses, {"model": "linear_vae", "encoder_variance": "learnable", "free_bits": free_bits})
+
+
+def numeric_linear_cvae_free_bits(x, y, latent_dim: int, beta: float = 1.0, eta_enc: float = 1.0,
+                                  eta_dec: float = 1.0, free_bits: float = 0.0, *, n_restarts: int = 8,
+                                  seed: int = 0) -> xr.Dataset:
+    """Numerically optimal linear CVAE (full matrices) under population free bits, in rank order.
+
+    Variables as :func:`numeric_linear_cvae` plus ``kl`` (nats, descending);
+    ``attrs["loss"]``: the best expected free-bits loss per data point.
+    """
+    x, y = as_paired_data(x, y)
+    latent_dim = check_int_range("latent_dim", latent_dim, 1, y.shape[1])
+    beta, eta_enc, eta_dec, free_bits = _checked_free_bits_hyper(beta, eta_enc, eta_dec, free_bits)
+    joint_data = np.hstack([x, y])
+    joint = joint_data.T @ joint_data / x.shape[0]
+    dx, dy = x.shape[1], y.shape[1]
+    shapes = {"decoder_z": (dy, latent_dim), "decoder_x": (dy, dx), "encoder_x": (latent_dim, dx),
+              "encoder_y": (latent_dim, dy), "log_std": (latent_dim,)}
+    best, losses = minimise_with_kl_floor(
+        lambda p: _cvae_value_and_grad(p, joint, dx, beta=0.0, eta_enc=eta_enc, eta_dec=eta_dec),
+        lambda p: _cvae_kl_per_dim_and_jacobian(p, joint, dx, eta_enc=eta_enc), shapes, beta=beta,
+        free_bits=free_bits, n_restarts=n_restarts, seed=seed)
+    residual = residual_moment_from_blocks(joint[:dx, :dx], joint[dx:, :dx], joint[dx:, dx:])
+    kl, _ = _cvae_kl_per_dim_and_jacobian(best, joint, dx, eta_enc=eta_enc)
+    return _rank_dataset({
+        "decoder_sv": _singular_values(best["decoder_z"]),
+        "encoder_sv": _singular_values(best["encoder_y"] @ psd_sqrt(residual)),
+        "encoder_std": np.sort(np.exp(best["log_std"])),
+        "kl": _descending(kl),
+    }, losses, {"model": "linear_cvae", "encoder_variance": "learnable", "free_bits": free_bits})

@@ -124,3 +124,28 @@ def test_reconstruction_grid_shapes():
     np.testing.assert_allclose(fig.axes[0].get_images()[0].get_array(), observed.values[0].reshape(8, 8))
     png = plots.to_png(fig)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kl_schedule_draws_one_line_per_configuration_and_the_free_bits_floor():
+    from ppl_vae.inference.schedules import schedule_curve
+
+    curve = schedule_curve(40, warmup_steps=[10, 0, 0], cycle_steps=[0, 12, 0], cycle_ratio=0.5)
+    fig = plots.plot_kl_schedule(curve.assign_attrs(free_bits=0.5))
+    ax, floor_ax = fig.axes
+    assert len(ax.get_lines()) == 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["warm-up W=10", "cyclical P=12, R=0.5", "constant"]
+    assert [line.get_label() for line in floor_ax.get_lines()] == ["free bits = 0.5 nats"]
+    assert floor_ax.get_lines()[0].get_ydata()[0] == 0.5
+    np.testing.assert_array_equal(ax.get_lines()[1].get_ydata(), curve.isel(config=1).values)
+
+
+def test_kl_schedule_single_curve_on_given_axes_without_floor():
+    from ppl_vae.inference.schedules import schedule_curve
+
+    fig = Figure()
+    ax = fig.subplots()
+    returned = plots.plot_kl_schedule(xr.Dataset({"kl_weight": schedule_curve(20, warmup_steps=5)}), ax=ax)
+    assert returned is fig and len(fig.axes) == 1  # no floor: no second axis
+    assert len(ax.get_lines()) == 1 and ax.get_legend() is None
+    with pytest.raises(ValueError, match="curve must be over 'step'"):
+        plots.plot_kl_schedule(xr.DataArray(np.ones(3), dims=("epoch",)))
