@@ -34,6 +34,8 @@ from pyro.distributions import Independent
 from pyro.distributions.kl import kl_divergence
 from pyro.poutine.util import site_is_subsample
 
+from ppl_vae.inference.free_bits import free_bits_kl
+
 ANALYTIC = "analytic"
 SAMPLED = "sampled"
 
@@ -131,16 +133,17 @@ def elbo_terms(model: Callable, guide: Callable, *args, estimators: Mapping[str,
 
 
 def _floored_kl(q, p, floor: torch.Tensor) -> torch.Tensor:
-    """Free-bits KL of one site, spread over the rows so the usual batch sum applies.
+    """Free-bits KL of one site (:func:`~ppl_vae.inference.free_bits.free_bits_kl`) spread over the rows.
 
     ``KL_bj`` per row b and latent dimension j, ``(..., B, d)``; the objective
-    ``sum_j max(lambda, mean_b KL_bj)`` per configuration, times ``B``, returned
-    as ``(..., B)`` rows that each hold ``1/B`` of it.
+    ``B * sum_j max(lambda, mean_b KL_bj)`` per configuration, returned as
+    ``(..., B)`` rows that each hold ``1/B`` of it, so the usual batch sum applies.
+    ``floor`` is a number (one model) or ``(K, 1)`` (one per configuration).
     """
     kl = kl_divergence(_per_dimension(q), _per_dimension(p))  # (..., B, d)
-    per_dim = kl.mean(dim=-2, keepdim=True)                    # (..., 1, d)
-    floored = torch.maximum(per_dim, floor.unsqueeze(-1) if floor.dim() else floor).sum(-1)  # (..., 1)
-    return floored.expand(kl.shape[:-1])
+    total = free_bits_kl(kl, floor.unsqueeze(-1) if floor.dim() else floor, validate=False)  # (...)
+    rows = kl.shape[-2]
+    return (total / rows).unsqueeze(-1).expand(kl.shape[:-1])
 
 
 def per_config_loss(model: Callable, guide: Callable, *args, estimators: Mapping[str, str],

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 
-def free_bits_kl(kl_per_dim: torch.Tensor, free_bits) -> torch.Tensor:
+def free_bits_kl(kl_per_dim: torch.Tensor, free_bits, *, validate: bool = True) -> torch.Tensor:
     """Batch-sum-scaled free-bits KL term ``B * sum_j max(lambda, mean_b KL_bj)``.
 
     Parameters
@@ -24,6 +24,9 @@ def free_bits_kl(kl_per_dim: torch.Tensor, free_bits) -> torch.Tensor:
         Leading dimensions (e.g. K configurations of a sweep) are kept.
     free_bits : float >= 0, or tensor broadcastable to (..., 1, 1)
         The floor lambda in nats per dimension; 0 gives the plain batch sum.
+    validate : bool
+        Check the floor on the host (a device sync); the training loop passes
+        False, its floors were checked when the model config was built.
 
     Returns
     -------
@@ -42,7 +45,7 @@ def free_bits_kl(kl_per_dim: torch.Tensor, free_bits) -> torch.Tensor:
     if batch_size == 0:
         raise ValueError("kl_per_dim must hold at least one data point (B >= 1), got B = 0")
     floor = torch.as_tensor(free_bits, dtype=kl_per_dim.dtype, device=kl_per_dim.device)
-    if not isinstance(free_bits, torch.Tensor) or not free_bits.requires_grad:
+    if validate and (not isinstance(free_bits, torch.Tensor) or not free_bits.requires_grad):
         # A host check only where it cannot stall a graph (plain numbers and constant tensors).
         if not bool(torch.all(torch.isfinite(floor) & (floor >= 0))):
             raise ValueError(f"free_bits must be finite and >= 0 (nats per latent dimension), got {free_bits!r}")

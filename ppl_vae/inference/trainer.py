@@ -380,7 +380,8 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr * lr_decay**step
             opt.zero_grad(set_to_none=True)
-            multipliers = {site: kl_weight(step, *schedule) for site, schedule in schedules.items()}
+            multipliers = {site: kl_weight(step, *schedule, validate=False)
+                           for site, schedule in schedules.items()}
             losses = per_config_loss(trainee.module.model, trainee.module.guide, *batch, estimators=estimators,
                                      kl_multipliers=multipliers or None, free_bits=floors or None,
                                      ) / batch[0].shape[-2]
