@@ -34,6 +34,7 @@ EXPERIMENTS: dict[str, str] = {
     "mhvae_beta1_beta2": "6.6 ReLU MLP MHVAE: collapse of z1 and z2 over beta1, beta2 and eta_dec",
     "vae_fixed_vs_learnable_variance": "6.7 VAE with learnable vs fixed encoder variance",
     "mitigations": "6.8 mitigations: decorrelated input, separate latent mappings, learned prior",
+    "kl_schedules_free_bits": "derived: KL warm-up, cyclical annealing and free bits against the linear theory",
 }
 
 #: Experiments on synthetic data only; every other one reads images (MNIST in full mode).

@@ -1,0 +1,210 @@
+"""Derived: KL warm-up, cyclical annealing and free bits on the CVAE, measured against the linear theory.
+
+Not an experiment of the paper: the mitigations users reach for first, held against what the closed
+forms predict. A schedule only changes the path (its weight is 1 at the end), so for the LINEAR CVAE
+warm-up and cyclical annealing must end at the fixed-beta optimum of Theorem 2; free bits change the
+objective, so each latent dimension ends at or above the floor lambda (``ppl_vae.theory.free_bits``).
+How MANY dimensions sit at the floor has a closed form only while no latent dimension at the floor can
+profit from sharing its capacity across modes (``attrs["certified_global"]``); where sharing lowers the
+loss (``mode_sharing_descends``) a full-matrix model puts more dimensions at the floor than the
+mode-aligned formula says, so that count is reported beside the formula, not judged. The MLP CVAE is
+measured beside it, where no theory applies and a schedule may well change the end point: reported,
+judged only on the floor.
+
+Every variant and seed of one architecture trains as ONE run (each configuration from its own seed);
+metrics are on held-out rows: collapsed dimensions (mean KL < 0.01 nats), active units, the smallest
+per-dimension KL, and the importance-weighted log-likelihood.
+
+Outputs (``OUT/kl_schedules_free_bits/``): ``runs.csv`` (one row per architecture, variant, seed),
+``summary.csv`` (seed means with standard errors next to the predictions), ``schedules.nc`` (the KL
+weight over steps of each variant) and figures.
+
+    python analyses/kl_schedules_free_bits.py --quick --out results
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ppl_vae.diagnostics import diagnose
+from ppl_vae.inference.schedules import schedule_curve
+from ppl_vae.models import CVAEConfig
+from ppl_vae.plots import plot_kl_schedule
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, compute_threads, diagnose_options, image_data,
+                               parse_settings, subsample, training_options)
+from ppl_vae.sweep import run_sweep
+from ppl_vae.theory.closed_form import linear_cvae
+
+NAME = "kl_schedules_free_bits"
+CLAIM = ("A KL schedule changes the path, not the optimum: the linear CVAE ends warm-up and cyclical annealing "
+         "at the fixed-beta collapse of Theorem 2; free bits change the optimum and keep every dimension at or "
+         "above lambda, the modes fixed beta collapses sitting at the floor.")
+#: Decoder noise std and KL weight: several of the 16 digits modes collapse at the fixed-beta optimum.
+ETA_DEC, BETA = 0.25, 1.0
+FREE_BITS = (0.05, 0.2, 0.5)
+#: A dimension "sits at the floor" within this relative distance of lambda.
+FLOOR_RTOL = 0.25
+
+
+def variants(steps: int) -> dict[str, dict]:
+    """Config fields of each variant; schedules last a quarter of training (cycles of a quarter)."""
+    out = {"fixed": {}, "warm-up": {"kl_warmup": steps // 4},
+           "cyclical": {"kl_cycle": steps // 4, "kl_cycle_ratio": 0.5}}
+    out.update({f"free bits {lam:g}": {"free_bits": lam} for lam in FREE_BITS})
+    return out
+
+
+def main(argv=None) -> ClaimCheck:
+    """Parse the command line, run the experiment, return its claim check."""
+    settings = parse_settings(__doc__.splitlines()[0], argv)
+    with compute_threads(settings):
+        return run(settings)
+
+
+def run(settings) -> ClaimCheck:
+    out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
+    train, test = image_data(settings, split="quadrant")
+    test = subsample(test, settings.seed)
+    latent = settings.pick(4, 16, 64)
+    seeds = [settings.seed + k for k in range(getattr(settings, "seeds", 3))]
+    rows, curves = [], {}
+    for arch in ("linear", "mlp"):
+        options = training_options(settings, kind=arch)
+        if arch == "linear":
+            options["steps"] = settings.pick(40, 4000, 12000)
+            options["lr"], options["lr_decay"] = 0.02, float(np.exp(np.log(0.05) / options["steps"]))
+        steps = options.pop("steps")
+        base = CVAEConfig(train.x.shape[1], train.y.shape[1], latent, arch=arch, beta=BETA, eta_dec=ETA_DEC,
+                          hidden_dims=(settings.pick(8, 64, 128),))
+        named = variants(steps)
+        configs = [dataclasses.replace(base, **fields) for fields in named.values() for _ in seeds]
+        labels = [name for name in named for _ in seeds]
+        options.pop("seed")
+        result = run_sweep(None, configs, train, seeds=seeds * len(named), steps=steps, **options)
+        for label, config, seed, model in zip(labels, result.configs, result.seeds, result.models):
+            idata = diagnose(model, train, test_data=test, theory=False, **diagnose_options(settings))
+            kl = idata.collapse["z_kl_mean"].values
+            rows.append({"arch": arch, "variant": label, "seed": seed, "free_bits": config.free_bits,
+                         "n_collapsed": int((kl < 0.01).sum()), "active_units": int(idata.collapse["z_active_units"]),
+                         "min_kl": float(kl.min()), "n_at_floor": _at_floor(kl, config.free_bits),
+                         "iw_log_likelihood": float(idata.metrics["iw_log_likelihood"])})
+        curves[arch] = schedule_curve(steps, [fields.get("kl_warmup", 0) for fields in named.values()],
+                                      [fields.get("kl_cycle", 0) for fields in named.values()],
+                                      [fields.get("kl_cycle_ratio", 0.5) for fields in named.values()]
+                                      ).assign_coords(config=list(named)).rename(config="variant")
+    table = pd.DataFrame(rows)
+    predictions = predicted(train, latent)
+    summary = summarise(table, predictions)
+    out.table("runs", table, "one row per architecture, variant and seed; metrics on held-out rows")
+    out.table("summary", summary, "seed means and standard errors, with the linear theory's predictions")
+    weights = xr.Dataset({f"kl_weight_{arch}": curve.reset_coords(drop=True).drop_attrs().rename(step=f"step_{arch}")
+                         for arch, curve in curves.items()})
+    out.dataset("schedules", weights, "KL weight multiplier w(t) of each variant over the steps of each architecture")
+    shown = curves["mlp"].sel(variant=["fixed", "warm-up", "cyclical"]).assign_attrs(free_bits=FREE_BITS[1])
+    out.figure("kl_schedules", plot_kl_schedule(shown, title=f"KL weight over the MLP run (free-bits floor "
+                                                             f"{FREE_BITS[1]:g} nats shown)"),
+               "the KL weight multiplier of the fixed, warm-up and cyclical variants, and one free-bits floor")
+    verdict = judge(summary)
+    check = ClaimCheck(NAME, CLAIM, verdict.agrees, verdict.rule, verdict.numbers)
+    out.claim(check)
+    return check
+
+
+def _at_floor(kl: np.ndarray, floor: float) -> int:
+    return int((np.abs(kl - floor) <= FLOOR_RTOL * floor).sum()) if floor > 0 else 0
+
+
+def predicted(train, latent: int) -> dict[str, float | bool]:
+    """The linear theory on the training rows: collapsed modes at fixed beta; modes at each floor.
+
+    ``certified {lambda}`` says whether the mode-aligned free-bits optimum is the global one.
+    """
+    from ppl_vae.theory.free_bits import linear_cvae_free_bits
+
+    fixed = linear_cvae(train.x, train.y, latent, beta=BETA, eta_dec=ETA_DEC)
+    out: dict[str, float | bool] = {"fixed": float(fixed["collapsed"].sum())}
+    for lam in FREE_BITS:
+        floored = linear_cvae_free_bits(train.x, train.y, latent, beta=BETA, eta_dec=ETA_DEC, free_bits=lam)
+        out[f"at_floor {lam:g}"] = float(floored["at_floor"].sum())
+        out[f"certified {lam:g}"] = not bool(floored.attrs["mode_sharing_descends"])
+    return out
+
+
+def summarise(table: pd.DataFrame, predictions: dict[str, float]) -> pd.DataFrame:
+    """Seed means and standard errors per architecture and variant, with the theory's numbers (linear)."""
+    metrics = ["n_collapsed", "active_units", "min_kl", "n_at_floor", "iw_log_likelihood"]
+    grouped = table.groupby(["arch", "variant"], sort=False)
+    summary = grouped[metrics].mean().add_suffix("_mean").join(grouped[metrics].sem(ddof=1).add_suffix("_se"))
+    summary = summary.join(grouped["free_bits"].first()).join(grouped["seed"].count().rename("n_seeds"))
+    summary = summary.reset_index()
+    summary["predicted_collapsed"] = np.where(summary.free_bits > 0, 0.0, predictions["fixed"])
+    summary["predicted_at_floor"] = [predictions.get(f"at_floor {lam:g}", 0.0) for lam in summary.free_bits]
+    summary["prediction_certified"] = [bool(predictions.get(f"certified {lam:g}", True)) for lam in summary.free_bits]
+    summary.loc[summary.arch != "linear", ["predicted_collapsed", "predicted_at_floor"]] = np.nan
+    summary.loc[summary.arch != "linear", "prediction_certified"] = False
+    return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    agrees: bool
+    rule: str
+    numbers: dict
+
+
+def _close(mean: float, se: float, target: float) -> bool:
+    """Within one latent dimension or two standard errors of the target, whichever is wider."""
+    return abs(mean - target) <= max(1.0, 2.0 * (0.0 if np.isnan(se) else se))
+
+
+def judge(summary: pd.DataFrame) -> Verdict:
+    """The rule, a pure function of the summary table (see ``tests/analyses`` for its counterfactuals).
+
+    Linear model: warm-up and cyclical end within one dimension (or two standard errors) of Theorem 2's
+    fixed-beta collapsed count AND of the fixed variant's measured count; each free-bits variant has no
+    dimension below 0.8 lambda (seed mean of the smallest KL) and, where the closed form is certified
+    global, as many dimensions at the floor as predicted, within the same tolerance. MLP: the floor
+    part only (no theory for its end point).
+    """
+    rows = {(r.arch, r.variant): r for r in summary.itertuples()}
+    reasons, ok = [], True
+    fixed = rows[("linear", "fixed")]
+    for name in ("warm-up", "cyclical"):
+        row = rows[("linear", name)]
+        here = (_close(row.n_collapsed_mean, row.n_collapsed_se, row.predicted_collapsed)
+                and _close(row.n_collapsed_mean, row.n_collapsed_se, fixed.n_collapsed_mean))
+        ok &= here
+        reasons.append(f"linear {name}: {row.n_collapsed_mean:.2f} collapsed vs {row.predicted_collapsed:g} "
+                       f"predicted ({'ok' if here else 'off'})")
+    for (arch, name), row in rows.items():
+        if row.free_bits <= 0:
+            continue
+        here = row.min_kl_mean >= 0.8 * row.free_bits
+        if row.prediction_certified:
+            here &= _close(row.n_at_floor_mean, row.n_at_floor_se, row.predicted_at_floor)
+        ok &= bool(here)
+        if arch != "linear":
+            against = ""
+        elif row.prediction_certified:
+            against = f" vs {row.predicted_at_floor:g} predicted"
+        else:
+            against = f" (mode-aligned formula {row.predicted_at_floor:g}; sharing lowers the loss: not judged)"
+        reasons.append(f"{arch} {name}: smallest KL {row.min_kl_mean:.3f}, {row.n_at_floor_mean:.2f} at the floor"
+                       f"{against} ({'ok' if here else 'off'})")
+    numbers = {"checks": reasons, "table": summary.round(4).to_dict("records")}
+    rule = ("linear: warm-up and cyclical within max(1, 2 SE) of Theorem 2's fixed-beta count and of the fixed "
+            "variant; free bits: smallest per-dimension KL >= 0.8 lambda and, where the closed form is certified "
+            "global, the predicted number of dimensions at the floor within max(1, 2 SE); seed means over the "
+            "seeds of runs.csv")
+    return Verdict(bool(ok), rule, numbers)
+
+
+if __name__ == "__main__":
+    result = main()
+    print(f"{result.experiment}: agrees={result.agrees} {result.numbers}")
+    sys.exit(0)
