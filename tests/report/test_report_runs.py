@@ -38,7 +38,7 @@ def test_stale_cache_from_another_checkpoint_is_recomputed(cvae_runs, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(cvae_runs[1], run)
     before = diagnose_run(run, **FAST)
-    state = torch.load(run / CHECKPOINT_NAME, weights_only=False)
+    state = torch.load(run / CHECKPOINT_NAME, weights_only=True)
     for name, tensor in state["model_state"].items():
         if "decoder" in name and tensor.is_floating_point():
             tensor.zero_()  # decoder with no z-branch: every latent dimension carries nothing
