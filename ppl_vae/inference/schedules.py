@@ -194,3 +194,27 @@ def predicted_end_point(predict: Callable[..., xr.Dataset], *, beta: float, step
     return prediction.assign_attrs(final_kl_weight=final, effective_beta=beta * final, steps_at_full_weight=at_full,
                                    schedule_beta=beta, warmup_steps=warmup_steps, cycle_steps=cycle_steps,
                                    cycle_ratio=cycle_ratio, steps=steps)
+
+
+def config_schedule(config: dict, steps: int) -> xr.DataArray | None:
+    """The KL weight over ``steps`` of a model config (``to_dict()`` form), one curve per latent level.
+
+    Returns
+    -------
+    xr.DataArray or None
+        Over (``level``, ``step``) (levels ``''`` or ``'1'``, ``'2'``), with ``attrs["free_bits"]``
+        the largest free-bits floor (nats per dimension, 0 if none); None when the config has
+        neither a schedule nor a floor.
+    """
+    levels = [level for level in ("", "1", "2") if f"kl_warmup{level}" in config]
+    if not levels:
+        return None
+    warmup = [int(config[f"kl_warmup{level}"]) for level in levels]
+    cycle = [int(config[f"kl_cycle{level}"]) for level in levels]
+    floors = [float(config[f"free_bits{level}"]) for level in levels]
+    if not any(warmup) and not any(cycle) and not any(floors):
+        return None
+    curve = schedule_curve(steps, warmup, cycle, [float(config[f"kl_cycle_ratio{level}"]) for level in levels])
+    names = ["z" if not level else f"z{level}" for level in levels]
+    return (curve.reset_coords(drop=True).assign_coords(config=names).rename(config="level")
+            .assign_attrs(free_bits=max(floors)))

@@ -12,6 +12,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from ppl_vae.inference.schedules import config_schedule
+
 from .. import __version__, plots
 from ..diagnostics import combine
 from .summary import headline, metrics_table
@@ -77,6 +79,11 @@ def run_section(name: str, idata: az.InferenceData, loss: xr.DataArray | None) -
     parts.extend(_image_figures(idata))
     if loss is not None:
         parts.append(_try_figure(lambda: plots.loss_curves({name: loss}), "training loss"))
+    schedule = config_schedule(config, int(loss.sizes["step"]) if loss is not None else 1000)
+    if schedule is not None:
+        parts.append(_try_figure(lambda: plots.plot_kl_schedule(schedule),
+                                 f"KL weight over training per latent level; free-bits floor "
+                                 f"{schedule.attrs['free_bits']:g} nats per dimension"))
     parts.append("</div></section>")
     return "\n".join(parts)
 

@@ -101,3 +101,15 @@ def test_predicted_end_point_is_the_closed_form_at_the_final_weight():
     cut = predicted_end_point(linear_vae, beta=1.5, steps=12, cycle_steps=10, cycle_ratio=0.5, **kwargs)
     assert cut.attrs["final_kl_weight"] == pytest.approx(0.4) and cut.attrs["steps_at_full_weight"] == 0
     assert cut.attrs["beta"] == pytest.approx(0.6)
+
+
+def test_a_config_schedule_has_one_curve_per_latent_level_and_carries_the_floor():
+    from ppl_vae.inference.schedules import config_schedule
+    from ppl_vae.models import CVAEConfig, MHVAEConfig
+
+    assert config_schedule(CVAEConfig(3, 3, 2).to_dict(), 100) is None
+    curve = config_schedule(MHVAEConfig(4, (2, 2), kl_warmup1=10, kl_cycle2=20, free_bits2=0.3).to_dict(), 100)
+    assert curve.dims == ("level", "step") and list(curve.level.values) == ["z1", "z2"]
+    assert curve.sel(level="z1", step=9).item() == 1.0 and curve.sel(level="z1", step=0).item() == 0.1
+    assert curve.sel(level="z2", step=20).item() == curve.sel(level="z2", step=0).item() < 1.0
+    assert curve.attrs["free_bits"] == 0.3

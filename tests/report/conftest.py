@@ -31,7 +31,9 @@ def cvae_runs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mhvae_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("mhvae")
-    config = MHVAEConfig(input_dim=64, latent_dims=(4, 3), arch="mlp", hidden_dims=(16,), beta2=2.0)
+    # a warm-up on z2 and a free-bits floor: the report draws the schedule and the floor
+    config = MHVAEConfig(input_dim=64, latent_dims=(4, 3), arch="mlp", hidden_dims=(16,), beta2=2.0, kl_warmup2=5,
+                         free_bits2=0.1)
     return train_run(root / "mhvae", config, paired=False)
 
 
