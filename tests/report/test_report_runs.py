@@ -63,7 +63,7 @@ def test_report_page_has_headlines_table_and_decodable_figures(report_page):
         assert mpimg.imread(io.BytesIO(png), format="png").shape[0] > 50
     assert "conditional completions" in page and "reconstructions" in page
     # the MHVAE run alone has a KL schedule and a floor: one schedule figure, with its floor
-    assert page.count("KL weight over training per latent level") == 1
+    assert page.count("<figcaption>KL weight over training per latent level") == 1
     assert "free-bits floor 0.1 nats per dimension" in page
 
 
