@@ -21,7 +21,7 @@ not ``z1`` (p(z1|z2) depends on z2, which the bottom-up guide draws after z1).
 Two training variants act on the latent terms (issue: KL schedules and free bits):
 ``kl_multipliers`` multiplies a site's term by a per-configuration weight (a KL
 warm-up or cyclical schedule at this step, on top of the site's beta), and
-``free_bits`` replaces an analytic site's KL by ``B * sum_j max(lambda, mean_b KL_bj)``.
+``free_bits`` replaces a site's KL by ``B * sum_j max(lambda, mean_b KL_bj)``.
 """
 
 from __future__ import annotations
@@ -98,8 +98,9 @@ def elbo_terms(model: Callable, guide: Callable, *args, estimators: Mapping[str,
         batch shape (``(K, 1)`` per configuration); a KL schedule at this step.
     free_bits
         Latent site -> floor lambda (nats per latent dimension), broadcastable to
-        ``(K, 1)``; analytic sites only. The site's term becomes
-        ``scale * B * sum_j max(lambda, mean_b KL_bj)`` spread evenly over the B rows.
+        ``(K, 1)``. The site's term becomes ``scale * B * sum_j max(lambda, mean_b KL_bj)``
+        spread evenly over the B rows, with ``KL_bj`` analytic, or for a sampled site
+        its one-sample estimate ``log q_j(z_j) - log p_j(z_j)``.
 
     Yields
     ------
@@ -115,35 +116,35 @@ def elbo_terms(model: Callable, guide: Callable, *args, estimators: Mapping[str,
             yield name, -site["fn"].log_prob(site["value"]) * site["scale"]
             continue
         guide_site = guide_trace.nodes[name]
+        floor = None if free_bits is None else free_bits.get(name)
         if estimators[name] == ANALYTIC:
-            floor = None if free_bits is None else free_bits.get(name)
-            if floor is None:
-                term = kl_divergence(guide_site["fn"], site["fn"])
-            else:
-                term = _floored_kl(guide_site["fn"], site["fn"], floor)
-            term = term * guide_site["scale"]
-        else:
-            if free_bits is not None and name in free_bits:
-                raise ValueError(f"free bits need an analytic KL; site {name!r} is sampled")
+            kl = kl_divergence(guide_site["fn"] if floor is None else _per_dimension(guide_site["fn"]),
+                               site["fn"] if floor is None else _per_dimension(site["fn"]))
+            term = (kl if floor is None else _floored(kl, floor)) * guide_site["scale"]
+        elif floor is None:
             term = (guide_site["fn"].log_prob(guide_site["value"]) * guide_site["scale"]
                     - site["fn"].log_prob(site["value"]) * site["scale"])
+        else:
+            # One-sample estimate of each dimension's KL at the guide's draw (log q_j - log p_j), floored
+            # like the analytic one; a site's KL weight is the same in model and guide.
+            value = guide_site["value"]
+            kl = (_per_dimension(guide_site["fn"]).log_prob(value) - _per_dimension(site["fn"]).log_prob(value))
+            term = _floored(kl, floor) * guide_site["scale"]
         if kl_multipliers is not None and name in kl_multipliers:
             term = term * kl_multipliers[name]
         yield name, term
 
 
-def _floored_kl(q, p, floor: torch.Tensor) -> torch.Tensor:
+def _floored(kl: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
     """Free-bits KL of one site (:func:`~ppl_vae.inference.free_bits.free_bits_kl`) spread over the rows.
 
-    ``KL_bj`` per row b and latent dimension j, ``(..., B, d)``; the objective
-    ``B * sum_j max(lambda, mean_b KL_bj)`` per configuration, returned as
-    ``(..., B)`` rows that each hold ``1/B`` of it, so the usual batch sum applies.
-    ``floor`` is a number (one model) or ``(K, 1)`` (one per configuration).
+    ``kl`` holds ``KL_bj`` per row b and latent dimension j, ``(..., B, d)``; the objective
+    ``B * sum_j max(lambda, mean_b KL_bj)`` per configuration is returned as ``(..., B)``
+    rows that each hold ``1/B`` of it, so the usual batch sum applies. ``floor`` is a
+    number (one model) or ``(K, 1)`` (one per configuration).
     """
-    kl = kl_divergence(_per_dimension(q), _per_dimension(p))  # (..., B, d)
     total = free_bits_kl(kl, floor.unsqueeze(-1) if floor.dim() else floor, validate=False)  # (...)
-    rows = kl.shape[-2]
-    return (total / rows).unsqueeze(-1).expand(kl.shape[:-1])
+    return (total / kl.shape[-2]).unsqueeze(-1).expand(kl.shape[:-1])
 
 
 def per_config_loss(model: Callable, guide: Callable, *args, estimators: Mapping[str, str],
