@@ -1,16 +1,18 @@
-"""Where a Pyro SVI step spends its time, and what removing each overhead would gain.
+"""Where an SVI step of ``fit`` spends its time, and what the Pyro-trace ELBO costs in it.
 
 ``python -m ppl_vae.bench.profile [digits|mnist_shaped]`` prints
 
 1. an *ablation* of :func:`ppl_vae.inference.fit` on the MLP CVAE at batch
-   128: the plain-PyTorch step, ``fit`` as it is, ``fit`` with the models'
-   per-call ``pyro.module`` registration skipped, and ``fit`` with also the
-   lighter trace-based ELBO of :func:`ppl_vae.sweep.elbo.elbo_loss`;
+   128: the plain-PyTorch step, ``fit`` as it is, and ``fit`` with the ELBO
+   of :mod:`ppl_vae.inference.elbo` (Pyro traces of model and guide) swapped
+   for the hand-written loss of :mod:`ppl_vae.bench.reference`: the difference
+   is what the Pyro machinery costs inside the engine, the rest is the
+   engine's own loop (batches, noise, schedule, clipping, bookkeeping);
 2. a pyinstrument call tree of ``fit``'s step (when pyinstrument is installed).
 
-The ablations patch the model base class and the trainer *for the duration of
-one timed block only* (restored in ``finally``): they measure what a change
-in those modules would gain, they are not a way to train.
+The ablation patches the trainer *for the duration of one timed block only*
+(restored in ``finally``): it measures what a change would gain, it is not a
+way to train.
 """
 
 from __future__ import annotations
@@ -36,35 +38,26 @@ def _patched(owner, name: str, value) -> Iterator[None]:
         setattr(owner, name, original)
 
 
-class _TraceELBO:
-    """``differentiable_loss`` from :func:`ppl_vae.sweep.elbo.elbo_loss`."""
+def _plain_per_config_loss(model_fn, guide_fn, *batch, **_) -> torch.Tensor:
+    """The engine's ``per_config_loss`` computed by the plain-PyTorch reference loss (one model)."""
+    from ppl_vae.bench.reference import plain_loss
 
-    def __init__(self, mean_field: bool):
-        self.mean_field = mean_field
-
-    def differentiable_loss(self, model, guide, *args):
-        from ppl_vae.sweep.elbo import elbo_loss
-
-        return elbo_loss(model, guide, *args, mean_field=self.mean_field)
+    return plain_loss(model_fn.__self__, *batch, data_size=batch[0].shape[-2]).reshape(1)
 
 
 @contextlib.contextmanager
-def _ablation(skip_registration: bool, light_elbo: bool) -> Iterator[None]:
+def _ablation(plain_elbo: bool) -> Iterator[None]:
     from ppl_vae.inference import trainer
-    from ppl_vae.models.base import LatentVariableModel
 
     with contextlib.ExitStack() as stack:
-        if skip_registration:
-            stack.enter_context(_patched(LatentVariableModel, "_register", lambda self: None))
-        if light_elbo:
-            stack.enter_context(_patched(trainer, "_elbo_for", lambda model: _TraceELBO(model.mean_field)))
+        if plain_elbo:
+            stack.enter_context(_patched(trainer, "per_config_loss", _plain_per_config_loss))
         yield
 
 
 ABLATIONS = {
-    "fit": (False, False),
-    "fit_no_registration": (True, False),
-    "fit_no_registration_trace_elbo": (True, True),
+    "fit": False,
+    "fit_plain_loss": True,
 }
 
 
@@ -88,7 +81,7 @@ def overhead_breakdown(data: str = "digits", *, batch_size: int = 128, steps: in
         model = seeded_model(config, cpu)
 
         def block() -> None:
-            with _ablation(*flags):
+            with _ablation(flags):
                 fit(model, bundle, steps=steps, batch_size=batch_size, seed=0, device=cpu, progress=False)
 
         return block
