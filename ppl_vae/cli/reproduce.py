@@ -11,6 +11,7 @@ import click
 
 from ppl_vae._io import RunDirectoryExistsError
 from ppl_vae.reproduce import EXPERIMENTS, Settings, run_experiments, write_index
+from ppl_vae.reproduce.markdown import write_results_markdown
 
 
 @click.command("reproduce")
@@ -33,7 +34,8 @@ def command(quick, tiny, only, out, device, seed, mnist_dir, overwrite, analyses
     Without --quick the experiments run at the paper's scale on MNIST (local
     IDX files in --mnist-dir) and are meant for a GPU (--device cuda). Writes
     OUT/index.html: a summary table (each experiment's claim and whether the
-    measured numbers agree) followed by every figure and table. Exits with
+    measured numbers agree) followed by every figure and table; OUT/RESULTS.md
+    the same as Markdown (analyses/RESULTS.md is the quick job's). Exits with
     status 1 if any experiment failed.
     """
     if quick and tiny:
@@ -48,8 +50,13 @@ def command(quick, tiny, only, out, device, seed, mnist_dir, overwrite, analyses
         raise click.ClickException(f"{err} (nothing was run)") from None
     except FileNotFoundError as err:
         raise click.ClickException(str(err)) from None
-    index = write_index(settings.out, outcomes, scale=scale,
-                        command="ppl-vae " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    # Rebuilt from the parsed options (sys.argv is not this command's when called in process).
+    words = ["ppl-vae", "reproduce", *([f"--{scale}"] if scale != "full" else []),
+             *[w for name in only for w in ("--only", name)], "--out", str(out), "--seed", str(seed),
+             "--device", device, *(["--mnist-dir", str(mnist_dir)] if scale == "full" else [])]
+    command_line = " ".join(shlex.quote(word) for word in words)
+    index = write_index(settings.out, outcomes, scale=scale, command=command_line)
+    write_results_markdown(settings.out, outcomes, command=command_line, wall_time=time.perf_counter() - start)
     failed = [o.name for o in outcomes if o.status == "failed"]
     agree = sum(o.status == "agrees" for o in outcomes)
     click.echo(f"{agree}/{len(outcomes)} experiments agree with the paper; {len(failed)} failed; "

@@ -107,6 +107,9 @@ def test_cli_exit_status_and_report(fake_analyses, tmp_path):
                              "--analyses-dir", str(directory)])
     assert ok.exit_code == 0, ok.output
     assert (out / "index.html").is_file() and "1/1 experiments agree" in ok.output
+    results = (out / "RESULTS.md").read_text()
+    assert results.startswith("# Results") and "ppl-vae reproduce --tiny --only" in results
+    assert f"| {first} | agrees |" in results and f"## {first}" in results
 
     again = runner.invoke(cli, ["reproduce", "--tiny", "--only", first, "--out", str(out),
                                 "--analyses-dir", str(directory)])
