@@ -192,7 +192,9 @@ def sweep_rows(device: torch.device, *, n_configs: int, steps: int, batch_size: 
     eta_decs = np.geomspace(0.25, 2.0, max(1, n_configs // side)).tolist()
     grid = {"beta": betas, "eta_dec": eta_decs}
     k = len(betas) * len(eta_decs)
-    options = {"steps": steps, "batch_size": batch_size, "lr": 1e-2, "device": device, "readout": False}
+    # Training only: no held-out rows, no diagnostics, no readouts.
+    options = {"steps": steps, "batch_size": batch_size, "lr": 1e-2, "device": device, "readout": False,
+               "diagnostics": False, "test_fraction": 0.0}
     case = f"digits/cvae-linear/b{batch_size or 'full'}/K{k}"
     plans = {"single_vectorised": ({"beta": betas[:1]}, "always"), "vectorised": (grid, "always")}
     if separate:
