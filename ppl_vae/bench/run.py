@@ -29,13 +29,14 @@ from ppl_vae.bench.cases import (
     make_step,
     seeded_model,
 )
+from ppl_vae.bench.grid import gradient_variance_rows, grid_rows
 from ppl_vae.bench.harness import PeakMemory, repeat_block, synchronise, time_interleaved
 
 COLUMNS = ["section", "case", "variant", "steps_per_s", "samples_per_s", "ratio_to_plain", "wall_s",
            "peak_host_mb", "peak_device_mb", "note"]
 
 #: What :func:`run_bench` can measure, in order.
-SECTIONS = ("throughput", "overhead", "time_to_theory", "sweep")
+SECTIONS = ("throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance")
 
 #: Relative tolerance of "reached the theory": every decoder singular value within 1%.
 THEORY_RTOL = 0.01
@@ -302,6 +303,10 @@ def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
     if "sweep" in sections:
         rows += sweep_rows(device, n_configs=16, steps=150 if quick else 1000, batch_size=128,
                            repeats=3 if quick else 5, separate=_fit_available(), log=log)
+    if "grid" in sections:
+        rows += grid_rows(device, epochs=5 if quick else 50, log=log)
+    if "elbo_variance" in sections:
+        rows += gradient_variance_rows(draws=100 if quick else 300, log=log)
     return rows
 
 

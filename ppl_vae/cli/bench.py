@@ -12,11 +12,12 @@ from ppl_vae._io import atomic_write, atomic_write_text
 @click.command("bench")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
               help="Where to run: data, weights and batches all live there.")
-@click.option("--quick", is_flag=True, help="Small data and few repeats: under two minutes on a 2-core CPU.")
+@click.option("--quick", is_flag=True, help="Small data and few repeats: a few minutes on a 2-core CPU.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads for the run (default: 1 on the CPU, where these small models run "
                    "fastest and timings are steadiest on a shared machine; torch's default on CUDA).")
-@click.option("--section", "sections", type=click.Choice(["throughput", "overhead", "time_to_theory", "sweep"]),
+@click.option("--section", "sections",
+              type=click.Choice(["throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance"]),
               multiple=True, help="Measure only these sections (repeatable; default: all).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Also write the table: .csv, .json or .nc (xarray) by suffix.")
@@ -41,6 +42,10 @@ def command(device: str, quick: bool, threads: int | None, sections: tuple[str, 
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(format_table(table))
+    from ppl_vae.bench.grid import headline
+
+    for line in headline(table):
+        click.echo(line)
     if out is not None:
         path = Path(out)
         if path.suffix == ".csv":
