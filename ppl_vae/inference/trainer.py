@@ -162,9 +162,10 @@ class _Trainee:
         """Rows of this step: shared ``(n, d)`` (full batch), ``(K, B, d)``, or ``(B, d)`` for one model."""
         if index is None:
             return tensors
-        if self.n_configs == 1:
-            index = index[0]
-        return tuple(t[index] for t in tensors)
+        # index_select on the flat index: the same rows as t[index], several times faster on the CPU
+        flat = index.reshape(-1)
+        shape = (index.shape[-1],) if self.n_configs == 1 else tuple(index.shape)
+        return tuple(torch.index_select(t, 0, flat).reshape(*shape, t.shape[-1]) for t in tensors)
 
     def clip(self, max_norm: float) -> None:
         if self.n_configs == 1:
