@@ -26,8 +26,8 @@ from ppl_vae import plots
 from ppl_vae.data import CORRELATION_LEVELS, synthetic_pairs, train_test_split
 from ppl_vae.diagnostics import combine, diagnose
 from ppl_vae.models import CVAEConfig
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, compute_threads, diagnose_options,
-                               is_monotone, parse_settings, series, training_options)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, diagnose_options, is_monotone,
+                               run_script, series, training_options)
 from ppl_vae.sweep import run_sweep
 from ppl_vae.theory import linear_cvae
 
@@ -38,9 +38,7 @@ ARCHITECTURES = ("linear", "mlp")
 
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
-    settings = parse_settings(__doc__.splitlines()[0], argv)
-    with compute_threads(settings):
-        return run(settings)
+    return run_script(__doc__, run, argv)
 
 
 def run(settings) -> ClaimCheck:

@@ -24,8 +24,8 @@ import xarray as xr
 from ppl_vae.diagnostics import theory_group
 from ppl_vae.models import CVAEConfig
 from ppl_vae.models.readout import readout_summary
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, compute_threads, image_data, is_monotone, parse_settings,
-                               series, training_options)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, image_data, is_monotone, run_script, series,
+                               training_options)
 from ppl_vae.sweep import run_sweep
 
 NAME = "cvae_linear_quadrant_beta"
@@ -39,9 +39,7 @@ COUNT_SLACK = 1
 
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
-    settings = parse_settings(__doc__.splitlines()[0], argv)
-    with compute_threads(settings):
-        return run(settings)
+    return run_script(__doc__, run, argv)
 
 
 def run(settings) -> ClaimCheck:

@@ -20,8 +20,8 @@ import numpy as np
 
 from ppl_vae import plots
 from ppl_vae.models import CVAEConfig
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, compute_threads, diagnose_sweep,
-                               image_data, is_monotone, parse_settings, run_name, select_runs, training_options)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, diagnose_sweep, image_data, is_monotone,
+                               run_name, run_script, select_runs, training_options)
 from ppl_vae.sweep import run_sweep
 
 NAME = "cvae_mlp_beta_eta"
@@ -42,9 +42,7 @@ def violations(table, along: str, across: str) -> list[str]:
 
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
-    settings = parse_settings(__doc__.splitlines()[0], argv)
-    with compute_threads(settings):
-        return run(settings)
+    return run_script(__doc__, run, argv)
 
 
 def run(settings) -> ClaimCheck:

@@ -35,8 +35,8 @@ from ppl_vae.diagnostics import diagnose
 from ppl_vae.inference.schedules import schedule_curve
 from ppl_vae.models import CVAEConfig
 from ppl_vae.plots import plot_kl_schedule
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, compute_threads, diagnose_options, image_data,
-                               parse_settings, subsample, training_options)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, diagnose_options, image_data, run_script, subsample,
+                               training_options)
 from ppl_vae.sweep import run_sweep
 from ppl_vae.theory.closed_form import linear_cvae
 
@@ -61,9 +61,7 @@ def variants(steps: int) -> dict[str, dict]:
 
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
-    settings = parse_settings(__doc__.splitlines()[0], argv)
-    with compute_threads(settings):
-        return run(settings)
+    return run_script(__doc__, run, argv)
 
 
 def run(settings) -> ClaimCheck:

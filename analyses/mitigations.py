@@ -31,8 +31,8 @@ import xarray as xr
 from ppl_vae import plots
 from ppl_vae.diagnostics import combine, diagnose
 from ppl_vae.models import CVAEConfig
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, compute_threads, diagnose_options,
-                               image_data, parse_settings, series, subsample, training_options)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, diagnose_options, image_data,
+                               run_script, series, subsample, training_options)
 from ppl_vae.sweep import run_sweep
 
 NAME = "mitigations"
@@ -55,9 +55,7 @@ def decorrelate(bundle, a: float, seed: int):
 
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
-    settings = parse_settings(__doc__.splitlines()[0], argv)
-    with compute_threads(settings):
-        return run(settings)
+    return run_script(__doc__, run, argv)
 
 
 def run(settings) -> ClaimCheck:

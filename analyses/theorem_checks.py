@@ -27,7 +27,7 @@ from ppl_vae.data import synthetic_gaussian, synthetic_pairs
 from ppl_vae.diagnostics import theory_group
 from ppl_vae.models import CVAEConfig, MHVAEConfig, VAEConfig
 from ppl_vae.models.readout import readout_summary
-from ppl_vae.reproduce import ClaimCheck, ExperimentOutput, compute_threads, parse_settings, run_name, training_options
+from ppl_vae.reproduce import ClaimCheck, ExperimentOutput, run_name, run_script, training_options
 from ppl_vae.sweep import run_sweep
 
 NAME = "theorem_checks"
@@ -75,9 +75,7 @@ def relative_error_above_floor(group: xr.Dataset) -> float:
 
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
-    settings = parse_settings(__doc__.splitlines()[0], argv)
-    with compute_threads(settings):
-        return run(settings)
+    return run_script(__doc__, run, argv)
 
 
 def run(settings) -> ClaimCheck:

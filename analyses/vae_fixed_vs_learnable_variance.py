@@ -24,8 +24,8 @@ import xarray as xr
 from ppl_vae import plots
 from ppl_vae.diagnostics import combine, diagnose
 from ppl_vae.models import VAEConfig
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, compute_threads, diagnose_options,
-                               image_data, parse_settings, series, subsample, training_options)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, diagnose_options, image_data,
+                               run_script, series, subsample, training_options)
 from ppl_vae.sweep import run_sweep
 
 NAME = "vae_fixed_vs_learnable_variance"
@@ -38,9 +38,7 @@ VARIANCES = {"learnable": None, "fixed": FIXED_STD}
 
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
-    settings = parse_settings(__doc__.splitlines()[0], argv)
-    with compute_threads(settings):
-        return run(settings)
+    return run_script(__doc__, run, argv)
 
 
 def run(settings) -> ClaimCheck:

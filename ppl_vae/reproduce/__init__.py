@@ -34,12 +34,14 @@ from ppl_vae.reproduce.runner import (
     run_experiments,
     run_one,
 )
-from ppl_vae.reproduce.settings import SCALES, Settings, compute_threads, experiment_parser, parse_settings
+from ppl_vae.reproduce.settings import (SCALES, Settings, compute_threads, experiment_parser, parse_settings,
+                                       run_script)
 
 __all__ = [
     "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "Settings",
     "check_names", "collapse_table", "compute_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
     "experiment_parser", "find_analyses_dir", "image_data", "is_monotone", "load_script", "mnist_available",
+    "run_script",
     "parse_settings", "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "select_runs",
     "series", "spearman", "subsample", "training_options", "write_index",
 ]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -116,3 +117,11 @@ def compute_threads(settings: Settings) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def run_script(doc: str, run: Callable[[Settings], Any], argv: Sequence[str] | None = None) -> Any:
+    """An analysis script's ``main``: parse ``argv`` (described by the docstring's first line), then
+    ``run(settings)`` under :func:`compute_threads`."""
+    settings = parse_settings(doc.splitlines()[0], argv)
+    with compute_threads(settings):
+        return run(settings)
