@@ -42,6 +42,7 @@ from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_
 from ppl_vae.inference.elbo import estimator_name, per_config_loss, site_estimators
 from ppl_vae.inference.randomness import NOISE_STREAM, ConfigBatches, ConfigNoise, make_generators
 from ppl_vae.inference.schedules import kl_weight
+from ppl_vae.models.config import as_training_data
 
 OPTIMIZERS = ("adam", "clipped_adam")
 DIVERGENCE_CHOICES = ("raise", "stop")
@@ -314,6 +315,7 @@ def fit(
     split_seed = check_int_range("split_seed", split_seed, 0)
     torch_device = resolve_device(device)
 
+    data = as_training_data(data)
     for m in models:
         m.check_data(data)
     n_rows = data.n

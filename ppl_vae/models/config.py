@@ -283,9 +283,13 @@ def config_from_dict(d: dict[str, Any]) -> ModelConfig:
 def check_data(config, bundle) -> None:
     """Raise ``ValueError`` unless ``bundle`` fits models built from ``config``.
 
-    Checks that the bundle holds exactly the tensors the family takes (``x``, or
-    ``x`` and ``y``), each of shape ``(n, width)`` with the config's width, and no
-    NaN or inf, naming the offending tensor.
+    Checks, naming the offending tensor: the bundle holds exactly the tensors the
+    family takes (``x``, or ``x`` and ``y``); each is a floating-point
+    ``torch.Tensor`` (float32 for training; see :func:`as_training_data`) of shape
+    ``(n, width)`` with the config's width and at least one row; ``x`` and ``y``
+    have the same number of rows; no NaN or inf; and a linear model's latent
+    dimension does not exceed what its data can carry (the theory's maps have
+    rank at most the data width).
     """
     expected = config.data_dims
     given = dict(zip(("x", "y"), bundle.tensors()))
@@ -295,8 +299,50 @@ def check_data(config, bundle) -> None:
                          f"{bundle.name!r})")
     for name, width in expected.items():
         tensor = given[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"data {name} must be a torch.Tensor, got {type(tensor).__module__}."
+                             f"{type(tensor).__name__}; convert it with torch.as_tensor({name}, dtype=torch.float32)")
+        if not tensor.is_floating_point():
+            raise ValueError(f"data {name} must hold floating-point values, got dtype {tensor.dtype}; "
+                             f"convert it with {name}.float()")
         if tensor.dim() != 2 or tensor.shape[1] != width:
             raise ValueError(f"data {name} must have shape (n, {width}) for this model, got {tuple(tensor.shape)}")
+        if tensor.shape[0] == 0:
+            raise ValueError(f"data {name} has no rows; at least 1 is needed")
         if not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).sum())
             raise ValueError(f"data {name} contains {bad} NaN or infinite values; all entries must be finite")
+    rows = {name: int(tensor.shape[0]) for name, tensor in given.items()}
+    if len(set(rows.values())) > 1:
+        raise ValueError(f"data x and y must have the same number of rows (one pair per row), got "
+                         f"{rows['x']} and {rows['y']}")
+    _check_linear_latent(config)
+
+
+def _check_linear_latent(config) -> None:
+    """A linear model's latent dimension is at most the width its encoder maps from (refused before training)."""
+    if config.arch != "linear":
+        return
+    if config.family == "vae" and config.latent_dim > config.input_dim:
+        raise ValueError(f"latent_dim must be <= input_dim = {config.input_dim} for a linear VAE, "
+                         f"got {config.latent_dim}")
+    if config.family == "cvae" and config.latent_dim > config.y_dim:
+        raise ValueError(f"latent_dim must be <= y_dim = {config.y_dim} for a linear CVAE, got {config.latent_dim}")
+    if config.family == "mhvae":
+        d1, d2 = config.latent_dims
+        if d1 > config.input_dim or d2 > d1:
+            raise ValueError(f"latent_dims must satisfy d2 <= d1 <= input_dim = {config.input_dim} for a linear "
+                             f"MHVAE, got {config.latent_dims}")
+
+
+def as_training_data(bundle):
+    """``bundle`` with float64 tensors cast to float32 (the models' precision), warning that it did so."""
+    import dataclasses
+    import warnings
+
+    cast = {name: getattr(bundle, name).float() for name in ("x", "y")
+            if isinstance(getattr(bundle, name), torch.Tensor) and getattr(bundle, name).dtype == torch.float64}
+    if not cast:
+        return bundle
+    warnings.warn(f"data {' and '.join(cast)} cast from float64 to float32 for training", stacklevel=3)
+    return dataclasses.replace(bundle, **cast)

@@ -31,7 +31,7 @@ import xarray as xr
 
 from ppl_vae._device import resolve_device
 from ppl_vae._validate import check_choice
-from ppl_vae.models.config import check_data
+from ppl_vae.models.config import as_training_data, check_data
 from ppl_vae.sweep.backends import Backend, SweepTask, TaskResult, get_backend
 from ppl_vae.inference.batched import can_vectorise, structural_fields
 
@@ -337,7 +337,9 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
             raise ValueError(f"seeds must hold one seed per configuration ({len(configs)}), got {len(seeds)}")
     device = resolve_device(device)
     # Every configuration shares the data: one check before any work starts.
-    check_data(configs[0], bundle)
+    bundle = as_training_data(bundle)
+    for config in configs:  # widths are shared, but latent limits are per configuration
+        check_data(config, bundle)
     fit_options = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
                    "lr_decay": lr_decay, "clip_norm": clip_norm, "test_fraction": test_fraction,
                    "split_seed": split_seed, "device": str(device)}

@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from ppl_vae.models import CVAEConfig, MHVAEConfig, VAEConfig, config_from_dict
 
@@ -81,3 +83,58 @@ def test_configs_are_frozen():
     config = VAEConfig(4, 2)
     with pytest.raises(AttributeError):
         config.beta = 3.0
+
+
+# ----------------------------------------------------------------------------- data that does not fit
+
+
+def _pairs(x, y):
+    from ppl_vae.data.bundle import DataBundle
+
+    return DataBundle("mine", x=x, y=y)
+
+
+@pytest.mark.parametrize(("x", "y", "match"), [
+    (torch.zeros(5, 3), torch.zeros(6, 2), "same number of rows"),
+    (torch.zeros(0, 3), torch.zeros(0, 2), "x has no rows"),
+    (torch.zeros(5, 3, dtype=torch.int64), torch.zeros(5, 2), "x must hold floating-point values, got dtype torch.int64"),
+    (np.zeros((5, 3), dtype=np.float32), torch.zeros(5, 2), "x must be a torch.Tensor, got numpy.ndarray"),
+    (torch.zeros(5, 3), torch.full((5, 2), float("nan")), "y contains 10 NaN"),
+])
+def test_data_that_does_not_fit_is_refused_naming_the_tensor(x, y, match):
+    from ppl_vae.models.config import check_data
+
+    with pytest.raises(ValueError, match=match):
+        check_data(CVAEConfig(3, 2, 2), _pairs(x, y))
+
+
+def test_y_with_more_rows_than_x_is_refused_before_training_not_cut():
+    from ppl_vae.inference import fit
+    from ppl_vae.models import build_model
+
+    with pytest.raises(ValueError, match="same number of rows"):
+        fit(build_model(CVAEConfig(3, 2, 2)), _pairs(torch.zeros(5, 3), torch.zeros(8, 2)), steps=1,
+            progress=False, device="cpu")
+
+
+@pytest.mark.parametrize(("config", "match"), [
+    (CVAEConfig(3, 2, 4), "latent_dim must be <= y_dim = 2"),
+    (VAEConfig(3, 5), "latent_dim must be <= input_dim = 3"),
+    (MHVAEConfig(4, (3, 4)), r"d2 <= d1 <= input_dim = 4"),
+])
+def test_a_linear_latent_wider_than_its_data_is_refused_before_training(config, match):
+    from ppl_vae.models.config import check_data
+
+    data = _pairs(torch.zeros(5, 3), torch.zeros(5, 2)) if config.family == "cvae" else \
+        _pairs(torch.zeros(5, config.data_dims["x"]), None)
+    with pytest.raises(ValueError, match=match):
+        check_data(config, data)
+
+
+def test_float64_data_is_cast_to_float32_with_a_note():
+    from ppl_vae.models.config import as_training_data
+
+    bundle = _pairs(torch.zeros(5, 3, dtype=torch.float64), torch.zeros(5, 2))
+    with pytest.warns(UserWarning, match="data x cast from float64 to float32"):
+        cast = as_training_data(bundle)
+    assert cast.x.dtype == torch.float32 and cast.y is bundle.y
