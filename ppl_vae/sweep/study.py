@@ -67,7 +67,7 @@ import xarray as xr
 
 from ppl_vae._io import atomic_write, atomic_write_json
 from ppl_vae._validate import check_choice, check_int_range, check_positive
-from ppl_vae.sweep.api import DIAGNOSTICS_DEFAULTS, plan_tasks, run_task
+from ppl_vae.sweep.api import DIAGNOSTICS_DEFAULTS, held_out_rows, plan_tasks, run_task
 from ppl_vae.sweep.backends import Backend, LocalBackend, SweepTask, TaskResult
 
 SPEC_NAME = "spec.json"
@@ -464,7 +464,9 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
     except Exception as err:  # noqa: BLE001 - recorded per configuration, the sweep goes on
         record = error_record(err)
         return [ConfigOutcome(index=k, error=record) for k in task.index]
-    train_rows = bundle.n - int(result.provenance.get("n_test", 0))
+    # The rows the task trained on (as fit split them): what the linear theory describes.
+    train, _ = held_out_rows(bundle, task.fit_options.get("test_fraction", 0.0), task.fit_options.get("split_seed", 0),
+                             None)
     outcomes = []
     for row, (k, config, state) in enumerate(zip(task.index, task.configs, result.state_dicts)):
         history = np.asarray(result.loss_history[row], dtype=np.float64)
@@ -485,12 +487,8 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
                 "configs_in_task": len(task.index),
                 "vectorised": bool(task.vectorised),
                 "metrics_data": "test",
-                "n_train": train_rows,
+                "n_train": train.n,
             }
-            from ppl_vae.sweep.api import held_out_rows
-
-            train, _ = held_out_rows(bundle, task.fit_options.get("test_fraction", 0.0),
-                                     task.fit_options.get("split_seed", 0), None)
             theory = linear_theory_metrics(model, train.to("cpu"))
             if theory is not None:
                 metrics["theory"] = theory
