@@ -1,43 +1,92 @@
-"""SPEC 6.3: ReLU MLP CVAE on the quadrant split over beta and eta_dec: collapse, KL, AU and NLL.
+"""SPEC 6.3: ReLU MLP CVAE on the quadrant split, one factor at a time: collapse, KL, AU and NLL.
 
-beta in {0.1, 0.5, 1, 2} times eta_dec in {0.25, 0.5, 1, 2}: sixteen CVAEs
-trained as one vectorised sweep, each diagnosed (per-dimension KL, active
-units, epsilon-collapse curve, held-out importance-weighted NLL).
+The authors' CVAE: encoder mean f(x) + g(y) (``latent_mapping='separate'``),
+latent 16, hidden 16, eta_enc = 1. One factor at a time, as the paper: beta
+over four values at a reference eta_dec, and eta_dec over four values at
+beta = 1. Full mode uses the paper's values (eta_dec = 1; beta and eta_dec in
+{0.1, 0.5, 1, 2} and {0.25, 0.5, 1, 2}). On the 8x8 digits the residual
+variances theta (Theorem 2) lie between about 0.04 and 0.9, so the paper's
+values would collapse every dimension; the quick grid is scaled so that the
+threshold beta eta_dec^2 sweeps across that range (eta_dec = 0.4 as the
+reference, eta_dec in {0.1, 0.2, 0.4, 0.8}), which is where the transition is.
 
-Outputs (``OUT/cvae_mlp_beta_eta/``): ``diagnostics.nc`` (all runs combined
-along ``run``, beta and eta_dec as coordinates), ``collapse.csv`` (one row per
-run), collapse curves and AU / NLL against beta (at eta_dec = 1) and against
-eta_dec (at beta = 1), and a per-dimension KL heatmap.
+Every configuration trains once per seed (one vectorised run) and is
+diagnosed on held-out rows; the rule reads seed means and standard errors.
+
+Outputs (``OUT/cvae_mlp_beta_eta/``): ``diagnostics.nc`` (all runs along
+``run``, with beta, eta_dec and seed as coordinates), ``runs.csv`` (one row per
+configuration and seed), ``summary.csv`` (seed means and standard errors),
+collapse curves, seed-mean trends with error bars, and a per-dimension KL
+heatmap.
 
     python analyses/cvae_mlp_beta_eta.py --quick --out results
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
-import numpy as np
+import pandas as pd
 
 from ppl_vae import plots
 from ppl_vae.models import CVAEConfig
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, collapse_table, diagnose_sweep, image_data, is_monotone,
-                               run_name, run_script, select_runs, training_options)
-from ppl_vae.sweep import run_sweep
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, collapse_table, diagnose_sweep, image_data,
+                               order_check, run_name, run_replicates, run_script, seed_summary, seed_trends,
+                               select_runs, trend_checks)
 
 NAME = "cvae_mlp_beta_eta"
 CLAIM = "Non-linear (ReLU MLP) CVAE: larger beta or larger eta_dec gives more posterior collapse."
-#: A step against the claimed direction smaller than this (fraction of collapsed pairs) is noise, not a reversal.
-TOLERANCE = 0.05
+METRICS = ("z_collapse_level", "z_active_units", "z_kl_total", "nll")
+#: Resolution of each metric: a difference below it is not a trend (fraction of pairs, dimensions, nats).
+FLOORS = {"z_collapse_level": 0.03, "z_active_units": 1.0, "z_kl_total": 0.2, "nll": 0.5}
 
 
-def violations(table, along: str, across: str) -> list[str]:
-    """Rows of constant ``across`` where the collapse level decreases along ``along`` by more than TOLERANCE."""
-    bad = []
-    for value, rows in table.groupby(across):
-        level = rows.sort_values(along).z_collapse_level.values
-        if not is_monotone(level, tolerance=TOLERANCE):
-            bad.append(f"{across}={value:g}: {np.round(level, 3).tolist()}")
-    return bad
+def grid(settings) -> tuple[dict[str, list[float]], float]:
+    """The one-factor-at-a-time values and the reference eta_dec of the beta sweep."""
+    reference = settings.pick(0.4, 0.4, 1.0)
+    betas = settings.pick([0.5, 2.0], [0.1, 0.5, 1.0, 2.0], [0.1, 0.5, 1.0, 2.0])
+    etas = settings.pick([0.2, 0.4], [0.1, 0.2, 0.4, 0.8], [0.25, 0.5, 1.0, 2.0])
+    return {"beta": betas, "eta_dec": etas}, reference
+
+
+def configurations(base: CVAEConfig, values: dict[str, list[float]], reference: float) -> list[CVAEConfig]:
+    """beta over its values at eta_dec = reference, then eta_dec over its values at beta = 1 (no duplicates)."""
+    pairs = [(b, reference) for b in values["beta"]] + [(1.0, e) for e in values["eta_dec"]]
+    unique = list(dict.fromkeys(pairs))
+    return [dataclasses.replace(base, beta=b, eta_dec=e) for b, e in unique]
+
+
+def judge(summary: pd.DataFrame, reference: float) -> Verdict:
+    """The rule, a pure function of the seed summary (counterfactual tests in ``tests/analyses``).
+
+    Along beta (at eta_dec = ``reference``) and along eta_dec (at beta = 1):
+    the collapse level rises, active units and total KL fall, each step
+    against the direction at most two standard errors (or the metric's
+    resolution) and the end-to-end change larger than that. Held-out NLL:
+    beta 2 is not better than beta 1 (the ELBO with beta > 1 trades
+    likelihood for a smaller KL), within the same allowance.
+    """
+    checks = []
+    for along, fixed, value in (("beta", "eta_dec", reference), ("eta_dec", "beta", 1.0)):
+        rows = summary[(summary[fixed] - value).abs() < 1e-9]
+        label = f"{fixed} {value:g}"
+        checks += trend_checks(rows, along, "z_collapse_level", increasing=True,
+                               floor=FLOORS["z_collapse_level"], label=label)
+        checks += trend_checks(rows, along, "z_active_units", increasing=False,
+                               floor=FLOORS["z_active_units"], label=label)
+        checks += trend_checks(rows, along, "z_kl_total", increasing=False, floor=FLOORS["z_kl_total"],
+                               label=label)
+    at_reference = summary[(summary.eta_dec - reference).abs() < 1e-9].set_index("beta")
+    if {1.0, 2.0} <= set(at_reference.index):
+        two, one = at_reference.loc[2.0], at_reference.loc[1.0]
+        checks.append(order_check(f"nll, beta 2 minus beta 1 (eta_dec {reference:g})",
+                                  (two.nll_mean, two.nll_se), (one.nll_mean, one.nll_se),
+                                  floor=FLOORS["nll"], strict=False))
+    rule = ("along beta and along eta_dec: collapse level up, active units and total KL down (seed means; a step "
+            "against the direction allowed up to max(resolution, 2 SE), the end-to-end change must exceed it); "
+            "held-out NLL at beta 2 not below beta 1 by more than the same allowance")
+    return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
 def main(argv=None) -> ClaimCheck:
@@ -48,47 +97,44 @@ def main(argv=None) -> ClaimCheck:
 def run(settings) -> ClaimCheck:
     out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
     train, test = image_data(settings, split="quadrant")
-    grid = settings.pick({"beta": [0.5, 2.0], "eta_dec": [0.5, 1.0]},
-                         {"beta": [0.1, 0.5, 1.0, 2.0], "eta_dec": [0.25, 0.5, 1.0, 2.0]},
-                         {"beta": [0.1, 0.5, 1.0, 2.0], "eta_dec": [0.25, 0.5, 1.0, 2.0]})
-    base = CVAEConfig(train.x.shape[1], train.y.shape[1], settings.pick(4, 16, 64), arch="mlp",
-                      hidden_dims=settings.pick((16,), (64,), (256,)))
-    result = run_sweep(base, grid, train, **training_options(settings, kind="mlp"))
-    combined = diagnose_sweep(result, train, test, settings, names=[run_name(c, grid) for c in result.configs])
-    out.inference_data("diagnostics", combined, "diagnose() of every run, combined along run")
+    values, reference = grid(settings)
+    base = CVAEConfig(train.x.shape[1], train.y.shape[1], settings.pick(4, 16, 16), arch="mlp",
+                      hidden_dims=settings.pick((16,), (16,), (16,)), latent_mapping="separate")
+    configs = configurations(base, values, reference)
+    result = run_replicates(configs, train, settings, kind="mlp")
+    names = [run_name(c, ["beta", "eta_dec"]) for c in result.configs]
+    combined = diagnose_sweep(result, train, test, settings, names=names)
+    out.inference_data("diagnostics", combined, "diagnose() of every configuration and seed, combined along run")
     table = collapse_table(combined)
-    out.table("collapse", table, "per run: collapsed dimensions (mean KL < 0.01), active units, total KL (nats), "
-              "collapse level (fraction of (point, dimension) pairs with KL < 0.01), held-out NLL (nats)")
+    summary = seed_summary(table, ["beta", "eta_dec"], METRICS)
+    out.table("runs", table, "per configuration and seed: collapsed dimensions (mean KL < 0.01), active units, "
+              "total KL (nats), collapse level (fraction of (point, dimension) pairs with KL < 0.01), held-out NLL")
+    out.table("summary", summary, "seed means and standard errors per configuration")
 
-    middle_eta = 1.0 if 1.0 in grid["eta_dec"] else grid["eta_dec"][-1]
-    middle_beta = 1.0 if 1.0 in grid["beta"] else grid["beta"][-1]
-    by_beta = select_runs(combined, eta_dec=middle_eta)
-    by_eta = select_runs(combined, beta=middle_beta)
-    out.figure("collapse_curves_beta", plots.collapse_curves(by_beta[0], title=f"MLP CVAE, eta_dec={middle_eta:g}"),
-               f"epsilon-collapse curves for each beta at eta_dec={middle_eta:g}")
-    out.figure("collapse_curves_eta_dec", plots.collapse_curves(by_eta[0], title=f"MLP CVAE, beta={middle_beta:g}"),
-               f"epsilon-collapse curves for each eta_dec at beta={middle_beta:g}")
-    out.figure("au_nll_beta", plots.metrics_vs_hyperparameter(*by_beta, "beta"),
-               f"active units and held-out NLL against beta (eta_dec={middle_eta:g})")
-    out.figure("au_nll_eta_dec", plots.metrics_vs_hyperparameter(*by_eta, "eta_dec"),
-               f"active units and held-out NLL against eta_dec (beta={middle_beta:g})")
-    out.figure("kl_per_dimension", plots.kl_per_dimension(combined.collapse),
-               "log10 mean KL per latent dimension, every run")
+    by_beta = table[(table.eta_dec - reference).abs() < 1e-9]
+    by_eta = table[(table.beta - 1.0).abs() < 1e-9]
+    out.figure("trends_beta", seed_trends(by_beta, "beta", list(METRICS), title=f"eta_dec = {reference:g}",
+                                          logx=True),
+               f"collapse level, active units, total KL and held-out NLL against beta (eta_dec={reference:g})")
+    out.figure("trends_eta_dec", seed_trends(by_eta, "eta_dec", list(METRICS), title="beta = 1", logx=True),
+               "collapse level, active units, total KL and held-out NLL against eta_dec (beta=1)")
+    first_seed = combined.collapse.seed.values == settings.seed
+    for along, fixed, value in (("beta", "eta_dec", reference), ("eta_dec", "beta", 1.0)):
+        collapse, _ = select_runs(combined, **{fixed: value})
+        collapse = collapse.isel(run=collapse.seed.values == settings.seed)
+        out.figure(f"collapse_curves_{along}",
+                   plots.collapse_curves(collapse, title=f"MLP CVAE, {fixed}={value:g}, seed {settings.seed}"),
+                   f"epsilon-collapse curves for each {along} at {fixed}={value:g} (seed {settings.seed})")
+    out.figure("kl_per_dimension", plots.kl_per_dimension(combined.collapse.isel(run=first_seed)),
+               f"log10 mean KL per latent dimension, every configuration (seed {settings.seed})")
 
-    bad = violations(table, "beta", "eta_dec") + violations(table, "eta_dec", "beta")
-    pivot = table.pivot(index="eta_dec", columns="beta", values="z_collapse_level").round(3)
-    check = ClaimCheck(
-        NAME, CLAIM, not bad,
-        f"collapse level (fraction of pairs with KL < 0.01) non-decreasing in beta at every eta_dec and in eta_dec "
-        f"at every beta, up to steps of {TOLERANCE}",
-        {"collapse_level[eta_dec][beta]": {f"{k:g}": {f"{b:g}": v for b, v in row.items()}
-                                           for k, row in pivot.iterrows()},
-         "violations": bad})
+    verdict = judge(summary, reference)
+    check = ClaimCheck.from_verdict(NAME, CLAIM, verdict, {"reference_eta_dec": reference})
     out.claim(check)
     return check
 
 
 if __name__ == "__main__":
     result = main()
-    print(f"{result.experiment}: agrees={result.agrees} {result.numbers}")
+    print(f"{result.experiment}: agrees={result.agrees}")
     sys.exit(0)

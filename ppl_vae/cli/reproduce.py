@@ -22,13 +22,18 @@ from ppl_vae.reproduce.markdown import write_results_markdown
 @click.option("--out", type=click.Path(file_okay=False), default="results/reproduce", show_default=True,
               help="Results folder; must be new or empty unless --overwrite.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every experiment.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First seed: data splits use it, replicate k trains from seed + k.")
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None,
+              help="Replicates per configuration; trends are judged on seed means. [default: quick 3, full 5]")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Cap every run's SVI steps (tests of the full-scale plumbing only).")
 @click.option("--mnist-dir", type=click.Path(file_okay=False), default="data/mnist", show_default=True,
               help="MNIST IDX files for the full mode (nothing is downloaded).")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty results folder.")
 @click.option("--analyses-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the analysis scripts (default: analyses/ of the source checkout).")
-def command(quick, tiny, only, out, device, seed, mnist_dir, overwrite, analyses_dir) -> None:
+def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, analyses_dir) -> None:
     """Reproduce the experiments of Dang et al. (ICLR 2024), SPEC section 6.
 
     Without --quick the experiments run at the paper's scale on MNIST (local
@@ -42,7 +47,7 @@ def command(quick, tiny, only, out, device, seed, mnist_dir, overwrite, analyses
         raise click.UsageError("give at most one of --quick and --tiny")
     scale = "tiny" if tiny else "quick" if quick else "full"
     settings = Settings(scale=scale, out=Path(out), seed=seed, device=device, mnist_dir=Path(mnist_dir),
-                        overwrite=overwrite)
+                        overwrite=overwrite, n_seeds=n_seeds, max_steps=max_steps)
     start = time.perf_counter()
     try:
         outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir)
@@ -53,6 +58,7 @@ def command(quick, tiny, only, out, device, seed, mnist_dir, overwrite, analyses
     # Rebuilt from the parsed options (sys.argv is not this command's when called in process).
     words = ["ppl-vae", "reproduce", *([f"--{scale}"] if scale != "full" else []),
              *[w for name in only for w in ("--only", name)], "--out", str(out), "--seed", str(seed),
+             "--seeds", str(settings.n_seeds), *(["--max-steps", str(max_steps)] if max_steps else []),
              "--device", device, *(["--mnist-dir", str(mnist_dir)] if scale == "full" else [])]
     command_line = " ".join(shlex.quote(word) for word in words)
     index = write_index(settings.out, outcomes, scale=scale, command=command_line)

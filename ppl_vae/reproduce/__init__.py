@@ -10,18 +10,22 @@ one-page report.
 from ppl_vae.reproduce.analysis import (
     MissingDataError,
     collapse_table,
+    combine_runs,
+    diagnose_runs,
     diagnose_options,
     diagnose_sweep,
     image_data,
     is_monotone,
     mnist_available,
+    replicates,
     run_name,
+    run_replicates,
     select_runs,
     subsample,
     spearman,
     training_options,
 )
-from ppl_vae.reproduce.figures import series
+from ppl_vae.reproduce.figures import seed_trends, series
 from ppl_vae.reproduce.outputs import ClaimCheck, ExperimentOutput, read_claim, read_manifest
 from ppl_vae.reproduce.report import write_index
 from ppl_vae.reproduce.runner import (
@@ -34,6 +38,8 @@ from ppl_vae.reproduce.runner import (
     run_experiments,
     run_one,
 )
+from ppl_vae.reproduce.verdicts import (Check, Verdict, allowance, bound_check, close_check, order_check,
+                                       seed_summary, spearman_check, trend_checks)
 from ppl_vae.reproduce.settings import (SCALES, Settings, compute_threads, experiment_parser, parse_settings,
                                        run_script)
 
@@ -41,7 +47,8 @@ __all__ = [
     "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "Settings",
     "check_names", "collapse_table", "compute_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
     "experiment_parser", "find_analyses_dir", "image_data", "is_monotone", "load_script", "mnist_available",
-    "run_script",
+    "run_script", "combine_runs", "diagnose_runs", "replicates", "run_replicates", "Check", "Verdict", "allowance", "bound_check", "close_check",
+    "order_check", "seed_summary", "spearman_check", "trend_checks",
     "parse_settings", "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "select_runs",
-    "series", "spearman", "subsample", "training_options", "write_index",
+    "seed_trends", "series", "spearman", "subsample", "training_options", "write_index",
 ]

@@ -81,16 +81,45 @@ def training_options(settings: Settings, *, kind: str = "mlp") -> dict[str, Any]
     """
     own_split = {"test_fraction": 0.0, "diagnostics": False}
     if kind == "linear":
-        steps = settings.pick(40, 1500, 6000)
+        steps = settings.steps(40, 1500, 6000)
         # lr * decay**steps ends near 1e-4 * lr at every scale: converge, then settle.
         return {"steps": steps, "lr": 0.05, "lr_decay": float(np.exp(np.log(2e-3) / steps)),
                 "batch_size": None, "device": settings.device, "seed": settings.seed, **own_split}
     if kind in ("mlp", "mhvae"):
-        steps = settings.pick(30, 1500 if kind == "mlp" else 2000, 20000)
+        steps = settings.steps(30, 1500 if kind == "mlp" else 2000, 20000)
         return {"steps": steps, "lr": settings.pick(3e-3, 3e-3, 1e-3), "batch_size": settings.pick(64, 128, 256),
                 "lr_decay": float(np.exp(np.log(0.1) / steps)), "clip_norm": 100.0,
                 "device": settings.device, "seed": settings.seed, **own_split}
     raise ValueError(f"kind must be 'linear', 'mlp' or 'mhvae', got {kind!r}")
+
+
+def replicates(configs: Sequence[Any], settings: Settings) -> tuple[list[Any], list[int]]:
+    """Every configuration once per replicate seed (seeds vary fastest), and the matching seeds."""
+    return ([config for config in configs for _ in settings.seeds],
+            [seed for _ in configs for seed in settings.seeds])
+
+
+def run_replicates(configs: Sequence[Any], train: DataBundle, settings: Settings, *, kind: str = "mlp",
+                   **overrides):
+    """Train every configuration once per seed of ``settings.seeds``, as one sweep.
+
+    Configurations of one architecture train together as one vectorised run,
+    each replicate from its own seed (weights, batch order, noise), so the
+    replicates are independent. ``overrides`` replace entries of
+    :func:`training_options`.
+
+    Returns
+    -------
+    ppl_vae.sweep.SweepResult
+        ``len(configs) * n_seeds`` models, configuration-major: model
+        ``i * n_seeds + k`` is configuration ``i`` with seed ``settings.seeds[k]``.
+    """
+    from ppl_vae.sweep import run_sweep
+
+    configs, seeds = replicates(configs, settings)
+    options = training_options(settings, kind=kind) | overrides
+    options.pop("seed", None)
+    return run_sweep(None, configs, train, seeds=seeds, **options)
 
 
 def diagnose_options(settings: Settings) -> dict[str, Any]:
@@ -137,12 +166,32 @@ def diagnose_sweep(result, train: DataBundle, test: DataBundle | None, settings:
         :func:`ppl_vae.diagnostics.combine` of one :func:`ppl_vae.diagnostics.diagnose`
         per configuration; the hyper-parameters are coordinates on ``run``.
     """
-    from ppl_vae.diagnostics import combine, diagnose
+    idatas = diagnose_runs(result, train, test, settings, theory=theory)
+    return combine_runs(idatas, names, result.seeds)
+
+
+def diagnose_runs(result, train: DataBundle, test: DataBundle | None, settings: Settings, *,
+                  theory: bool = True) -> list:
+    """One :func:`ppl_vae.diagnostics.diagnose` per model of ``result`` (subsampled as :func:`diagnose_sweep`)."""
+    from ppl_vae.diagnostics import diagnose
 
     options = diagnose_options(settings)
     train, test = subsample(train, settings.seed), None if test is None else subsample(test, settings.seed)
-    idatas = [diagnose(model, train, test_data=test, theory=theory, **options) for model in result.models]
-    return combine(idatas, run_names=names)
+    return [diagnose(model, train, test_data=test, theory=theory, **options) for model in result.models]
+
+
+def combine_runs(idatas: Sequence[Any], names: Sequence[str] | None, seeds: Sequence[int]):
+    """:func:`ppl_vae.diagnostics.combine` with ``seed`` as a coordinate on ``run`` of the collapse and metrics
+    groups; names gain ``,seed=<s>`` when the seeds differ."""
+    from ppl_vae.diagnostics import combine
+
+    if names is not None and len(set(seeds)) > 1:
+        names = [f"{name},seed={seed}" for name, seed in zip(names, seeds)]
+    combined = combine(idatas, run_names=names)
+    for group in ("collapse", "metrics"):
+        if group in combined.groups():
+            combined[group] = combined[group].assign_coords(seed=("run", np.asarray(seeds, dtype=int)))
+    return combined
 
 
 def collapse_table(combined, extra: dict[str, Sequence[Any]] | None = None) -> pd.DataFrame:
@@ -156,6 +205,8 @@ def collapse_table(combined, extra: dict[str, Sequence[Any]] | None = None) -> p
     """
     collapse, metrics = combined.collapse, combined.metrics
     table: dict[str, Any] = {"run": [str(r) for r in collapse["run"].values]}
+    if "seed" in collapse.coords:
+        table["seed"] = collapse["seed"].values.astype(int)
     for name in ("beta", "beta1", "beta2", "eta_dec", "eta_enc"):
         if name in collapse.coords and np.isfinite(collapse[name].values.astype(float)).all():
             table[name] = collapse[name].values.astype(float)

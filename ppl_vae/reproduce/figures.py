@@ -58,3 +58,37 @@ def series(data: xr.Dataset, x: str, variables: Sequence[str], *, hue: str | Non
             ax.set_xscale("log")
         ax.legend(fontsize="x-small", ncol=2 if k > 6 else 1)
     return fig
+
+
+def seed_trends(table, x: str, metrics: Sequence[str], *, hue: str | None = None, title: str = "",
+                logx: bool = False) -> Figure:
+    """Seed means with standard-error bars of each metric against ``x``, one panel per metric.
+
+    Parameters
+    ----------
+    table
+        One row per configuration and seed (a ``pandas.DataFrame``): columns
+        ``x``, ``metrics`` and optionally ``hue``.
+    x
+        Column on the horizontal axis.
+    metrics
+        Columns drawn, one panel each.
+    hue
+        Optional column: one line per value.
+    """
+    missing = [c for c in (x, *metrics, *([hue] if hue else [])) if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks column(s) {missing}")
+    with themed():
+        fig = new_figure(3.4 * len(metrics), 3.2)
+        axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+        for ax, metric in zip(axes, metrics):
+            sns.lineplot(data=table, x=x, y=metric, hue=hue, errorbar="se", marker="o", err_style="bars",
+                         ax=ax, palette="deep" if hue else None, legend=ax is axes[-1])
+            ax.set(ylabel=metric.replace("_", " "))
+            if logx:
+                ax.set_xscale("log")
+        if hue and axes[-1].get_legend() is not None:
+            axes[-1].legend(fontsize="x-small", title=hue)
+        fig.suptitle(f"{title} (seed mean +/- se)" if title else "seed mean +/- se", fontsize="small")
+    return fig

@@ -57,7 +57,12 @@ class ClaimCheck:
         How ``agrees`` was decided from ``numbers`` (e.g. "collapsed count
         non-decreasing in beta at every eta_dec").
     numbers
-        The measured (and predicted) numbers the rule looked at (JSON-safe).
+        Further numbers behind the verdict (JSON-safe).
+    evidence
+        The rule's checks, one dict per row (``check, measured, se, expected,
+        ok``): what the report shows as the verdict's table.
+    n_seeds
+        Replicates behind every seed mean the rule read.
     """
 
     experiment: str
@@ -65,15 +70,29 @@ class ClaimCheck:
     agrees: bool
     rule: str
     numbers: dict[str, Any]
+    evidence: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    n_seeds: int = 1
+
+    @classmethod
+    def from_verdict(cls, experiment: str, claim: str, verdict, numbers: dict[str, Any] | None = None) -> ClaimCheck:
+        """The claim check of a :class:`ppl_vae.reproduce.verdicts.Verdict`."""
+        return cls(experiment, claim, verdict.agrees, verdict.rule, numbers or {}, verdict.evidence(),
+                   verdict.n_seeds)
+
+    def evidence_table(self) -> pd.DataFrame:
+        """The checks as a table (empty when the rule recorded none)."""
+        return pd.DataFrame(self.evidence, columns=["check", "measured", "se", "expected", "ok"])
 
     def to_dict(self) -> dict[str, Any]:
         return _plain({"experiment": self.experiment, "claim": self.claim, "agrees": bool(self.agrees),
-                       "rule": self.rule, "numbers": self.numbers})
+                       "rule": self.rule, "numbers": self.numbers, "evidence": self.evidence,
+                       "n_seeds": self.n_seeds})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClaimCheck:
         return cls(experiment=data["experiment"], claim=data["claim"], agrees=bool(data["agrees"]),
-                   rule=data.get("rule", ""), numbers=data.get("numbers", {}))
+                   rule=data.get("rule", ""), numbers=data.get("numbers", {}),
+                   evidence=list(data.get("evidence", [])), n_seeds=int(data.get("n_seeds", 1)))
 
 
 class ExperimentOutput:

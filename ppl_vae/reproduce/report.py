@@ -46,12 +46,21 @@ def summary_table(outcomes: Sequence[ExperimentOutcome]) -> str:
         check = outcome.check
         claim = html.escape(check.claim) if check else html.escape(EXPERIMENTS.get(outcome.name, ""))
         verdict = {"agrees": "yes", "disagrees": "no", "failed": "failed"}[outcome.status]
-        detail = (f"{html.escape(check.rule)}<div class=\"numbers\">{html.escape(_numbers_text(check.numbers))}</div>"
+        detail = (f"{html.escape(check.rule)} ({check.n_seeds} seeds){_evidence_html(check)}"
                   if check else f"<pre>{html.escape(outcome.error.splitlines()[0] if outcome.error else '')}</pre>")
         rows.append(f"<tr class=\"{outcome.status}\"><td><a href=\"#{outcome.name}\">{outcome.name}</a></td>"
                     f"<td>{claim}</td><td><b>{verdict}</b></td><td>{detail}</td><td>{outcome.seconds:.1f}</td></tr>")
     rows.append("</table>")
     return "\n".join(rows)
+
+
+def _evidence_html(check) -> str:
+    """The rule's checks as a small table; the raw numbers only when it recorded no checks."""
+    table = check.evidence_table()
+    if len(table):
+        return table.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="-",
+                             classes="evidence")
+    return f"<div class=\"numbers\">{html.escape(_numbers_text(check.numbers))}</div>"
 
 
 def _table_html(path: Path) -> str:

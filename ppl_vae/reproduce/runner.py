@@ -174,6 +174,7 @@ def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
         bar.write(f"{name}: {outcome.status} in {outcome.seconds:.1f} s"
                   + (f" ({outcome.error.splitlines()[0]})" if outcome.error else ""))
     atomic_write_json(settings.out / SUMMARY, {"scale": settings.scale, "seed": settings.seed,
+                                                "seeds": settings.seeds,
                                                 "device": settings.device,
                                                 "experiments": [o.to_dict() for o in outcomes]})
     return outcomes

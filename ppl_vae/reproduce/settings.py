@@ -23,6 +23,9 @@ import torch
 
 SCALES = ("tiny", "quick", "full")
 
+#: Replicates per configuration when ``--seeds`` is not given (tiny: two, so the spread code runs).
+DEFAULT_SEEDS = {"tiny": 2, "quick": 3, "full": 5}
+
 #: Where ``full`` runs look for the MNIST IDX files unless told otherwise.
 DEFAULT_MNIST_DIR = "data/mnist"
 
@@ -38,13 +41,21 @@ class Settings:
     out
         Results root; the experiment writes under ``out / <experiment name>``.
     seed
-        Seeds data splits, weight initialisation and every Monte Carlo draw.
+        First seed: data splits and held-out subsets use it; replicate ``k``
+        of every configuration trains from seed ``seed + k``.
+    n_seeds
+        Replicates per configuration (every trend is judged on their mean and
+        spread). None: the scale's default, :data:`DEFAULT_SEEDS`.
     device
         ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
     mnist_dir
         Folder of the MNIST IDX files (``full`` scale only).
     overwrite
         Reuse a non-empty experiment directory.
+    max_steps
+        Cap on the SVI steps of every training run (None: the scale's own).
+        Only the test suite sets it, to run the full-scale plumbing end to
+        end on a small fixture; results under a cap are not findings.
     """
 
     scale: str
@@ -53,23 +64,43 @@ class Settings:
     device: str = "auto"
     mnist_dir: Path = Path(DEFAULT_MNIST_DIR)
     overwrite: bool = False
+    n_seeds: int | None = None
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {', '.join(map(repr, SCALES))}, got {self.scale!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.n_seeds is None:
+            object.__setattr__(self, "n_seeds", DEFAULT_SEEDS[self.scale])
+        if not isinstance(self.n_seeds, int) or self.n_seeds < 1:
+            raise ValueError(f"n_seeds must be an integer >= 1, got {self.n_seeds!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ValueError(f"max_steps must be an integer >= 1 or None, got {self.max_steps!r}")
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "mnist_dir", Path(self.mnist_dir))
+
+    @property
+    def seeds(self) -> list[int]:
+        """The replicate seeds, ``seed, seed + 1, ..., seed + n_seeds - 1``."""
+        return list(range(self.seed, self.seed + self.n_seeds))
 
     def pick(self, tiny, quick, full):
         """The value for this scale."""
         return {"tiny": tiny, "quick": quick, "full": full}[self.scale]
 
+    def steps(self, tiny: int, quick: int, full: int) -> int:
+        """SVI steps for this scale, capped by ``max_steps``."""
+        steps = self.pick(tiny, quick, full)
+        return steps if self.max_steps is None else min(steps, self.max_steps)
+
     def to_argv(self) -> list[str]:
         """Command-line arguments that reproduce these settings (for runpy-style calls)."""
-        argv = ["--out", str(self.out), "--seed", str(self.seed), "--device", self.device,
-                "--mnist-dir", str(self.mnist_dir)]
+        argv = ["--out", str(self.out), "--seed", str(self.seed), "--seeds", str(self.n_seeds),
+                "--device", self.device, "--mnist-dir", str(self.mnist_dir)]
+        if self.max_steps is not None:
+            argv += ["--max-steps", str(self.max_steps)]
         if self.scale != "full":
             argv.append(f"--{self.scale}")
         if self.overwrite:
@@ -85,7 +116,10 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
                        help="embedded data (synthetic + 8x8 digits) and short training, CPU friendly")
     scale.add_argument("--tiny", action="store_true", help="a few steps on tiny data (test suite only)")
     parser.add_argument("--out", default="results", help="results root; outputs go to OUT/<experiment>/")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data splits, weights and draws")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (data splits; replicate k uses seed + k)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="replicates per configuration (default: tiny 2, quick 3, full 5)")
+    parser.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--mnist-dir", default=DEFAULT_MNIST_DIR,
                         help="folder of the MNIST IDX files (full mode; nothing is downloaded)")
@@ -98,7 +132,8 @@ def parse_settings(description: str, argv: Sequence[str] | None = None) -> Setti
     args = experiment_parser(description).parse_args(argv)
     scale = "tiny" if args.tiny else "quick" if args.quick else "full"
     return Settings(scale=scale, out=Path(args.out), seed=args.seed, device=args.device,
-                    mnist_dir=Path(args.mnist_dir), overwrite=args.overwrite)
+                    mnist_dir=Path(args.mnist_dir), overwrite=args.overwrite, n_seeds=args.seeds,
+                    max_steps=args.max_steps)
 
 
 @contextlib.contextmanager
