@@ -2,8 +2,9 @@
 
 x = bottom-left quadrant, y = the other three (digits 16 -> 48, latent 16 in
 quick mode; MNIST 196 -> 588, latent 64 in full mode). One vectorised sweep
-over beta trains a linear CVAE per value; each is read out in the theory's
-coordinates (decoder singular values per mode) and compared with Theorem 2.
+over beta trains a linear CVAE per value and seed; each is read out in the
+theory's coordinates (decoder singular values per mode) and compared with
+Theorem 2: the collapsed count and the singular values themselves.
 
 Outputs (``OUT/cvae_linear_quadrant_beta/``): ``theory_vs_learned.nc`` (beta x
 mode), ``collapsed_vs_beta.csv``, figures of the singular values per mode
@@ -15,6 +16,7 @@ against beta.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -24,17 +26,46 @@ import xarray as xr
 from ppl_vae.diagnostics import theory_group
 from ppl_vae.models import CVAEConfig
 from ppl_vae.models.readout import readout_summary
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, image_data, is_monotone, run_script, series,
-                               training_options)
-from ppl_vae.sweep import run_sweep
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, bound_check, close_check, image_data,
+                               relative_error_above_floor, run_replicates, run_script, seed_summary, seed_trends,
+                               series, trend_checks)
 
 NAME = "cvae_linear_quadrant_beta"
 CLAIM = ("Linear CVAE on MNIST quadrants: the learned decoder singular values follow Theorem 2 for every beta, "
          "and the number of collapsed modes grows with beta.")
 #: Decoder noise std: puts the collapse thresholds beta * eta_dec^2 inside the residual spectrum of the images.
 ETA_DEC = 0.25
-#: Modes whose predicted and measured status may differ (a mode near the threshold converges slowly).
-COUNT_SLACK = 1
+#: Singular values of modes whose predicted values are all at least this are held to REL_TOL. Smaller ones
+#: belong to modes of small residual variance theta, along which full-batch Adam moves at a rate ~ theta:
+#: at beta 0.1 the modes with theta ~ 0.04 are still 10% short after 8,000 steps (measured), not yet a finding.
+SV_FLOOR = 0.2
+#: Largest seed-mean relative error of those singular values.
+REL_TOL = 0.1
+
+
+def judge(table: pd.DataFrame) -> Verdict:
+    """The rule, a pure function of the per-seed table (counterfactual tests in ``tests/analyses``).
+
+    At every beta the seed-mean collapsed count is within max(1, 2 SE) modes
+    of Theorem 2's, and the seed-mean relative error of the singular values
+    of modes clear of the threshold (every predicted singular value >=
+    SV_FLOOR) is at most REL_TOL; the collapsed count rises with beta (no
+    step down beyond max(1, 2 SE), and more at the largest beta than at the
+    smallest).
+    """
+    summary = seed_summary(table, ["beta", "n_collapsed_predicted"],
+                           ["n_collapsed_measured", "rel_error_sv_above_floor"])
+    checks = [close_check(f"collapsed modes at beta {row.beta:g}", row.n_collapsed_measured_mean,
+                          row.n_collapsed_measured_se, row.n_collapsed_predicted, floor=1.0, source="Theorem 2")
+              for row in summary.itertuples()]
+    checks += [bound_check(f"relative error of singular values clear of the threshold, beta {row.beta:g}",
+                           row.rel_error_sv_above_floor_mean, row.rel_error_sv_above_floor_se, below=REL_TOL)
+               for row in summary.itertuples()]
+    checks += trend_checks(summary, "beta", "n_collapsed_measured", increasing=True, floor=1.0)
+    rule = (f"at every beta: seed-mean collapsed count (decoder singular value < 0.05) within max(1, 2 SE) of "
+            f"Theorem 2, and relative error of every singular value of modes whose predicted values are >= "
+            f"{SV_FLOOR:g} at most {REL_TOL:.0%}; collapsed count rising with beta (no step down beyond max(1, 2 SE))")
+    return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
 def main(argv=None) -> ClaimCheck:
@@ -48,49 +79,45 @@ def run(settings) -> ClaimCheck:
     latent = settings.pick(4, 16, 64)
     betas = settings.pick([0.5, 2.0], [0.1, 0.25, 0.5, 1.0, 2.0, 5.0], [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0])
     base = CVAEConfig(train.x.shape[1], train.y.shape[1], latent, eta_dec=ETA_DEC)
-    options = training_options(settings, kind="linear")
     # the residual spectrum of images spans a factor ~20: the small modes need a longer, gentler schedule
-    options["steps"] = settings.pick(40, 8000, 20000)
-    options["lr"], options["lr_decay"] = 0.02, float(np.exp(np.log(0.05) / options["steps"]))
-    result = run_sweep(base, {"beta": betas}, train, **options)
+    steps = settings.steps(40, 8000, 20000)
+    result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings, kind="linear",
+                            steps=steps, lr=0.02, lr_decay=float(np.exp(np.log(0.05) / steps)))
 
     groups, rows = [], []
-    for config, model in zip(result.configs, result.models):
+    for config, seed, model in zip(result.configs, result.seeds, result.models):
         group = theory_group(model, train)
         summary = readout_summary(model.linear_readout(train), group)
-        rows.append({"beta": config.beta, "eta_dec": config.eta_dec, **summary})
-        groups.append(group[["theta", "decoder_sv", "learned_decoder_sv", "encoder_std", "learned_encoder_std"]])
+        rows.append({"beta": config.beta, "seed": seed, "eta_dec": config.eta_dec, **summary,
+                     "rel_error_sv_above_floor": relative_error_above_floor(group, SV_FLOOR)})
+        if seed == settings.seed:
+            groups.append(group[["theta", "decoder_sv", "learned_decoder_sv", "encoder_std", "learned_encoder_std"]])
     stacked = xr.concat(groups, dim="beta", coords="minimal", compat="override", combine_attrs="drop")
-    stacked = stacked.assign_coords(beta=betas).assign_attrs(eta_dec=ETA_DEC, data=train.name, latent_dim=latent)
-    out.dataset("theory_vs_learned", stacked, "Theorem 2 prediction and learned values over beta and mode")
+    stacked = stacked.assign_coords(beta=betas).assign_attrs(eta_dec=ETA_DEC, data=train.name, latent_dim=latent,
+                                                             seed=settings.seed)
+    out.dataset("theory_vs_learned", stacked,
+                f"Theorem 2 prediction and learned values over beta and mode (seed {settings.seed})")
     table = pd.DataFrame(rows)
-    out.table("collapsed_vs_beta", table, "collapsed modes (decoder singular value < 0.05), predicted and measured, "
-              "and largest relative error of the active decoder singular values, per beta")
+    out.table("collapsed_vs_beta", table, "per beta and seed: collapsed modes (decoder singular value < 0.05), "
+              "predicted and measured, and relative errors of the singular values")
 
     shown = stacked.sel(beta=[betas[0], betas[len(betas) // 2], betas[-1]]) if len(betas) > 2 else stacked
     out.figure("singular_values", series(shown.rename(decoder_sv="predicted_decoder_sv"), "mode",
                                          ["predicted_decoder_sv", "learned_decoder_sv"], hue="beta",
-                                         title=f"linear CVAE, {train.name} quadrants, eta_dec={ETA_DEC}",
+                                         title=f"linear CVAE, {train.name} quadrants, eta_dec={ETA_DEC}, "
+                                               f"seed {settings.seed}",
                                          ylabel="decoder singular value"),
                "decoder singular values per mode: Theorem 2 (solid) and SVI (dashed)")
-    counts = xr.Dataset({"predicted_collapsed": ("beta", table.n_collapsed_predicted.values),
-                         "measured_collapsed": ("beta", table.n_collapsed_measured.values)}, coords={"beta": betas})
-    out.figure("collapsed_vs_beta", series(counts, "beta", ["predicted_collapsed", "measured_collapsed"],
-                                           title="collapsed modes against beta", ylabel="modes", logx=True),
-               "number of collapsed modes against beta, theory and SVI")
+    out.figure("collapsed_vs_beta", seed_trends(table, "beta", ["n_collapsed_measured", "n_collapsed_predicted"],
+                                                title="collapsed modes against beta", logx=True),
+               "number of collapsed modes against beta: SVI (seed mean +/- se) and Theorem 2")
 
-    measured, predicted = table.n_collapsed_measured.tolist(), table.n_collapsed_predicted.tolist()
-    largest_gap = int((table.n_collapsed_measured - table.n_collapsed_predicted).abs().max())
-    check = ClaimCheck(
-        NAME, CLAIM, is_monotone(measured) and largest_gap <= COUNT_SLACK,
-        f"measured collapsed count non-decreasing in beta and within {COUNT_SLACK} mode of Theorem 2 at every beta",
-        {"beta": betas, "measured_collapsed": measured, "predicted_collapsed": predicted,
-         "max_rel_error_active_decoder_sv": table.max_rel_error_active_decoder_sv.round(4).tolist()})
+    check = ClaimCheck.from_verdict(NAME, CLAIM, judge(table), {"eta_dec": ETA_DEC, "latent": latent})
     out.claim(check)
     return check
 
 
 if __name__ == "__main__":
     result = main()
-    print(f"{result.experiment}: agrees={result.agrees} {result.numbers}")
+    print(f"{result.experiment}: agrees={result.agrees}")
     sys.exit(0)

@@ -227,6 +227,27 @@ def collapse_table(combined, extra: dict[str, Sequence[Any]] | None = None) -> p
     return pd.DataFrame(table)
 
 
+def relative_error_above_floor(group, floor: float) -> float:
+    """Largest |learned - predicted| / predicted over the singular values of modes clear of the threshold.
+
+    ``group`` is a linear model's theory group (:func:`ppl_vae.diagnostics.theory_group`):
+    predicted ``<name>_sv`` beside ``learned_<name>_sv`` over ``mode``. A mode
+    is clear when every singular value predicted for it (encoder and decoder)
+    is at least ``floor``: next to a collapse threshold the loss is flat
+    (quartic) along that mode and SVI approaches it slowly. 0 when no mode is
+    clear.
+    """
+    names = [name for name in group.data_vars
+             if name.endswith("_sv") and not name.startswith("learned_") and f"learned_{name}" in group]
+    predicted = np.stack([np.nan_to_num(group[name].values, nan=np.inf) for name in names])
+    clear = predicted.min(axis=0) >= floor
+    errors = [0.0]
+    for name in names:
+        expected, learned = group[name].values[clear], group[f"learned_{name}"].values[clear]
+        errors.extend(np.abs(learned - expected) / expected)
+    return float(np.max(errors))
+
+
 def is_monotone(values: Sequence[float], *, increasing: bool = True, tolerance: float = 0.0) -> bool:
     """Whether ``values`` never step against the direction by more than ``tolerance``."""
     steps = np.diff(np.asarray(values, dtype=float))
