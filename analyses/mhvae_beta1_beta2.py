@@ -136,7 +136,8 @@ def run(settings) -> ClaimCheck:
     combined = diagnose_sweep(result, train, test, settings, names=[run_name(c, KEYS) for c in result.configs])
     out.inference_data("diagnostics", combined, "diagnose() of every configuration and seed, combined along run")
     x = train.x.double().numpy()
-    predicted = pd.DataFrame([theory_counts(x, c) for c in result.configs])
+    counts = {c: theory_counts(x, c) for c in configs}
+    predicted = pd.DataFrame([counts[c] for c in result.configs])
     table = pd.concat([collapse_table(combined), predicted], axis=1)
     out.table("runs", table, "per configuration and seed: collapsed dimensions (mean KL < 0.01), active units, "
               "total KL (nats) and collapse level (fraction of (point, dimension) pairs with KL < 0.01) of z1 and "

@@ -186,13 +186,14 @@ def cvae_variants(settings, betas: list[float], latent: int):
             "learned_prior": (dataclasses.replace(base, prior="learned"), train, test)}
     idatas, names, seeds, labels, predicted = [], [], [], [], []
     for variant, (config, variant_train, variant_test) in data.items():
-        result = run_replicates([dataclasses.replace(config, beta=b) for b in betas], variant_train, settings,
-                                kind="mlp")
+        configs = [dataclasses.replace(config, beta=b) for b in betas]
+        counts = {c: _theorem2_count(variant_train, c) for c in configs}
+        result = run_replicates(configs, variant_train, settings, kind="mlp")
         idatas += diagnose_runs(result, variant_train, variant_test, settings)
         names += [f"{variant},beta={c.beta:g}" for c in result.configs]
         seeds += result.seeds
         labels += [variant] * len(result.configs)
-        predicted += [_theorem2_count(variant_train, c) for c in result.configs]
+        predicted += [counts[c] for c in result.configs]
     combined = combine_runs(idatas, names, seeds)
     return _rows(combined, "cvae", labels, "z", {"predicted_collapsed": predicted}), combined
 
