@@ -149,7 +149,8 @@ class CVAEConfig(_ConfigMixin):
 
     ``prior='learned'`` replaces N(0, eta_enc^2) by a learned p(z|x).
     ``latent_mapping='separate'`` gives the encoder one network per input, x and y,
-    each ending in the latent space, summed there (the SPEC's mitigation, section 6.8);
+    each ending in the latent space, summed there (the authors' own CVAE encoder f(x) + g(y),
+    the baseline of SPEC 6.3 and 6.8, not a mitigation);
     ``'joint'`` feeds the concatenation [x, y] through one shared network. The two
     coincide for ``arch='linear'`` (W1 x + W2 y). For ``arch='cnn'``, ``image_shape``
     and ``split`` say where x and y sit in the full image.
