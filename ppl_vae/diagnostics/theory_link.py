@@ -34,6 +34,8 @@ def predict(config, data: DataBundle) -> xr.Dataset:
         y = data.y.detach().double().cpu().numpy()
         return theory.linear_cvae(x, y, config.latent_dim, config.beta, config.eta_enc, config.eta_dec)
     if config.family == "mhvae":
+        if getattr(config, "z2_input", "z1") != "z1":
+            raise ValueError(f"Theorems 3 and 5 cover q(z2|z1) only, not the skip path z2_input={config.z2_input!r}")
         return theory.linear_mhvae(
             x, config.latent_dims, config.beta1, config.beta2, config.eta_enc, config.eta_dec,
             config.sigma1, config.sigma2,

@@ -18,6 +18,8 @@ from ppl_vae._validate import check_choice, check_int_range, check_positive
 ARCHITECTURES = ("linear", "mlp", "cnn")
 PRIORS = ("standard", "learned")
 LATENT_MAPPINGS = ("joint", "separate")
+#: What the MHVAE's q(z2 | .) reads: z1 alone (the Markovian encoder of SPEC 2.3), or z1 and x (a skip path).
+Z2_INPUTS = ("z1", "z1+x")
 SPLITS = ("quadrant", "half")
 
 
@@ -147,7 +149,8 @@ class CVAEConfig(_ConfigMixin):
 
     ``prior='learned'`` replaces N(0, eta_enc^2) by a learned p(z|x).
     ``latent_mapping='separate'`` gives the encoder one network per input, x and y,
-    each ending in the latent space, summed there (the SPEC's mitigation, section 6.8);
+    each ending in the latent space, summed there (the authors' own CVAE encoder f(x) + g(y),
+    the baseline of SPEC 6.3 and 6.8, not a mitigation);
     ``'joint'`` feeds the concatenation [x, y] through one shared network. The two
     coincide for ``arch='linear'`` (W1 x + W2 y). For ``arch='cnn'``, ``image_shape``
     and ``split`` say where x and y sit in the full image.
@@ -207,6 +210,11 @@ class MHVAEConfig(_ConfigMixin):
 
     ``sigma1`` / ``sigma2``: fixed isotropic encoder std of q(z1|x) / q(z2|z1), or
     None for a learnable diagonal std (input-dependent for mlp/cnn).
+    ``z2_input``: ``'z1'`` gives the Markovian encoder q(z2|z1) of the theory;
+    ``'z1+x'`` adds a skip path x -> z2, q(z2|z1, x), the paper's "separate latent
+    mappings" for hierarchical VAEs (SPEC 6.8: x mapped to each latent level). Its
+    encoder reads the concatenation [z1, x] (linear: W2 z1 + W3 x). linear and mlp
+    only; no closed form covers it.
     """
 
     family: ClassVar[str] = "mhvae"
@@ -224,6 +232,7 @@ class MHVAEConfig(_ConfigMixin):
     sigma1: float | None = 1.0
     sigma2: float | None = None
     image_shape: tuple[int, int] | None = None
+    z2_input: str = "z1"
     kl_warmup1: int = 0
     kl_cycle1: int = 0
     kl_cycle_ratio1: float = 0.5
@@ -255,6 +264,10 @@ class MHVAEConfig(_ConfigMixin):
         _check_kl_controls(self, "2")
         _set(self, "image_shape", _check_image_shape(self.image_shape, self.arch))
         _check_image_size(self.image_shape, self.arch, self.input_dim, "input_dim")
+        _set(self, "z2_input", check_choice("z2_input", self.z2_input, Z2_INPUTS))
+        if self.z2_input != "z1" and self.arch == "cnn":
+            raise ValueError(f"z2_input={self.z2_input!r} (a skip path x -> z2) is implemented for arch 'linear' "
+                             "and 'mlp' only, got arch='cnn'; use z2_input='z1'")
 
 
 def _check_image_size(image_shape: tuple[int, int] | None, arch: str, dim: int, name: str) -> None:

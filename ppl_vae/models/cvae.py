@@ -16,9 +16,10 @@ Encoder latent mappings (``latent_mapping``):
   encoder on [x, y].
 - ``'separate'``: x and y each have a complete network of their own that ends in
   the latent space, and the two latent mappings are added: loc = f(x) + g(y),
-  log std = f'(x) + g'(y). Our reading of the paper's mitigation ("separate latent
-  mappings" for input and output): nothing is shared between the x path and the
-  y path before the latent space.
+  log std = f'(x) + g'(y): the authors' own CVAE encoder (their public code), the
+  baseline of SPEC 6.3 and 6.8. Nothing is shared between the x path and the y
+  path before the latent space. (The paper's "separate latent mappings" remark
+  concerns hierarchical VAEs: see the MHVAE's ``z2_input``.)
 
 For ``arch='linear'`` both readings are W1 x + W2 y.
 """

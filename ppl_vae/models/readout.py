@@ -191,7 +191,7 @@ def theory_for(config, bundle) -> xr.Dataset | None:
     """The closed-form optimum matching a linear model's config on ``bundle``'s data, or None.
 
     None when no theorem covers the model: a non-linear architecture, the CVAE's
-    learned prior, or an MHVAE with a learnable Sigma1.
+    learned prior, or an MHVAE with a learnable Sigma1 or a skip path x -> z2.
     """
     from ppl_vae.theory import linear_cvae, linear_mhvae, linear_vae
 
@@ -205,7 +205,7 @@ def theory_for(config, bundle) -> xr.Dataset | None:
             return None
         return linear_cvae(bundle.x, bundle.y, config.latent_dim, beta=config.beta, eta_enc=config.eta_enc,
                            eta_dec=config.eta_dec)
-    if config.sigma1 is None:
+    if config.sigma1 is None or config.z2_input != "z1":
         return None
     return linear_mhvae(bundle.x, config.latent_dims, beta1=config.beta1, beta2=config.beta2,
                         eta_enc=config.eta_enc, eta_dec=config.eta_dec, sigma1=config.sigma1, sigma2=config.sigma2)

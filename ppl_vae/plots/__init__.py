@@ -12,7 +12,7 @@ import io
 from matplotlib.figure import Figure
 
 from .collapse import collapse_curves, kl_per_dimension
-from .images import completion_grid, reconstruction_grid
+from .images import completion_grid, reconstruction_grid, reconstruction_matrix
 from .schedule import plot_kl_schedule
 from .sweep import metrics_vs_hyperparameter
 from .theory import singular_values
@@ -34,6 +34,7 @@ __all__ = [
     "metrics_vs_hyperparameter",
     "plot_kl_schedule",
     "reconstruction_grid",
+    "reconstruction_matrix",
     "singular_values",
     "to_png",
 ]

@@ -96,3 +96,51 @@ def reconstruction_grid(observed: xr.DataArray, reconstructions: xr.DataArray, i
                 _show(axes[row, 1 + k], images[row], f"recon {k + 1}" if row == 0 else None)
         fig.suptitle(title or "reconstructions, z ~ q(z | x)", fontsize="medium")
     return fig
+
+
+def _strip(images: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """``(n, H W)`` images side by side as one ``(H, n (W + 1) - 1)`` array, NaN columns between them."""
+    height, width = image_shape
+    tiles = np.asarray(images, dtype=float).reshape(-1, height, width)
+    gap = np.full((height, 1), np.nan)
+    return np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
+
+
+def reconstruction_matrix(originals: np.ndarray, cells: dict[tuple[float, float], np.ndarray],
+                          image_shape: tuple[int, int], *, rows: str = "beta1", columns: str = "beta2",
+                          title: str | None = None) -> Figure:
+    """The same few images reconstructed over a grid of two hyper-parameters.
+
+    Parameters
+    ----------
+    originals
+        ``(n, H W)`` data images (shown once, above the grid).
+    cells
+        ``(row value, column value) -> (n, H W)`` reconstructions of ``originals``
+        by that configuration's model; a missing cell stays blank.
+    image_shape
+        ``(H, W)``.
+    rows, columns
+        Names of the two hyper-parameters (axis labels).
+    """
+    row_values = sorted({r for r, _ in cells})
+    column_values = sorted({c for _, c in cells})
+    n = np.asarray(originals).shape[0]
+    with themed():
+        fig = new_figure(max(3.0, 0.45 * n * len(column_values) + 1.0), 0.6 * (len(row_values) + 1) + 1.0)
+        axes = fig.subplots(len(row_values) + 1, len(column_values), squeeze=False)
+        for ax in axes[0]:
+            ax.set_axis_off()
+        _show(axes[0, 0], _strip(originals, image_shape), "data")
+        axes[0, 0].set_axis_on()
+        for i, r in enumerate(row_values):
+            for j, c in enumerate(column_values):
+                ax = axes[i + 1, j]
+                if (r, c) in cells:
+                    _show(ax, _strip(cells[(r, c)], image_shape), f"{columns}={c:g}" if i == 0 else None)
+                else:
+                    ax.set_axis_off()
+                if j == 0:
+                    ax.set_ylabel(f"{rows}={r:g}", fontsize="small")
+        fig.suptitle(title or f"reconstructions over {rows} (rows) and {columns} (columns)", fontsize="medium")
+    return fig
