@@ -1,21 +1,38 @@
 """The analytic linear-model prediction for a trained model, and how far it is.
 
-For ``arch='linear'`` the closed forms of SPEC section 4 are the model's own
-global optimum, and :meth:`linear_readout` gives the trained singular values
-and stds under the same names, so ``learned - predicted`` is taken mode by mode.
-For MLP / CNN models the prediction is that of the linear model with the same
-data and hyper-parameters; ``attrs['prediction']`` says so.
+For the suite's ``arch='linear'`` models the closed forms of SPEC section 4
+are the model's own global optimum, and :meth:`linear_readout` gives the
+trained singular values and stds under the same names, so ``learned -
+predicted`` is taken mode by mode. For MLP / CNN models the prediction is that
+of the linear model with the same data and hyper-parameters;
+``attrs['prediction']`` says so.
+
+Any other Pyro model / guide pair gets the linear-model prediction when its
+traces say which linear model it corresponds to (:func:`infer_linear_setting`):
+one latent site; the observed values are one of the model's arguments (VAE)
+or one of two (CVAE, the other the condition); beta from the guide site's
+``poutine.scale``; eta_enc from a N(0, eta_enc^2 I) prior; eta_dec from a
+Normal likelihood with a fixed std. Hyper-parameters the traces cannot give
+(a Bernoulli likelihood, a learned prior) may be given by the caller.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, fields
+
 import numpy as np
+import torch
 import xarray as xr
 
 from ..data.bundle import DataBundle
+from ._traces import elementwise
+from .target import ModelArgs, PyroTarget, observed_argument, trace_pair
 
 CLOSED_FORM = "closed form for this (linear) model"
 LINEAR_PREDICTION = "linear-model prediction (same data and hyper-parameters; the trained model is non-linear)"
+PYRO_PREDICTION = ("linear-model prediction (the linear model with the same data and hyper-parameters as this "
+                   "Pyro model, which may itself be non-linear)")
 
 
 def predict(config, data: DataBundle) -> xr.Dataset:
@@ -88,3 +105,155 @@ def predicted_collapsed(theory: xr.Dataset, site: str) -> int | None:
         if name in theory.data_vars:
             return int(np.asarray(theory[name]).astype(bool).sum())
     return None
+
+
+@dataclass(frozen=True)
+class LinearSetting:
+    """The linear model a prediction is made for: the fields :func:`predict` reads off a config."""
+
+    family: str
+    latent_dim: int | None = None
+    latent_dims: tuple[int, int] | None = None
+    beta: float = 1.0
+    beta1: float = 1.0
+    beta2: float = 1.0
+    eta_enc: float = 1.0
+    eta_dec: float = 1.0
+    encoder_std: float | None = None
+    sigma1: float | None = None
+    sigma2: float | None = None
+
+
+#: What each family's prediction needs (besides the data).
+REQUIRED = {"vae": ("latent_dim", "beta", "eta_enc", "eta_dec"), "cvae": ("latent_dim", "beta", "eta_enc", "eta_dec"),
+            "mhvae": ("latent_dims", "beta1", "beta2", "eta_enc", "eta_dec", "sigma1")}
+
+
+def _constant(values: torch.Tensor | float) -> float | None:
+    """The common value of all entries, or None when they differ."""
+    tensor = torch.as_tensor(values, dtype=torch.float64)
+    first = tensor.reshape(-1)[0]
+    return float(first) if torch.allclose(tensor, first, rtol=1e-6, atol=0.0) else None
+
+
+def _normal_std(fn, *, zero_mean: bool) -> float | None:
+    """The fixed std of a per-coordinate Normal (with zero mean if asked), else None."""
+    normal = elementwise(fn)
+    if not isinstance(normal, torch.distributions.Normal):
+        return None
+    if zero_mean and not bool(torch.all(normal.loc == 0)):
+        return None
+    return _constant(normal.scale)
+
+
+def infer_linear_setting(target: PyroTarget, args: ModelArgs) -> tuple[dict, dict[str, str]]:
+    """What the traces say about the matching linear model.
+
+    Returns
+    -------
+    found
+        ``family``, ``latent_dim``, ``beta``, ``eta_enc``, ``eta_dec`` and the
+        data arrays' names ``x_arg`` (and ``y_arg`` for a CVAE), as far as the
+        traces give them.
+    missing
+        Field -> why the traces do not give it.
+    """
+    example = args.subset(slice(0, 8))
+    with torch.no_grad():
+        guide_trace, model_trace = trace_pair(target.model, target.guide, example.args)
+    found: dict = {}
+    missing: dict[str, str] = {}
+    obs_site = model_trace.nodes[target.observed_site]
+    observed = obs_site["value"].reshape(example.n, -1)
+    obs_arg = observed_argument(example, observed)
+    others = [name for name in example.row_tensors() if name != obs_arg]
+    if len(target.all_latent_sites) != 1:
+        missing["family"] = (f"the model has {len(target.all_latent_sites)} latent sites; the inferred linear "
+                             "theory covers one (VAE / CVAE): give theory={'family': 'mhvae', ...}")
+    elif obs_arg is None:
+        missing["family"] = ("the observed values are not one of the model's arguments (the model transforms "
+                             "them), so the data statistics of the theory cannot be formed")
+    elif len(others) > 1:
+        missing["family"] = f"the model takes {len(others) + 1} data arguments; the theory knows x (VAE) or x, y (CVAE)"
+    else:
+        found["family"] = "cvae" if others else "vae"
+        found.update({"x_arg": others[0], "y_arg": obs_arg} if others else {"x_arg": obs_arg})
+    if len(target.all_latent_sites) == 1:
+        site = target.all_latent_sites[0]
+        q_site, p_site = guide_trace.nodes[site], model_trace.nodes[site]
+        found["latent_dim"] = int(q_site["value"].reshape(example.n, -1).shape[1])
+        beta = _constant(q_site["scale"])
+        if beta is None:
+            missing["beta"] = f"the poutine.scale of guide site {site!r} differs between points"
+        else:
+            found["beta"] = beta
+        eta_enc = _normal_std(p_site["fn"], zero_mean=True)
+        if eta_enc is None:
+            missing["eta_enc"] = (f"the prior of {site!r} is not N(0, eta_enc^2 I) (a learned or conditional prior, "
+                                  "or not Normal)")
+        else:
+            found["eta_enc"] = eta_enc
+    eta_dec = _normal_std(obs_site["fn"], zero_mean=False)
+    if eta_dec is None:
+        missing["eta_dec"] = (f"the likelihood of {target.observed_site!r} is "
+                              f"{type(elementwise(obs_site['fn']) or obs_site['fn']).__name__}, not a Normal with "
+                              "a fixed std")
+    else:
+        found["eta_dec"] = eta_dec
+    return found, missing
+
+
+def _array(args: ModelArgs, name: str) -> np.ndarray:
+    tensor = args.row_tensors()[name]
+    return tensor.detach().double().cpu().reshape(tensor.shape[0], -1).numpy()
+
+
+def inferred_theory_group(target: PyroTarget, args: ModelArgs, given: dict | None = None, *,
+                          inferred: tuple[dict, dict[str, str]] | None = None) -> xr.Dataset:
+    """The linear-model prediction for a Pyro model / guide pair (module docstring).
+
+    Parameters
+    ----------
+    target, args
+        The pair and the data it was trained on.
+    given
+        Hyper-parameters that override or complete what the traces give:
+        ``family``, ``beta``, ``eta_enc``, ``eta_dec``, ``encoder_std``, and for
+        ``'mhvae'``: ``latent_dims``, ``beta1``, ``beta2``, ``sigma1``, ``sigma2``.
+    inferred
+        :func:`infer_linear_setting` output, when already computed.
+
+    Raises
+    ------
+    ValueError
+        Saying which hyper-parameter neither the traces nor ``given`` provide, and why.
+    """
+    given = dict(given or {})
+    allowed = {f.name for f in fields(LinearSetting)}
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ValueError(f"theory: unknown hyper-parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
+    found, missing = inferred if inferred is not None else infer_linear_setting(target, args)
+    values = {**{k: v for k, v in found.items() if k in allowed}, **given}
+    family = values.get("family")
+    if family not in REQUIRED:
+        raise ValueError(missing.get("family", f"theory family must be 'vae', 'cvae' or 'mhvae', got {family!r}"))
+    absent = [name for name in REQUIRED[family] if name not in values]
+    if absent:
+        reasons = "; ".join(missing.get(name, f"{name} is not known") for name in absent)
+        raise ValueError(f"no linear-model prediction without {', '.join(absent)}: {reasons} "
+                         f"(give theory={{{', '.join(repr(a) + ': ...' for a in absent)}}})")
+    x_name = found.get("x_arg") or next(iter(args.row_tensors()))
+    y = _array(args, found["y_arg"]) if family == "cvae" and "y_arg" in found else None
+    if family == "cvae" and y is None:
+        raise ValueError("a CVAE prediction needs the model's condition x and output y among its arguments")
+    bundle = DataBundle("theory", x=torch.as_tensor(_array(args, x_name)),
+                        y=None if y is None else torch.as_tensor(y))
+    setting = LinearSetting(**values)
+    source = {name: ("given" if name in given else "inferred from the traces") for name in values}
+    return predict(setting, bundle).assign_attrs(
+        prediction=PYRO_PREDICTION,
+        hyperparameters=json.dumps({k: v for k, v in values.items() if k != "family"}, sort_keys=True),
+        hyperparameter_source=json.dumps(source, sort_keys=True),
+    )
