@@ -59,7 +59,7 @@ from .target import (
     parameter_device,
     variable_name,
 )
-from .theory_link import infer_linear_setting, inferred_theory_group, theory_group
+from .theory_link import check_theory_option, infer_linear_setting, inferred_theory_group, theory_group
 
 
 def _qualname(fn: Callable) -> str:
@@ -251,6 +251,7 @@ def diagnose(
     check_int_range("n_draws", n_draws, 1)
     check_int_range("iw_samples", iw_samples, 1)
     check_int_range("kl_samples", kl_samples, 1)
+    check_theory_option(theory)
     if guide is None and hasattr(model, "check_data"):  # the suite's models check their data
         for bundle in (data, test_data):
             if isinstance(bundle, DataBundle):

@@ -129,6 +129,20 @@ REQUIRED = {"vae": ("latent_dim", "beta", "eta_enc", "eta_dec"), "cvae": ("laten
             "mhvae": ("latent_dims", "beta1", "beta2", "eta_enc", "eta_dec", "sigma1")}
 
 
+def check_theory_option(theory: bool | dict) -> bool | dict:
+    """``theory`` if it is True / False or a dict of :class:`LinearSetting` fields, else ``ValueError``."""
+    if isinstance(theory, bool):
+        return theory
+    if not isinstance(theory, dict):
+        raise ValueError(f"theory must be True, False or a dict of hyper-parameters, got {theory!r}")
+    allowed = {f.name for f in fields(LinearSetting)}
+    unknown = sorted(set(theory) - allowed)
+    if unknown:
+        raise ValueError(f"theory: unknown hyper-parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
+    return dict(theory)
+
+
 def _constant(values: torch.Tensor | float) -> float | None:
     """The common value of all entries, or None when they differ."""
     tensor = torch.as_tensor(values, dtype=torch.float64)
@@ -228,12 +242,8 @@ def inferred_theory_group(target: PyroTarget, args: ModelArgs, given: dict | Non
     ValueError
         Saying which hyper-parameter neither the traces nor ``given`` provide, and why.
     """
-    given = dict(given or {})
+    given = check_theory_option(given or {})
     allowed = {f.name for f in fields(LinearSetting)}
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise ValueError(f"theory: unknown hyper-parameter(s) {', '.join(map(repr, unknown))}; "
-                         f"allowed: {', '.join(sorted(allowed))}")
     found, missing = inferred if inferred is not None else infer_linear_setting(target, args)
     values = {**{k: v for k, v in found.items() if k in allowed}, **given}
     family = values.get("family")
