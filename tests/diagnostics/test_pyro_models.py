@@ -119,7 +119,7 @@ def test_cvae_with_tuple_arguments(learned_prior):
     idata = diagnose(cvae.model, cvae.guide, (x, y), iw_samples=5, **SMALL)
     assert idata.attrs["observed_site"] == "y"
     assert set(idata.constant_data.data_vars) == {"x"}  # the condition, named by the model's parameter
-    rows = idata.constant_data.obs.values
+    rows = idata.constant_data.obs.values.copy()
     np.testing.assert_array_equal(idata.constant_data.x.values, x[rows].numpy())
     q_loc, q_scale = cvae.encoder(torch.cat([x, y], -1))
     p_loc, p_scale = cvae.prior(x)
