@@ -86,7 +86,7 @@ def run(settings) -> ClaimCheck:
         index = int(np.flatnonzero(np.isclose(combined.collapse.beta1, middle)
                                    & np.isclose(combined.collapse.beta2, beta2))[0])
         fig = plots.reconstruction_grid(combined.observed_data.x.isel(run=index),
-                                        combined.posterior_predictive.x.isel(run=index), train.image_shape,
+                                        combined.posterior_predictive.x_mean.isel(run=index), train.image_shape,
                                         title=f"reconstructions, beta1={middle:g}, beta2={beta2:g}")
         out.figure(f"reconstructions_beta2_{beta2:g}", fig, f"held-in images and reconstructions at beta2={beta2:g}")
 
