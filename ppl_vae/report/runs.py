@@ -7,7 +7,6 @@ model config, data, seed and number of importance samples.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._io import atomic_write_text
+from .._io import atomic_write_text, file_sha256
 from .._validate import check_int_range
 from ..diagnostics import diagnose, load, save
 from .html import build_html
@@ -28,11 +27,7 @@ DIAGNOSTICS_NAME = "diagnostics.nc"
 
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file (the checkpoint), to tell a retrained run from the cached one."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def held_out_split(bundle, train_options: dict):
