@@ -144,10 +144,17 @@ def check_theory_option(theory: bool | dict) -> bool | dict:
 
 
 def _constant(values: torch.Tensor | float) -> float | None:
-    """The common value of all entries, or None when they differ."""
+    """The common value of all entries, or None when they differ.
+
+    A float32 value is given to float32's precision (7 significant digits:
+    ``0.2``, not ``0.20000000298...``).
+    """
+    single = isinstance(values, torch.Tensor) and values.dtype != torch.float64
     tensor = torch.as_tensor(values, dtype=torch.float64)
     first = tensor.reshape(-1)[0]
-    return float(first) if torch.allclose(tensor, first, rtol=1e-6, atol=0.0) else None
+    if not torch.allclose(tensor, first, rtol=1e-6, atol=0.0):
+        return None
+    return float(f"{float(first):.7g}") if single else float(first)
 
 
 def _normal_std(fn, *, zero_mean: bool) -> float | None:
