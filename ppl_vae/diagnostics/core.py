@@ -122,7 +122,10 @@ def place(model: Any, guide: Callable | None, device: str) -> torch.device:
     be moved: the data then goes where those parameters are, and an explicit
     ``device`` elsewhere is refused.
     """
-    modules = owner_modules(model) if guide is None else owner_modules(model, guide)
+    if isinstance(model, PyroTarget):
+        modules = model.modules
+    else:
+        modules = owner_modules(model) if guide is None else owner_modules(model, guide)
     if modules:
         where = resolve_device(device)
         for module in modules:

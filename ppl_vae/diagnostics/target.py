@@ -44,9 +44,9 @@ class ModelArgs:
     Attributes
     ----------
     args
-        What ``model(*args)`` takes. Tensors whose first dimension has ``n``
-        entries are data (one row per point); anything else (``None``, numbers,
-        other tensors) is passed unchanged to every call.
+        What ``model(*args)`` takes. Tensors are data, ``n`` rows each (one
+        per point); anything else (``None``, numbers, strings) is passed
+        unchanged to every call.
     n
         Number of data points (rows).
     row_arg
@@ -125,8 +125,8 @@ def as_model_args(data: Any, model: Callable | None = None, *, name: str = "data
     ----------
     data
         A tensor ``(n, ...)`` (the model's one argument), a tuple / list of the
-        model's positional arguments (tensors with ``n`` rows are data; ``None``
-        and other values are passed through), a :class:`DataBundle`
+        model's positional arguments (tensors, ``n`` rows each, are data;
+        ``None`` and other non-tensors are passed through), a :class:`DataBundle`
         (``bundle.tensors()``: ``(x,)`` or ``(x, y)``), or :class:`ModelArgs`.
     model
         The model callable, whose parameter names label the arguments.
@@ -210,10 +210,6 @@ class PyroTarget:
         """Where the parameters live (see :func:`parameter_device`)."""
         return parameter_device(self.modules)
 
-    def to(self, device: torch.device) -> None:
-        """Move the modules (in place, as ``nn.Module.to`` does)."""
-        for module in self.modules:
-            module.to(device)
 
 
 def parameter_device(modules: tuple[torch.nn.Module, ...]) -> torch.device:
