@@ -19,8 +19,6 @@ Normal likelihood with a fixed std. Hyper-parameters the traces cannot give
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
-
 import numpy as np
 import torch
 import xarray as xr
@@ -107,39 +105,44 @@ def predicted_collapsed(theory: xr.Dataset, site: str) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class LinearSetting:
-    """The linear model a prediction is made for: the fields :func:`predict` reads off a config."""
-
-    family: str
-    latent_dim: int | None = None
-    latent_dims: tuple[int, int] | None = None
-    beta: float = 1.0
-    beta1: float = 1.0
-    beta2: float = 1.0
-    eta_enc: float = 1.0
-    eta_dec: float = 1.0
-    encoder_std: float | None = None
-    sigma1: float | None = None
-    sigma2: float | None = None
-
-
-#: What each family's prediction needs (besides the data).
+#: The config fields a prediction of each family reads (``theory=`` may give them, and ``family``).
+THEORY_FIELDS = {"vae": ("latent_dim", "beta", "eta_enc", "eta_dec", "encoder_std"),
+                 "cvae": ("latent_dim", "beta", "eta_enc", "eta_dec"),
+                 "mhvae": ("latent_dims", "beta1", "beta2", "eta_enc", "eta_dec", "sigma1", "sigma2")}
+#: The fields without a default: the traces or the caller must give them.
 REQUIRED = {"vae": ("latent_dim", "beta", "eta_enc", "eta_dec"), "cvae": ("latent_dim", "beta", "eta_enc", "eta_dec"),
             "mhvae": ("latent_dims", "beta1", "beta2", "eta_enc", "eta_dec", "sigma1")}
+THEORY_OPTIONS = frozenset({"family"}.union(*THEORY_FIELDS.values()))
+
+
+def linear_config(values: dict, bundle: DataBundle):
+    """The suite's config of the linear model with ``values`` (family and hyper-parameters) on ``bundle``.
+
+    The config validates the values (positive stds and weights, dimensions).
+    """
+    from ..models import CONFIG_CLASSES  # the models are needed only here
+
+    family = values["family"]
+    fields = {name: values[name] for name in THEORY_FIELDS[family] if name in values}
+    if family == "cvae":
+        dims = {"x_dim": int(bundle.x.shape[1]), "y_dim": int(bundle.y.shape[1])}
+    else:
+        dims = {"input_dim": int(bundle.x.shape[1])}
+    if "latent_dims" in fields:
+        fields["latent_dims"] = tuple(int(d) for d in fields["latent_dims"])
+    return CONFIG_CLASSES[family](arch="linear", **dims, **fields)
 
 
 def check_theory_option(theory: bool | dict) -> bool | dict:
-    """``theory`` if it is True / False or a dict of :class:`LinearSetting` fields, else ``ValueError``."""
+    """``theory`` if it is True / False or a dict of :data:`THEORY_OPTIONS`, else ``ValueError``."""
     if isinstance(theory, bool):
         return theory
     if not isinstance(theory, dict):
         raise ValueError(f"theory must be True, False or a dict of hyper-parameters, got {theory!r}")
-    allowed = {f.name for f in fields(LinearSetting)}
-    unknown = sorted(set(theory) - allowed)
+    unknown = sorted(set(theory) - THEORY_OPTIONS)
     if unknown:
         raise ValueError(f"theory: unknown hyper-parameter(s) {', '.join(map(repr, unknown))}; "
-                         f"allowed: {', '.join(sorted(allowed))}")
+                         f"allowed: {', '.join(sorted(THEORY_OPTIONS))}")
     return dict(theory)
 
 
@@ -250,9 +253,8 @@ def inferred_theory_group(target: PyroTarget, args: ModelArgs, given: dict | Non
         Saying which hyper-parameter neither the traces nor ``given`` provide, and why.
     """
     given = check_theory_option(given or {})
-    allowed = {f.name for f in fields(LinearSetting)}
     found, missing = inferred if inferred is not None else infer_linear_setting(target, args)
-    values = {**{k: v for k, v in found.items() if k in allowed}, **given}
+    values = {**{k: v for k, v in found.items() if k in THEORY_OPTIONS}, **given}
     family = values.get("family")
     if family not in REQUIRED:
         raise ValueError(missing.get("family", f"theory family must be 'vae', 'cvae' or 'mhvae', got {family!r}"))
@@ -267,10 +269,10 @@ def inferred_theory_group(target: PyroTarget, args: ModelArgs, given: dict | Non
         raise ValueError("a CVAE prediction needs the model's condition x and output y among its arguments")
     bundle = DataBundle("theory", x=torch.as_tensor(_array(args, x_name)),
                         y=None if y is None else torch.as_tensor(y))
-    setting = LinearSetting(**values)
-    source = {name: ("given" if name in given else "inferred from the traces") for name in values}
-    return predict(setting, bundle).assign_attrs(
+    used = {name: values[name] for name in THEORY_FIELDS[family] if name in values}
+    source = {name: ("given" if name in given else "inferred from the traces") for name in ("family", *used)}
+    return predict(linear_config(values, bundle), bundle).assign_attrs(
         prediction=PYRO_PREDICTION,
-        hyperparameters=json.dumps({k: v for k, v in values.items() if k != "family"}, sort_keys=True),
+        hyperparameters=json.dumps(used, sort_keys=True),
         hyperparameter_source=json.dumps(source, sort_keys=True),
     )

@@ -220,3 +220,20 @@ def test_site_errors_name_the_sites(bernoulli_vae, binary_digits):
 
     with pytest.raises(ValueError, match="site 'scale' .* one value per data point"):
         diagnose(global_model, global_guide, x, iw_samples=2, **SMALL)
+
+
+def test_a_two_level_model_gets_the_mhvae_prediction_when_told(two_level):
+    pyro.clear_param_store()
+    x = two_level.marginal().sample(torch.Size((60,)))
+    small = dict(n_obs=2, n_draws=2, iw_samples=2, kl_samples=2, progress=False, device="cpu")
+    plain = diagnose(two_level.model, two_level.guide, x, **small)
+    assert "theory" not in plain.groups() and "2 latent sites" in plain.attrs["theory_unavailable"]
+    given = {"family": "mhvae", "latent_dims": (3, 2), "beta1": 1.0, "beta2": 1.0, "eta_enc": 1.0, "eta_dec": 0.5,
+             "sigma1": 0.7}
+    told = diagnose(two_level.model, two_level.guide, x, theory=given, **small)
+    expected = theory.linear_mhvae(x.double().numpy(), (3, 2), beta1=1.0, beta2=1.0, eta_enc=1.0, eta_dec=0.5,
+                                   sigma1=0.7, sigma2=None)
+    np.testing.assert_allclose(told.theory.z1_encoder_sv, expected.z1_encoder_sv)
+    assert json.loads(told.theory.attrs["hyperparameter_source"])["sigma1"] == "given"
+    wrong = diagnose(two_level.model, two_level.guide, x, theory={**given, "eta_dec": -1.0}, **small)
+    assert "theory" not in wrong.groups() and "eta_dec" in wrong.attrs["theory_unavailable"]
