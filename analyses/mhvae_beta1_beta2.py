@@ -180,7 +180,7 @@ def run(settings) -> ClaimCheck:
 
 def reconstruction_figure(combined, grid_values, image_shape, seed: int, n_images: int = 4):
     """One cell per (beta1, beta2) of the grid at eta_enc = ETA: the first images' reconstructions (first draw)."""
-    observed, recon = combined.observed_data.x, combined.posterior_predictive.x
+    observed, recon = combined.observed_data.x, combined.posterior_predictive.x_mean
     coords = combined.collapse
     cells = {}
     for b1 in grid_values:

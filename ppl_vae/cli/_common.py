@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ppl_vae.data import DATASETS, load
+from ppl_vae.data import DATASETS, FILE_SUFFIXES, load
 
 
 def parse_float_list(name: str) -> Callable[[click.Context, click.Parameter, str | None], tuple[float, ...] | None]:
@@ -37,11 +37,45 @@ def parse_int_list(ctx: click.Context, param: click.Parameter, value: str | None
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
 
 
+def data_source(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback accepting a built-in data set name or the path of an existing data file."""
+    if value is None or value in DATASETS:
+        return value
+    from pathlib import Path
+
+    path = Path(value)
+    if path.suffix.lower() not in FILE_SUFFIXES:
+        raise click.BadParameter(f"{value!r} is neither a data set ({', '.join(DATASETS)}) nor a data file "
+                                 f"({', '.join(FILE_SUFFIXES)})")
+    if not path.is_file():
+        raise click.BadParameter(f"no data file at {value}")
+    return str(path.resolve())
+
+
+#: Help of --data, shared by the sub-commands that take it.
+DATA_HELP = ("Data: synthetic (Gaussian), digits (scikit-learn's bundled 8x8 images), mnist (local IDX files), or "
+             "your own file: .npz, .npy, .csv or netCDF (.nc), with --x-key/--y-key naming its arrays or columns.")
+KEY_OPTIONS = [
+    click.option("--x-key", default=None,
+                 help="Data file: the array of x (.npz / netCDF), or its columns (.csv / .npy: names or positions "
+                      "separated by commas, or a range a:b). Default: the only array, or the columns not in y."),
+    click.option("--y-key", default=None, help="Data file: the array or columns of the CVAE output y."),
+]
+
+
+def key_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Attach --x-key / --y-key."""
+    for option in reversed(KEY_OPTIONS):
+        func = option(func)
+    return func
+
+
 def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Attach the data-set options every sub-command shares."""
     options = [
-        click.option("--data", "data_name", type=click.Choice(DATASETS), default="digits", show_default=True,
-                     help="Data set: synthetic Gaussian, scikit-learn's bundled 8x8 digits, or local MNIST files."),
+        click.option("--data", "data_name", callback=data_source, default="digits", show_default=True,
+                     help=DATA_HELP),
+        *KEY_OPTIONS,
         click.option("--split", type=click.Choice(["quadrant", "half"]), default="quadrant", show_default=True,
                      help="CVAE image split: x = bottom-left quadrant or left half."),
         click.option("--classes", callback=parse_int_list, default=None,
@@ -59,11 +93,25 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def file_options(data_name: str, *, x_key: str | None, y_key: str | None, **builtin_only) -> dict[str, Any]:
+    """``load`` options for a data file (or none for a built-in set), refusing options that do not apply."""
+    if data_name in DATASETS:
+        if x_key is not None or y_key is not None:
+            raise click.BadParameter("--x-key / --y-key name the arrays of a data file (--data my.npz)")
+        return {}
+    given = [f"--{name.replace('_', '-')}" for name, value in builtin_only.items() if value]
+    if given:
+        raise click.BadParameter(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to the built-in data "
+                                 "sets, not to a data file")
+    return {key: value for key, value in (("x_key", x_key), ("y_key", y_key)) if value is not None}
+
+
 def load_data(family: str, data_name: str, *, split: str, classes, n_samples, dim, correlation, data_seed,
-              mnist_dir: str):
-    """Load the data set a sub-command asked for, turning bad options into click errors."""
+              mnist_dir: str, x_key: str | None = None, y_key: str | None = None):
+    """Load the data set (or file) a sub-command asked for, turning bad options into click errors."""
     paired = family == "cvae"
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = file_options(data_name, x_key=x_key, y_key=y_key, classes=classes,
+                                           n_samples=n_samples, dim=dim, correlation=correlation)
     if data_name == "synthetic":
         options["seed"] = data_seed
         if n_samples is not None:
@@ -74,7 +122,7 @@ def load_data(family: str, data_name: str, *, split: str, classes, n_samples, di
             if not paired:
                 raise click.BadParameter("--correlation applies to CVAE pairs only (--model cvae)")
             options["correlation"] = correlation
-    else:
+    elif data_name in DATASETS:  # images (a file's options are its keys)
         if classes:
             options["classes"] = list(classes)
         if paired:

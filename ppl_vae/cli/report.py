@@ -8,7 +8,7 @@ from ppl_vae._device import DEVICE_CHOICES
 
 
 @click.command("report")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="The HTML file to write (one self-contained page).")
 @click.option("--iw-samples", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -21,7 +21,9 @@ from ppl_vae._device import DEVICE_CHOICES
 def command(run_dirs, out, iw_samples, seed, device, overwrite, progress):
     """Diagnose RUN_DIR... (reusing each run's diagnostics.nc when it matches) and write --out.
 
-    The page opens with "k of d latent dimensions collapsed; theory predicted m"
+    Each argument is a run directory (ppl-vae train / sweep) or an InferenceData
+    file (.nc) saved from ppl_vae.diagnostics.diagnose, for instance of your
+    own Pyro model. The page opens with "k of d latent dimensions collapsed; theory predicted m"
     for every run, then a table of metrics and the figures.
     """
     from ppl_vae.report.runs import write_report

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ppl_vae.cli._common import parse_int_list
+from ppl_vae.cli._common import DATA_HELP, data_source, file_options, key_options, parse_int_list
 
 #: CLI option -> grid entry of the spec.
 GRID_OPTIONS = {"beta": "beta", "eta_dec": "eta_dec", "eta_enc": "eta_enc", "beta1": "beta1", "beta2": "beta2",
@@ -39,7 +39,9 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
     raw.setdefault("arch", "linear")
     if params["data_name"] is not None or "data" not in raw:
         data: dict[str, Any] = {"name": params["data_name"] or "digits"}
-        if data["name"] != "synthetic" and raw["model"] == "cvae":
+        data.update(file_options(data["name"], x_key=params["x_key"], y_key=params["y_key"],
+                                 n_samples=params["n_samples"], dim=params["dim"]))
+        if data["name"] in ("digits", "mnist") and raw["model"] == "cvae":
             data["split"] = params["split"]
         if data["name"] == "synthetic":
             data.update({k: v for k, v in (("n", params["n_samples"]), ("dim", params["dim"])) if v is not None})
@@ -92,8 +94,8 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
               help="Sweep spec file (.yaml, .yml, .toml or .json); options given here override it.")
 @click.option("--model", type=click.Choice(["vae", "cvae", "mhvae"]), default=None, help="Model family [cvae].")
 @click.option("--arch", type=click.Choice(["linear", "mlp", "cnn"]), default=None, help="Architecture [linear].")
-@click.option("--data", "data_name", type=click.Choice(["synthetic", "digits", "mnist"]), default=None,
-              help="Data set [digits].")
+@click.option("--data", "data_name", callback=data_source, default=None, help=f"{DATA_HELP} [digits]")
+@key_options
 @click.option("--split", type=click.Choice(["quadrant", "half"]), default="quadrant", show_default=True,
               help="CVAE image split.")
 @click.option("--n-samples", type=int, default=None, help="Synthetic data: number of samples.")

@@ -1,4 +1,4 @@
-"""One entry point, :func:`load`, for every data set by name.
+"""One entry point, :func:`load`, for every data set: by name, or the user's own file.
 
 Every bundle carries ``attrs["spec"]``, a JSON-serialisable dict of the
 arguments of :func:`load` that rebuild it, so a saved run can reload its data
@@ -7,10 +7,15 @@ with ``load(**bundle.attrs["spec"])``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
+
+import xarray as xr
 
 from ppl_vae._validate import check_choice
 from ppl_vae.data.bundle import DataBundle
+from ppl_vae.data.files import FILE_OPTIONS, FILE_SUFFIXES, load_file, load_xarray, looks_like_file
 from ppl_vae.data.images import load_digits, load_mnist
 from ppl_vae.data.synthetic import synthetic_gaussian, synthetic_pairs
 
@@ -70,35 +75,60 @@ _LOADERS: dict[str, Callable[[bool, dict], DataBundle]] = {
 }
 
 
-def load(name: str, *, paired: bool = False, **options) -> DataBundle:
-    """Load a data set by name.
+def is_file_source(name: object) -> bool:
+    """True when ``name`` is an xarray Dataset or a path to a data file rather than a built-in name."""
+    if isinstance(name, xr.Dataset) or looks_like_file(name):
+        return True
+    return isinstance(name, (str, os.PathLike)) and str(name) not in DATASETS and Path(name).is_file()
+
+
+def load(name: str | os.PathLike | xr.Dataset, *, paired: bool = False, **options) -> DataBundle:
+    """Load a data set by name, or the user's own data from a file.
 
     Parameters
     ----------
     name
-        One of :data:`DATASETS`: ``'synthetic'``, ``'digits'``, ``'mnist'``.
+        One of :data:`DATASETS`: ``'synthetic'``, ``'digits'``, ``'mnist'``; or
+        a path to a ``.npz`` / ``.npy`` / ``.csv`` / netCDF file, or an
+        :class:`xarray.Dataset` (see :mod:`ppl_vae.data.files`).
     paired
         ``True`` for CVAE pairs ``(x, y)``: synthetic data from
         :func:`~ppl_vae.data.synthetic_pairs`, images cut by ``split``
-        (default ``'quadrant'``). ``False``: single-input data
-        (:func:`~ppl_vae.data.synthetic_gaussian`, or full images).
+        (default ``'quadrant'``), a file's ``y_key`` array. ``False``:
+        single-input data (:func:`~ppl_vae.data.synthetic_gaussian`, full
+        images, a file's ``x_key`` array).
     **options
         Keyword arguments of the underlying loader. ``synthetic``: ``n``
         (default 2000), ``dim`` (16), ``seed`` (0), ``spectrum``, and when
         paired ``correlation``, ``y_dim``. ``digits``: ``classes``, ``split``.
         ``mnist``: ``directory``, ``subset``, ``classes``, ``split``, ``limit``.
+        Files: ``x_key``, ``y_key``, ``label_key``, ``sha256``.
 
     Returns
     -------
     DataBundle
-        With ``attrs["spec"]`` such that ``load(**attrs["spec"])`` rebuilds it.
+        With ``attrs["spec"]`` such that ``load(**attrs["spec"])`` rebuilds it
+        (not for an in-memory Dataset).
 
     Raises
     ------
     ValueError
-        For an unknown name or option, or an invalid option value.
+        For an unknown name or option, an invalid option value, or a file
+        array that fails a check (the message names the file and array).
+    FileNotFoundError
+        For a data file that does not exist.
     """
-    name = check_choice("name", name, DATASETS)
     if not isinstance(paired, bool):
         raise ValueError(f"paired must be True or False, got {paired!r}")
+    if is_file_source(name):
+        label = "an xarray Dataset" if isinstance(name, xr.Dataset) else str(name)
+        _check_options(label, paired, options, FILE_OPTIONS)
+        if isinstance(name, xr.Dataset):
+            options.pop("sha256", None)
+            return load_xarray(name, paired=paired, **options)
+        return load_file(name, paired=paired, **options)
+    if isinstance(name, (str, os.PathLike)) and (os.sep in str(name) or Path(str(name)).suffix):
+        raise FileNotFoundError(f"no data file at {name} (data files end in {', '.join(FILE_SUFFIXES)}; built-in "
+                                f"data sets: {', '.join(DATASETS)})")
+    name = check_choice("name", name, DATASETS)
     return _LOADERS[name](paired, options)

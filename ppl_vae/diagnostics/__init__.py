@@ -1,9 +1,12 @@
 """Collapse diagnostics as ArviZ / xarray objects (SPEC section 5).
 
-:func:`diagnose` turns a trained model into an :class:`arviz.InferenceData`
-(layout in :mod:`ppl_vae.diagnostics.core`); :func:`save` / :func:`load` round
-trip it through netCDF; :func:`combine` stacks several runs along ``run`` with
-their hyper-parameters as coordinates. The building blocks are exposed too.
+:func:`diagnose` turns a trained Pyro model (any model / guide pair, or one of
+the suite's models) into an :class:`arviz.InferenceData` (layout in
+:mod:`ppl_vae.diagnostics.core`); :func:`save` / :func:`load` round trip it
+through netCDF; :func:`combine` stacks several runs along ``run`` with their
+hyper-parameters as coordinates; :func:`compare_heldout` compares runs by
+their held-out log-likelihood with :func:`arviz.compare`. The building blocks
+are exposed too.
 """
 
 from .collapse import (
@@ -16,10 +19,12 @@ from .collapse import (
     kl_per_dimension,
     latent_statistics,
 )
+from .compare import compare_heldout, heldout_elpd
 from .core import diagnose
 from .draws import draw_groups, select_observations
 from .io import combine, load, save
 from .likelihood import evaluation_metrics, iw_log_likelihood
+from .target import PyroTarget, as_target
 from .theory_link import predict, predicted_collapsed, theory_group
 
 
@@ -29,15 +34,19 @@ __all__ = [
     "collapse_dataset",
     "collapsed_dimensions",
     "combine",
+    "compare_heldout",
     "diagnose",
     "draw_groups",
     "epsilon_collapse_curve",
     "epsilon_grid",
     "evaluation_metrics",
+    "heldout_elpd",
     "iw_log_likelihood",
     "kl_per_dimension",
     "latent_statistics",
     "load",
+    "PyroTarget",
+    "as_target",
     "predict",
     "predicted_collapsed",
     "save",

@@ -1,13 +1,16 @@
 """Collapse statistics (SPEC section 5) as labelled xarray objects.
 
 :func:`latent_statistics` is the only function here that runs the model: it
-returns, per latent site, the analytic per-dimension KL between guide and prior
-and the guide mean for every data point. The rest are pure functions of those
+returns, per latent site, the per-dimension KL between guide and prior
+(analytic for Normal pairs, Monte Carlo otherwise) and the guide mean for
+every data point. The rest are pure functions of those
 arrays: mean KL, active units, the epsilon-collapse curve, and
 :func:`collapse_dataset`, which assembles them into the ``collapse`` group.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import torch
@@ -15,8 +18,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .._validate import check_int_range, check_positive
-from ..data.bundle import DataBundle
-from ._traces import model_device, seeded, trace_batch
+from ._traces import ANALYTIC, seeded, trace_batch
+from .target import bind
 
 #: Burda et al.'s active-unit threshold, also the paper's epsilon for "collapsed".
 AU_THRESHOLD = 0.01
@@ -31,7 +34,7 @@ def epsilon_grid(num: int = 41, low: float = 1e-4, high: float = 1.0) -> xr.Data
 
 def latent_statistics(
     model,
-    data: DataBundle,
+    data,
     *,
     num_samples: int = 16,
     batch_size: int = 512,
@@ -40,24 +43,27 @@ def latent_statistics(
 ) -> xr.Dataset:
     """Per-point, per-dimension KL and guide mean for every latent site.
 
-    The KL is the analytic Normal KL between q(z_i | .) and p(z_i | .), WITHOUT
-    the beta factor. When a site's guide or prior depends on a sampled parent
-    (MHVAE: q(z2 | z1), p(z1 | z2)) both the KL and the guide mean are averaged
-    over ``num_samples`` draws of the parents; for a single latent every draw
-    gives the same value.
+    The KL is KL(q(z_i | .) || p(z_i | .)) WITHOUT the beta factor: analytic
+    when both are Normal per coordinate, else a Monte Carlo estimate over
+    ``num_samples`` guide draws (``attrs['kl_method']`` of each ``{site}_kl``
+    says which; see :mod:`ppl_vae.diagnostics._traces`). When a site's guide or
+    prior depends on a sampled parent (MHVAE: q(z2 | z1), p(z1 | z2)) both the
+    KL and the guide mean are averaged over ``num_samples`` draws of the
+    parents; for a single Normal latent every draw gives the same value.
 
     Parameters
     ----------
     model
-        Follows the model contract (``guide``, ``model``, ``latent_sites``).
+        A suite model, or a :class:`~ppl_vae.diagnostics.target.PyroTarget`
+        (``as_target(model, guide, data)``) for any Pyro model / guide pair.
     data
-        The data points, ``n`` of them.
+        What the model takes (tensor, tuple of arguments or ``DataBundle``), ``n`` points.
     num_samples
-        Monte-Carlo draws of the parents per point.
+        Draws per point (parents, or the Monte Carlo KL).
     batch_size
         Points per forward pass.
     seed
-        Seeds the parent draws.
+        Seeds the draws.
 
     Returns
     -------
@@ -66,33 +72,34 @@ def latent_statistics(
     """
     check_int_range("num_samples", num_samples, 1)
     check_int_range("batch_size", batch_size, 1)
-    device = model_device(model)
-    tensors = tuple(t.to(device) for t in data.tensors())
-    kl = {name: [] for name in model.latent_sites}
-    mean = {name: [] for name in model.latent_sites}
-    starts = range(0, data.n, batch_size)
-    with torch.no_grad(), seeded(seed, device):
-        for start in tqdm(starts, desc="KL per dimension", disable=not progress, leave=False):
-            batch = tuple(t[start : start + batch_size] for t in tensors)
-            traced = trace_batch(model, batch, num_samples)
+    target, args = bind(model, data)
+    kl = {name: [] for name in target.latent_sites}
+    mean = {name: [] for name in target.latent_sites}
+    methods: dict[str, str] = {}
+    batches = list(args.batches(batch_size))
+    with torch.no_grad(), seeded(seed, target.device()):
+        for batch in tqdm(batches, desc="KL per dimension", disable=not progress, leave=False):
+            traced = trace_batch(target, batch, num_samples)
             for name, site in traced.latents.items():
-                kl[name].append(site.kl_per_dimension().mean(0).double().cpu())
-                mean[name].append(site.q_loc.mean(0).double().cpu())
-    obs = np.arange(data.n)
+                kl[name].append(site.kl.mean(0).double().cpu())
+                mean[name].append(site.q_mean.mean(0).double().cpu())
+                methods[name] = site.kl_method
     variables = {}
-    for name in model.latent_sites:
+    for name in target.latent_sites:
         dim = f"{name}_dim"
+        method = methods[name] if methods[name] == ANALYTIC else f"{methods[name]} ({num_samples} draws per point)"
         variables[f"{name}_kl"] = xr.DataArray(
-            torch.cat(kl[name]).numpy(), dims=("obs", dim), attrs={"units": "nats", "long_name": f"KL(q || p) of {name}"}
+            torch.cat(kl[name]).numpy(), dims=("obs", dim),
+            attrs={"units": "nats", "long_name": f"KL(q || p) of {name}", "kl_method": method},
         )
         variables[f"{name}_mean"] = xr.DataArray(
             torch.cat(mean[name]).numpy(), dims=("obs", dim), attrs={"long_name": f"E_q[{name}]"}
         )
-    ds = xr.Dataset(variables, coords={"obs": obs})
-    return ds.assign_coords({f"{name}_dim": np.arange(ds.sizes[f"{name}_dim"]) for name in model.latent_sites})
+    ds = xr.Dataset(variables, coords={"obs": np.arange(args.n)})
+    return ds.assign_coords({f"{name}_dim": np.arange(ds.sizes[f"{name}_dim"]) for name in target.latent_sites})
 
 
-def kl_per_dimension(model, data: DataBundle, **options) -> xr.Dataset:
+def kl_per_dimension(model, data, **options) -> xr.Dataset:
     """Per-point per-dimension KL(q || p) of every latent site (without beta).
 
     A Dataset with one ``(obs, <site>_dim)`` variable per site, in nats; see
@@ -172,9 +179,12 @@ def collapse_dataset(
         )
     ds = xr.Dataset(out)
     ds["epsilon"].attrs["units"] = "nats"
+    methods = {s: str(statistics[f"{s}_kl"].attrs.get("kl_method", ANALYTIC)) for s in sites}
     return ds.assign_attrs(
         au_threshold=au_threshold,
         collapse_epsilon=collapse_epsilon,
         latent_sites=" ".join(sites),
-        kl_note="analytic KL(q || p) per dimension, without the beta factor",
+        kl_method=json.dumps(methods, sort_keys=True),
+        kl_note="KL(q || p) per dimension, without the beta factor; kl_method says, per site, whether it is "
+                "analytic (Normal q and p) or a Monte Carlo estimate",
     )

@@ -1,30 +1,45 @@
-"""``diagnose``: one trained model -> one :class:`arviz.InferenceData`.
+"""``diagnose``: one trained Pyro model -> one :class:`arviz.InferenceData`.
 
-Groups (see the module docstrings for each):
+Any Pyro model / guide pair can be diagnosed (``diagnose(model, guide, data)``),
+and the suite's models too (``diagnose(vae, data)``): both go through one
+:class:`~ppl_vae.diagnostics.target.PyroTarget`. Groups (see the module
+docstrings for each; ``<obs>`` is the observed site, ``<s>`` a latent site):
 
 ============================  ==========================================================
-``posterior``                 guide draws of every latent, (chain, draw, obs, <site>_dim)
-``posterior_predictive``      decoder mean for each guide draw (reconstructions)
-``prior_predictive``          prior draws and their decoder mean (CVAE: completions)
-``observed_data``             what is reconstructed (x, or y for a CVAE)
-``constant_data``             the CVAE condition x
+``posterior``                 guide draws of every latent, (chain, draw, obs, <s>_dim)
+``posterior_predictive``      ``<obs>``: likelihood DRAWS for each guide draw;
+                              ``<obs>_mean``: the likelihood mean (reconstructions)
+``prior``                     latents drawn from the model's prior (CVAE: p(z | x))
+``prior_predictive``          ``<obs>`` draws and ``<obs>_mean`` for the prior latents
+``observed_data``             the observed site's values (x, or y for a CVAE)
+``constant_data``             the model's other data arguments (the CVAE condition x)
+``log_likelihood``            ``<obs>``: pointwise importance-weighted log p(obs) of the
+                              held-out points, (chain=1, draw=1, eval_obs), in nats
 ``collapse``                  per-dimension KL, active units, epsilon-collapse curves
 ``theory``                    the closed-form / linear-model prediction (+ learned, errors)
-``metrics``                   IW log-likelihood, ELBO (beta = 1 and trained), MSE
+``metrics``                   IW log-likelihood (mean, standard error), ELBO (beta = 1 and
+                              trained), MSE, and the pointwise ELBO / squared error
 ============================  ==========================================================
 
-Top-level ``attrs``: ``model_config`` and ``data_spec`` (JSON strings), ``family``,
-``hyperparameters`` (JSON), ``seed``, ``ppl_vae_version``, ``metrics_data``
-('test' or 'train': which points the metrics group was computed on).
+Top-level ``attrs``: ``model_config`` and ``data_spec`` (JSON strings), ``family``
+(``'pyro'`` for a plain model / guide pair), ``hyperparameters`` (JSON),
+``seed``, ``ppl_vae_version``, ``latent_sites``, ``observed_site``,
+``observed_variable`` (its variable name), ``kl_method`` (JSON, per site),
+``metrics_data`` ('test' or 'train': which points ``metrics`` and
+``log_likelihood`` were computed on).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import arviz as az
 import numpy as np
+import torch
+import xarray as xr
 
 from .. import __version__
 from .._device import resolve_device
@@ -34,27 +49,60 @@ from .collapse import collapse_dataset, latent_statistics
 from .draws import draw_groups, select_observations
 from .io import netcdf_safe_attrs, safe_dataset
 from .likelihood import evaluation_metrics
-from .theory_link import theory_group
+from .target import (
+    ModelArgs,
+    PyroTarget,
+    as_model_args,
+    as_target,
+    is_suite_style,
+    owner_modules,
+    parameter_device,
+    variable_name,
+)
+from .theory_link import check_theory_option, infer_linear_setting, inferred_theory_group, theory_group
 
 
-def run_attributes(model, data: DataBundle, seed: int, data_spec: dict | None = None) -> dict:
-    """Provenance written on the InferenceData: config, data spec, seed, version."""
-    config = model.config
-    spec = data_spec if data_spec is not None else data.attrs.get("spec", {"name": data.name})
+def _qualname(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _data_spec(args: ModelArgs, data_spec: dict | None) -> dict:
+    if data_spec is not None:
+        return data_spec
+    if args.bundle is not None:
+        return args.bundle.attrs.get("spec", {"name": args.bundle.name})
+    return {"name": "in-memory", "shapes": {name: list(t.shape) for name, t in args.row_tensors().items()}}
+
+
+def run_attributes(target: PyroTarget, args: ModelArgs, seed: int, data_spec: dict | None = None,
+                   hyperparameters: dict | None = None) -> dict:
+    """Provenance written on the InferenceData: model, data spec, seed, version, sites."""
+    if target.is_suite_model:
+        config = target.config
+        model_config, family = config.to_dict(), config.family
+        hyperparameters = config.hyperparameters()
+    else:
+        owner = getattr(target.model, "__self__", None)
+        arch = type(owner).__name__ if owner is not None else getattr(target.model, "__name__", "model")
+        model_config = {"family": "pyro", "arch": arch, "model": _qualname(target.model),
+                        "guide": _qualname(target.guide)}
+        family = "pyro"
     attrs = {
-        "model_config": json.dumps(config.to_dict(), sort_keys=True),
-        "data_spec": json.dumps(spec, sort_keys=True, default=str),
-        "family": config.family,
-        "hyperparameters": json.dumps(config.hyperparameters(), sort_keys=True),
+        "model_config": json.dumps(model_config, sort_keys=True),
+        "data_spec": json.dumps(_data_spec(args, data_spec), sort_keys=True, default=str),
+        "family": family,
+        "hyperparameters": json.dumps(hyperparameters or {}, sort_keys=True),
         "seed": int(seed),
         "ppl_vae_version": __version__,
-        "latent_sites": " ".join(model.latent_sites),
-        "observed_site": model.observed_site,
+        "latent_sites": " ".join(target.latent_sites),
+        "observed_site": target.observed_site,
+        "observed_variable": variable_name(target.observed_site),
     }
-    if data.image_shape is not None:
-        attrs["image_shape"] = np.asarray(data.image_shape, dtype=np.int64)
-    if data.split is not None:
-        attrs["split"] = data.split
+    bundle = args.bundle
+    if bundle is not None and bundle.image_shape is not None:
+        attrs["image_shape"] = np.asarray(bundle.image_shape, dtype=np.int64)
+    if bundle is not None and bundle.split is not None:
+        attrs["split"] = bundle.split
     return attrs
 
 
@@ -67,30 +115,107 @@ def build_inference_data(groups: dict, attrs: dict) -> az.InferenceData:
         return az.InferenceData(attrs=attrs, **groups)
 
 
+def place(model: Any, guide: Callable | None, device: str) -> torch.device:
+    """Move the modules holding the parameters to ``device``; return the device the data must live on.
+
+    Plain functions whose parameters live only in Pyro's parameter store cannot
+    be moved: the data then goes where those parameters are, and an explicit
+    ``device`` elsewhere is refused.
+    """
+    if isinstance(model, PyroTarget):
+        modules = model.modules
+    else:
+        modules = owner_modules(model) if guide is None else owner_modules(model, guide)
+    if modules:
+        where = resolve_device(device)
+        for module in modules:
+            module.to(where)
+        return where
+    where = parameter_device(())
+    if device != "auto" and resolve_device(device).type != where.type:
+        raise ValueError(f"device={device!r}: the parameters of these plain functions live on {where} in Pyro's "
+                         "parameter store and cannot be moved here; move them, or bind model and guide to an "
+                         "nn.Module")
+    return where
+
+
+def _as_bundle(args: ModelArgs) -> DataBundle:
+    """The suite's data container for ``args`` (``(x,)`` or ``(x, y)``)."""
+    if args.bundle is not None:
+        return args.bundle
+    tensors = list(args.row_tensors().values())
+    return DataBundle("data", x=tensors[0], y=tensors[1] if len(tensors) > 1 else None)
+
+
+def _theory(target: PyroTarget, args: ModelArgs, theory: bool | dict, inferred) -> xr.Dataset:
+    """The theory group (raises ``ValueError`` saying why there is none)."""
+    if target.is_suite_model:
+        if isinstance(theory, dict):
+            raise ValueError("theory= hyper-parameters are for plain Pyro models; a suite model's come from its "
+                             "config (pass theory=True or False)")
+        return theory_group(target.source, _as_bundle(args))
+    return inferred_theory_group(target, args, theory if isinstance(theory, dict) else None, inferred=inferred)
+
+
+def log_likelihood_group(metrics: xr.Dataset, name: str, metrics_data: str) -> xr.Dataset:
+    """ArviZ's ``log_likelihood`` group from :func:`evaluation_metrics`: ``name`` over (chain, draw, eval_obs).
+
+    One chain and one draw: each value is the importance-weighted estimate of
+    log p(obs_i) of one (held-out) point, not a log-likelihood per posterior draw.
+    """
+    pointwise = metrics["iw_log_likelihood_pointwise"].expand_dims(chain=[0], draw=[0])
+    return xr.Dataset({name: pointwise.assign_attrs(
+        units="nats per data point",
+        long_name=f"importance-weighted log p({name}) per point, K = {metrics.attrs['iw_samples']} guide draws",
+        evaluated_on=metrics_data,
+    )}).assign_attrs(eval_data_sha256=metrics.attrs["eval_data_sha256"], iw_samples=metrics.attrs["iw_samples"])
+
+
 def diagnose(
     model,
-    data: DataBundle,
+    guide: Callable | Any = None,
+    data: Any = None,
     *,
+    latent_sites: tuple[str, ...] | None = None,
+    observed_site: str | None = None,
+    vectorize: str = "auto",
     n_obs: int = 16,
     n_draws: int = 100,
     iw_samples: int = 1000,
     kl_samples: int = 16,
     seed: int = 0,
-    theory: bool = True,
-    test_data: DataBundle | None = None,
+    theory: bool | dict = True,
+    test_data: Any = None,
     data_spec: dict | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> az.InferenceData:
-    """Collapse diagnostics of a trained model as an :class:`arviz.InferenceData`.
+    """Collapse diagnostics of a trained Pyro model as an :class:`arviz.InferenceData`.
+
+    ``diagnose(model, guide, data)`` for any Pyro model / guide callables;
+    ``diagnose(suite_model, data)`` for the suite's models (which carry their guide).
 
     Parameters
     ----------
     model
-        A trained model following the model contract (``ppl_vae.models``). It is
-        moved to ``device`` (in place, as ``nn.Module.to`` does).
+        A Pyro model callable, or a suite model (``ppl_vae.models``). The
+        ``nn.Module`` objects the callables belong to are moved to ``device``
+        (in place, as ``nn.Module.to`` does).
+    guide
+        The guide callable (same arguments as the model); for a suite model
+        leave it out and pass ``data`` second.
     data
-        The training data: collapse statistics and the theory use all of it.
+        What the model takes, the training data: a tensor ``(n, ...)``, a tuple
+        of the model's positional arguments (tensors with ``n`` rows), or a
+        ``DataBundle``. Collapse statistics and the theory use all of it.
+    latent_sites, observed_site
+        Name the sites to diagnose; default: every latent site and the one
+        observed site found in the traces. The importance weights always cover
+        every latent site.
+    vectorize
+        How draws are batched: ``'auto'``, ``'repeat'`` (rows repeated; any
+        model) or ``'plate'`` (an outer ``pyro.plate`` at dim -2; the suite's
+        models). See :mod:`ppl_vae.diagnostics.target`.
     n_obs
         Points (chosen with ``seed``) whose posterior / predictive draws are kept.
     n_draws
@@ -98,60 +223,78 @@ def diagnose(
     iw_samples
         K for the importance-weighted log-likelihood (paper: 1000).
     kl_samples
-        Parent draws over which the per-dimension KL of a conditional latent
-        (MHVAE z1 under p(z1 | z2), z2 under q(z2 | z1)) is averaged.
+        Draws per point over which the KL of a conditional latent (MHVAE z1
+        under p(z1 | z2), z2 under q(z2 | z1)) or a Monte Carlo KL is averaged.
     seed
         Seeds every random draw; the same seed gives the same InferenceData.
     theory
         Add the ``theory`` group (left out, with ``attrs['theory_unavailable']``
-        saying why, when no closed form covers the configuration).
+        saying why, when no prediction applies). For a plain Pyro pair the
+        linear model is read off the traces; a dict gives hyper-parameters the
+        traces cannot (``eta_dec`` for a Bernoulli likelihood, ``eta_enc`` for
+        a learned prior, ...; see :func:`~ppl_vae.diagnostics.theory_link.inferred_theory_group`).
     test_data
-        Held-out points for the ``metrics`` group; without it the metrics are
-        computed on ``data`` (``attrs['metrics_data']`` says which).
+        Held-out points (same form as ``data``) for ``metrics`` and
+        ``log_likelihood``; without it they are computed on ``data``
+        (``attrs['metrics_data']`` says which).
     data_spec
-        How to rebuild ``data`` (default ``data.attrs['spec']``).
+        How to rebuild ``data`` (default ``data.attrs['spec']`` of a bundle).
     device
         ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
     progress
         Progress bars for the long steps.
     """
+    if data is None and guide is not None and not callable(guide):
+        data, guide = guide, None  # diagnose(suite_model, data)
+    if data is None:
+        raise ValueError("data is required: diagnose(model, guide, data) or diagnose(suite_model, data)")
+    if guide is None and not is_suite_style(model):
+        raise ValueError("diagnose(model, guide, data) needs the guide for a plain Pyro model")
     check_int_range("n_obs", n_obs, 1)
     check_int_range("n_draws", n_draws, 1)
     check_int_range("iw_samples", iw_samples, 1)
     check_int_range("kl_samples", kl_samples, 1)
-    torch_device = resolve_device(device)
-    if hasattr(model, "check_data"):  # the suite's models; hand-written Pyro pairs may lack it
+    check_theory_option(theory)
+    if guide is None and hasattr(model, "check_data"):  # the suite's models check their data
         for bundle in (data, test_data):
-            if bundle is not None:
+            if isinstance(bundle, DataBundle):
                 model.check_data(bundle)
-    if hasattr(model, "to"):
-        model.to(torch_device)
-    sites = tuple(model.latent_sites)
-    obs_index = select_observations(data.n, n_obs, seed)
-    groups = draw_groups(model, data, obs_index, n_draws=n_draws, seed=seed)
+    torch_device = place(model, guide, device)
+    names_from = model.model if guide is None else model
+    args = as_model_args(data, names_from, name="data").to(torch_device)
+    eval_args = args if test_data is None else as_model_args(test_data, names_from, name="test_data").to(torch_device)
+    target = as_target(model, guide, args, latent_sites=latent_sites, observed_site=observed_site,
+                       vectorize=vectorize)
+    obs_index = select_observations(args.n, n_obs, seed)
+    groups = draw_groups(target, args, obs_index, n_draws=n_draws, seed=seed)
 
-    statistics = latent_statistics(model, data, num_samples=kl_samples, seed=seed + 1, progress=progress)
-    collapse = collapse_dataset(statistics, sites).assign_attrs(kl_samples=kl_samples)
-    if data.labels is not None:
-        collapse = collapse.assign_coords(label=("obs", data.labels.cpu().numpy()))
+    statistics = latent_statistics(target, args, num_samples=kl_samples, seed=seed + 1, progress=progress)
+    collapse = collapse_dataset(statistics, target.latent_sites).assign_attrs(kl_samples=kl_samples)
+    if args.labels is not None:
+        collapse = collapse.assign_coords(label=("obs", args.labels.cpu().numpy()))
     groups["collapse"] = collapse
 
+    inferred = None if target.is_suite_model else infer_linear_setting(target, args)
     theory_note = None
-    if theory:
+    if theory is not False:
         try:
-            groups["theory"] = theory_group(model, data)
-        except ValueError as err:  # no closed form for this configuration: report it, keep the rest
-            theory_note = f"no closed-form prediction: {err}"
+            groups["theory"] = _theory(target, args, theory, inferred)
+        except ValueError as err:  # no prediction for this model: report it, keep the rest
+            theory_note = f"no theory prediction: {err}"
 
-    eval_data = test_data if test_data is not None else data
-    metrics = evaluation_metrics(model, eval_data, iw_samples=iw_samples, seed=seed + 2, progress=progress)
-    groups["metrics"] = metrics
+    metrics_data = "test" if test_data is not None else "train"
+    metrics = evaluation_metrics(target, eval_args, iw_samples=iw_samples, seed=seed + 2, progress=progress)
+    groups["log_likelihood"] = log_likelihood_group(metrics, variable_name(target.observed_site), metrics_data)
+    groups["metrics"] = metrics.drop_vars("iw_log_likelihood_pointwise")
 
-    attrs = run_attributes(model, data, seed, data_spec)
+    hyperparameters = None if inferred is None else {
+        k: v for k, v in inferred[0].items() if k in ("beta", "eta_enc", "eta_dec")}
+    attrs = run_attributes(target, args, seed, data_spec, hyperparameters)
     attrs.update(
-        metrics_data="test" if test_data is not None else "train",
+        metrics_data=metrics_data,
         iw_samples=int(iw_samples),
         device=str(torch_device),
+        kl_method=collapse.attrs["kl_method"],
     )
     if theory_note:
         attrs["theory_unavailable"] = theory_note

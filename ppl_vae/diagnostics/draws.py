@@ -1,14 +1,19 @@
-"""Posterior and predictive draws for a subset of data points, as ArviZ groups.
+"""Posterior, prior and predictive draws for a subset of data points, as ArviZ groups.
 
-Group layout (``S = n_draws``, one chain):
+The groups follow ArviZ's semantics (``S = n_draws``, one chain; ``<obs>`` is
+the observed site's variable, ``<s>`` each latent site's):
 
-- ``posterior``: each latent ``s`` drawn from the guide, ``(chain, draw, obs, s_dim)``;
-- ``posterior_predictive``: the decoder mean for each of those draws (a
-  reconstruction; for a CVAE, a reconstruction of y from q(z | x, y));
-- ``prior_predictive``: latents drawn from the model's prior and the decoder
-  mean they give (for a CVAE the prior is p(z | x): conditional completions);
-- ``observed_data``: what the predictive draws reconstruct;
-- ``constant_data``: the CVAE condition x (absent for a VAE / MHVAE).
+- ``posterior``: each latent drawn from the guide, ``(chain, draw, obs, <s>_dim)``;
+- ``posterior_predictive``: ``<obs>``, DRAWS from the likelihood p(obs | z) for
+  each of those latents, and ``<obs>_mean``, the likelihood's mean (the
+  decoder mean: a reconstruction), both ``(chain, draw, obs, <obs>_dim)``;
+- ``prior``: each latent drawn from the model's prior (for a conditional
+  model, the prior given the condition);
+- ``prior_predictive``: ``<obs>`` and ``<obs>_mean`` for those prior latents
+  (for a CVAE: conditional completions);
+- ``observed_data``: ``<obs>``, the observed values, ``(obs, <obs>_dim)``;
+- ``constant_data``: the model's other data arguments (the CVAE condition x),
+  absent when there are none.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import torch
 import xarray as xr
 
 from .._validate import check_int_range
-from ..data.bundle import DataBundle
-from ._traces import model_device, sample_prior_predictive, seeded, trace_batch
+from ._traces import sample_prior, seeded, trace_batch
+from .target import bind, observed_argument, variable_name
 
 
 def select_observations(n: int, n_obs: int, seed: int) -> np.ndarray:
@@ -40,51 +45,61 @@ def _draws(values: torch.Tensor, dim: str, obs: np.ndarray) -> xr.DataArray:
 
 
 def _points(values: torch.Tensor, dim: str, obs: np.ndarray) -> xr.DataArray:
-    array = values.detach().float().cpu().numpy()
+    array = values.detach().float().cpu().reshape(values.shape[0], -1).numpy()
     return xr.DataArray(array, dims=("obs", dim), coords={"obs": obs, dim: np.arange(array.shape[-1])})
 
 
-def draw_groups(model, data: DataBundle, obs_index: np.ndarray, *, n_draws: int = 100, seed: int = 0) -> dict[str, xr.Dataset]:
-    """The posterior / predictive / data groups for the points ``obs_index``.
+def _predictive(name: str, draws: torch.Tensor, mean: torch.Tensor | None, obs: np.ndarray) -> xr.Dataset:
+    """``name`` (draws) and, when the likelihood has one, ``name_mean``."""
+    dim = f"{name}_dim"
+    variables = {name: _draws(draws, dim, obs).assign_attrs(long_name=f"draws of {name} from the likelihood")}
+    if mean is not None:
+        variables[f"{name}_mean"] = _draws(mean, dim, obs).assign_attrs(long_name=f"likelihood mean of {name}")
+    return xr.Dataset(variables)
+
+
+def draw_groups(model, data, obs_index: np.ndarray, *, n_draws: int = 100, seed: int = 0) -> dict[str, xr.Dataset]:
+    """The posterior / prior / predictive / data groups for the points ``obs_index``.
 
     Parameters
     ----------
     model
-        Follows the model contract.
+        A suite model or a :class:`~ppl_vae.diagnostics.target.PyroTarget`.
     data
-        The data set; ``obs_index`` indexes its rows.
+        What the model takes; ``obs_index`` indexes its rows.
     obs_index
         ``(n_obs,)`` row indices, kept as the ``obs`` coordinate.
     n_draws
         Draws per point from the guide and from the prior.
     seed
-        Seeds both sets of draws.
+        Seeds every draw.
 
     Returns
     -------
     dict
-        Group name -> Dataset, ready for :class:`arviz.InferenceData`.
+        Group name -> Dataset, ready for :class:`arviz.InferenceData` (module docstring).
     """
     check_int_range("n_draws", n_draws, 1)
-    device = model_device(model)
-    subset = data.subset(torch.as_tensor(obs_index, dtype=torch.long))
-    batch = tuple(t.to(device) for t in subset.tensors())
-    with torch.no_grad(), seeded(seed, device):
-        traced = trace_batch(model, batch, n_draws)
-        prior = sample_prior_predictive(model, batch, n_draws)
-    obs_name = model.observed_site
-    obs_dim = f"{obs_name}_dim"
+    target, args = bind(model, data)
+    subset = args.subset(torch.as_tensor(obs_index, dtype=torch.long, device=target.device()))
+    with torch.no_grad(), seeded(seed, target.device()):
+        traced = trace_batch(target, subset, n_draws, predictive=True)
+        prior = sample_prior(target, subset, n_draws)
+    obs_name = variable_name(target.observed_site)
+    latent = {variable_name(s): s for s in target.latent_sites}
     groups = {
-        "posterior": xr.Dataset({s: _draws(site.value, f"{s}_dim", obs_index) for s, site in traced.latents.items()}),
-        "posterior_predictive": xr.Dataset({obs_name: _draws(traced.decoder_mean, obs_dim, obs_index)}),
-        "prior_predictive": xr.Dataset(
-            {name: _draws(values, f"{name}_dim", obs_index) for name, values in prior.items()}
-        ),
-        "observed_data": xr.Dataset({obs_name: _points(traced.observed, obs_dim, obs_index)}),
+        "posterior": xr.Dataset({v: _draws(traced.latents[s].value, f"{s}_dim", obs_index) for v, s in latent.items()}),
+        "posterior_predictive": _predictive(obs_name, traced.predictive, traced.decoder_mean, obs_index),
+        "prior": xr.Dataset({v: _draws(prior.latents[s], f"{s}_dim", obs_index) for v, s in latent.items()}),
+        "prior_predictive": _predictive(obs_name, prior.predictive, prior.mean, obs_index),
+        "observed_data": xr.Dataset({obs_name: _points(traced.observed, f"{obs_name}_dim", obs_index)}),
     }
-    if data.is_paired:
-        groups["constant_data"] = xr.Dataset({"x": _points(batch[0], "x_dim", obs_index)})
-    if data.labels is not None:
+    observed_arg = observed_argument(subset, traced.observed)
+    constants = {variable_name(name): _points(tensor, f"{name}_dim", obs_index)
+                 for name, tensor in subset.row_tensors().items() if name != observed_arg}
+    if constants:
+        groups["constant_data"] = xr.Dataset(constants)
+    if subset.labels is not None:
         labels = subset.labels.cpu().numpy()
         groups = {name: ds.assign_coords(label=("obs", labels)) for name, ds in groups.items()}
     return groups

@@ -1,8 +1,8 @@
 """Held-out fit: importance-weighted log-likelihood, ELBO and reconstruction error.
 
-For each data point, K latents are drawn from the guide and weighted by
-w_k = p(obs | z_k) p(z_k | .) / q(z_k | .), with every density taken WITHOUT
-the beta factor; log p(obs) is estimated by logsumexp_k log w_k - log K (SPEC
+For each data point, K latents (every latent site) are drawn from the guide,
+the proposal, and weighted by w_k = p(obs | z_k) p(z_k | .) / q(z_k | .), with
+every density taken WITHOUT the beta factor; log p(obs) is estimated by logsumexp_k log w_k - log K (SPEC
 section 5). The same draws give the ELBO (mean of log w_k), the training
 objective with the trained beta (each KL term times its site's
 ``poutine.scale``), and the squared reconstruction error of the decoder mean.
@@ -19,23 +19,13 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .._validate import check_int_range
-from ..data.bundle import DataBundle
-from ._traces import model_device, seeded, trace_batch
-
-
-def _log_weights(traced) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S, n) log importance weights, unweighted and with the training beta."""
-    log_w = traced.log_likelihood.clone()
-    log_w_beta = traced.log_likelihood.clone()
-    for site in traced.latents.values():
-        log_w = log_w + site.p_log_prob - site.q_log_prob
-        log_w_beta = log_w_beta + site.p_kl_weight * site.p_log_prob - site.q_kl_weight * site.q_log_prob
-    return log_w, log_w_beta
+from ._traces import seeded, trace_batch
+from .target import bind
 
 
 def evaluation_metrics(
     model,
-    data: DataBundle,
+    data,
     *,
     iw_samples: int = 1000,
     sample_chunk: int = 100,
@@ -48,9 +38,10 @@ def evaluation_metrics(
     Parameters
     ----------
     model
-        Follows the model contract.
+        A suite model, or a :class:`~ppl_vae.diagnostics.target.PyroTarget`
+        for any Pyro model / guide pair. The weights cover every latent site.
     data
-        Usually held-out points; ``n`` of them.
+        What the model takes, usually held-out points; ``n`` of them.
     iw_samples
         K, guide draws per point (the paper uses 1000).
     sample_chunk, batch_size
@@ -69,27 +60,31 @@ def evaluation_metrics(
         ``squared_error_pointwise`` (mean over output dimensions); scalars:
         their means ``iw_log_likelihood``, ``elbo``, ``elbo_beta``,
         ``reconstruction_mse`` and ``iw_log_likelihood_se`` (standard error over points).
+        The squared error is NaN when the likelihood has no mean.
+        ``attrs['eval_data_sha256']`` identifies the points (pointwise
+        comparisons between runs need the same points).
     """
     check_int_range("iw_samples", iw_samples, 1)
     check_int_range("sample_chunk", sample_chunk, 1)
     check_int_range("batch_size", batch_size, 1)
-    device = model_device(model)
-    tensors = tuple(t.to(device) for t in data.tensors())
+    target, args = bind(model, data)
+    device = target.device()
     chunks = [min(sample_chunk, iw_samples - start) for start in range(0, iw_samples, sample_chunk)]
-    starts = range(0, data.n, batch_size)
+    batches = list(args.batches(batch_size))
     iw, elbo, elbo_beta, sq_err = [], [], [], []
-    bar = tqdm(total=len(starts) * len(chunks), desc=f"IW log-likelihood (K={iw_samples})", disable=not progress)
+    bar = tqdm(total=len(batches) * len(chunks), desc=f"IW log-likelihood (K={iw_samples})", disable=not progress)
     with torch.no_grad(), seeded(seed, device), bar:
-        for start in starts:
-            batch = tuple(t[start : start + batch_size] for t in tensors)
-            n = batch[0].shape[0]
-            log_sum = torch.full((n,), -math.inf, dtype=torch.float64, device=device)
-            sums = torch.zeros(3, n, dtype=torch.float64, device=device)
+        for batch in batches:
+            log_sum = torch.full((batch.n,), -math.inf, dtype=torch.float64, device=device)
+            sums = torch.zeros(3, batch.n, dtype=torch.float64, device=device)
             for size in chunks:
-                traced = trace_batch(model, batch, size)
-                log_w, log_w_beta = (w.double() for w in _log_weights(traced))
+                traced = trace_batch(target, batch, size)
+                log_w, log_w_beta = traced.log_weight.double(), traced.log_weight_beta.double()
                 log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
-                err = (traced.decoder_mean - traced.observed).double().pow(2).mean(-1)
+                if traced.decoder_mean is None:
+                    err = torch.full_like(log_w, math.nan)
+                else:
+                    err = (traced.decoder_mean - traced.observed).double().pow(2).mean(-1)
                 sums += torch.stack([log_w.sum(0), log_w_beta.sum(0), err.sum(0)])
                 bar.update()
             iw.append((log_sum - math.log(iw_samples)).cpu())
@@ -103,10 +98,10 @@ def evaluation_metrics(
         "elbo_beta": torch.cat(elbo_beta).numpy(),
         "squared_error": torch.cat(sq_err).numpy(),
     }
-    coords = {"eval_obs": np.arange(data.n)}
+    coords = {"eval_obs": np.arange(args.n)}
     ds = xr.Dataset({f"{k}_pointwise": ("eval_obs", v) for k, v in pointwise.items()}, coords=coords)
     ds["iw_log_likelihood"] = ds.iw_log_likelihood_pointwise.mean()
-    ds["iw_log_likelihood_se"] = ds.iw_log_likelihood_pointwise.std(ddof=1) / np.sqrt(max(data.n, 1))
+    ds["iw_log_likelihood_se"] = ds.iw_log_likelihood_pointwise.std(ddof=1) / np.sqrt(max(args.n, 1))
     ds["elbo"] = ds.elbo_pointwise.mean()
     ds["elbo_beta"] = ds.elbo_beta_pointwise.mean()
     ds["reconstruction_mse"] = ds.squared_error_pointwise.mean()
@@ -114,10 +109,10 @@ def evaluation_metrics(
         ds[name].attrs["units"] = "nats per data point"
     ds["elbo_beta"].attrs["long_name"] = "ELBO with each KL term times the training beta"
     ds["elbo_beta_pointwise"].attrs["long_name"] = ds["elbo_beta"].attrs["long_name"]
-    return ds.assign_attrs(iw_samples=iw_samples, n_eval=data.n, seed=seed)
+    return ds.assign_attrs(iw_samples=iw_samples, n_eval=args.n, seed=seed, eval_data_sha256=args.digest())
 
 
-def iw_log_likelihood(model, data: DataBundle, *, iw_samples: int = 1000, seed: int = 0, **options) -> xr.DataArray:
+def iw_log_likelihood(model, data, *, iw_samples: int = 1000, seed: int = 0, **options) -> xr.DataArray:
     """Importance-weighted estimate of log p(obs) per point, ``(eval_obs,)``, nats.
 
     A lower bound in expectation that tightens as ``iw_samples`` grows; see

@@ -1,21 +1,36 @@
 """The analytic linear-model prediction for a trained model, and how far it is.
 
-For ``arch='linear'`` the closed forms of SPEC section 4 are the model's own
-global optimum, and :meth:`linear_readout` gives the trained singular values
-and stds under the same names, so ``learned - predicted`` is taken mode by mode.
-For MLP / CNN models the prediction is that of the linear model with the same
-data and hyper-parameters; ``attrs['prediction']`` says so.
+For the suite's ``arch='linear'`` models the closed forms of SPEC section 4
+are the model's own global optimum, and :meth:`linear_readout` gives the
+trained singular values and stds under the same names, so ``learned -
+predicted`` is taken mode by mode. For MLP / CNN models the prediction is that
+of the linear model with the same data and hyper-parameters;
+``attrs['prediction']`` says so.
+
+Any other Pyro model / guide pair gets the linear-model prediction when its
+traces say which linear model it corresponds to (:func:`infer_linear_setting`):
+one latent site; the observed values are one of the model's arguments (VAE)
+or one of two (CVAE, the other the condition); beta from the guide site's
+``poutine.scale``; eta_enc from a N(0, eta_enc^2 I) prior; eta_dec from a
+Normal likelihood with a fixed std. Hyper-parameters the traces cannot give
+(a Bernoulli likelihood, a learned prior) may be given by the caller.
 """
 
 from __future__ import annotations
 
+import json
 import numpy as np
+import torch
 import xarray as xr
 
 from ..data.bundle import DataBundle
+from ._traces import elementwise
+from .target import ModelArgs, PyroTarget, observed_argument, trace_pair
 
 CLOSED_FORM = "closed form for this (linear) model"
 LINEAR_PREDICTION = "linear-model prediction (same data and hyper-parameters; the trained model is non-linear)"
+PYRO_PREDICTION = ("linear-model prediction (the linear model with the same data and hyper-parameters as this "
+                   "Pyro model, which may itself be non-linear)")
 
 
 def predict(config, data: DataBundle) -> xr.Dataset:
@@ -90,3 +105,176 @@ def predicted_collapsed(theory: xr.Dataset, site: str) -> int | None:
         if name in theory.data_vars:
             return int(np.asarray(theory[name]).astype(bool).sum())
     return None
+
+
+#: The config fields a prediction of each family reads (``theory=`` may give them, and ``family``).
+THEORY_FIELDS = {"vae": ("latent_dim", "beta", "eta_enc", "eta_dec", "encoder_std"),
+                 "cvae": ("latent_dim", "beta", "eta_enc", "eta_dec"),
+                 "mhvae": ("latent_dims", "beta1", "beta2", "eta_enc", "eta_dec", "sigma1", "sigma2")}
+#: The fields without a default: the traces or the caller must give them.
+REQUIRED = {"vae": ("latent_dim", "beta", "eta_enc", "eta_dec"), "cvae": ("latent_dim", "beta", "eta_enc", "eta_dec"),
+            "mhvae": ("latent_dims", "beta1", "beta2", "eta_enc", "eta_dec", "sigma1")}
+THEORY_OPTIONS = frozenset({"family"}.union(*THEORY_FIELDS.values()))
+
+
+def linear_config(values: dict, bundle: DataBundle):
+    """The suite's config of the linear model with ``values`` (family and hyper-parameters) on ``bundle``.
+
+    The config validates the values (positive stds and weights, dimensions).
+    """
+    from ..models import CONFIG_CLASSES  # the models are needed only here
+
+    family = values["family"]
+    fields = {name: values[name] for name in THEORY_FIELDS[family] if name in values}
+    if family == "cvae":
+        dims = {"x_dim": int(bundle.x.shape[1]), "y_dim": int(bundle.y.shape[1])}
+    else:
+        dims = {"input_dim": int(bundle.x.shape[1])}
+    if "latent_dims" in fields:
+        fields["latent_dims"] = tuple(int(d) for d in fields["latent_dims"])
+    return CONFIG_CLASSES[family](arch="linear", **dims, **fields)
+
+
+def check_theory_option(theory: bool | dict) -> bool | dict:
+    """``theory`` if it is True / False or a dict of :data:`THEORY_OPTIONS`, else ``ValueError``."""
+    if isinstance(theory, bool):
+        return theory
+    if not isinstance(theory, dict):
+        raise ValueError(f"theory must be True, False or a dict of hyper-parameters, got {theory!r}")
+    unknown = sorted(set(theory) - THEORY_OPTIONS)
+    if unknown:
+        raise ValueError(f"theory: unknown hyper-parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(sorted(THEORY_OPTIONS))}")
+    return dict(theory)
+
+
+def _constant(values: torch.Tensor | float) -> float | None:
+    """The common value of all entries, or None when they differ.
+
+    A float32 value is given to float32's precision (7 significant digits:
+    ``0.2``, not ``0.20000000298...``).
+    """
+    single = isinstance(values, torch.Tensor) and values.dtype != torch.float64
+    tensor = torch.as_tensor(values, dtype=torch.float64)
+    first = tensor.reshape(-1)[0]
+    if not torch.allclose(tensor, first, rtol=1e-6, atol=0.0):
+        return None
+    return float(f"{float(first):.7g}") if single else float(first)
+
+
+def _normal_std(fn, *, zero_mean: bool) -> float | None:
+    """The fixed std of a per-coordinate Normal (with zero mean if asked), else None."""
+    normal = elementwise(fn)
+    if not isinstance(normal, torch.distributions.Normal):
+        return None
+    if zero_mean and not bool(torch.all(normal.loc == 0)):
+        return None
+    return _constant(normal.scale)
+
+
+def infer_linear_setting(target: PyroTarget, args: ModelArgs) -> tuple[dict, dict[str, str]]:
+    """What the traces say about the matching linear model.
+
+    Returns
+    -------
+    found
+        ``family``, ``latent_dim``, ``beta``, ``eta_enc``, ``eta_dec`` and the
+        data arrays' names ``x_arg`` (and ``y_arg`` for a CVAE), as far as the
+        traces give them.
+    missing
+        Field -> why the traces do not give it.
+    """
+    example = args.subset(slice(0, 8))
+    with torch.no_grad():
+        guide_trace, model_trace = trace_pair(target.model, target.guide, example.args)
+    found: dict = {}
+    missing: dict[str, str] = {}
+    obs_site = model_trace.nodes[target.observed_site]
+    observed = obs_site["value"].reshape(example.n, -1)
+    obs_arg = observed_argument(example, observed)
+    others = [name for name in example.row_tensors() if name != obs_arg]
+    if len(target.all_latent_sites) != 1:
+        missing["family"] = (f"the model has {len(target.all_latent_sites)} latent sites; the inferred linear "
+                             "theory covers one (VAE / CVAE): give theory={'family': 'mhvae', ...}")
+    elif obs_arg is None:
+        missing["family"] = ("the observed values are not one of the model's arguments (the model transforms "
+                             "them), so the data statistics of the theory cannot be formed")
+    elif len(others) > 1:
+        missing["family"] = f"the model takes {len(others) + 1} data arguments; the theory knows x (VAE) or x, y (CVAE)"
+    else:
+        found["family"] = "cvae" if others else "vae"
+        found.update({"x_arg": others[0], "y_arg": obs_arg} if others else {"x_arg": obs_arg})
+    if len(target.all_latent_sites) == 1:
+        site = target.all_latent_sites[0]
+        q_site, p_site = guide_trace.nodes[site], model_trace.nodes[site]
+        found["latent_dim"] = int(q_site["value"].reshape(example.n, -1).shape[1])
+        beta = _constant(q_site["scale"])
+        if beta is None:
+            missing["beta"] = f"the poutine.scale of guide site {site!r} differs between points"
+        else:
+            found["beta"] = beta
+        eta_enc = _normal_std(p_site["fn"], zero_mean=True)
+        if eta_enc is None:
+            missing["eta_enc"] = (f"the prior of {site!r} is not N(0, eta_enc^2 I) (a learned or conditional prior, "
+                                  "or not Normal)")
+        else:
+            found["eta_enc"] = eta_enc
+    eta_dec = _normal_std(obs_site["fn"], zero_mean=False)
+    if eta_dec is None:
+        missing["eta_dec"] = (f"the likelihood of {target.observed_site!r} is "
+                              f"{type(elementwise(obs_site['fn']) or obs_site['fn']).__name__}, not a Normal with "
+                              "a fixed std")
+    else:
+        found["eta_dec"] = eta_dec
+    return found, missing
+
+
+def _array(args: ModelArgs, name: str) -> np.ndarray:
+    tensor = args.row_tensors()[name]
+    return tensor.detach().double().cpu().reshape(tensor.shape[0], -1).numpy()
+
+
+def inferred_theory_group(target: PyroTarget, args: ModelArgs, given: dict | None = None, *,
+                          inferred: tuple[dict, dict[str, str]] | None = None) -> xr.Dataset:
+    """The linear-model prediction for a Pyro model / guide pair (module docstring).
+
+    Parameters
+    ----------
+    target, args
+        The pair and the data it was trained on.
+    given
+        Hyper-parameters that override or complete what the traces give:
+        ``family``, ``beta``, ``eta_enc``, ``eta_dec``, ``encoder_std``, and for
+        ``'mhvae'``: ``latent_dims``, ``beta1``, ``beta2``, ``sigma1``, ``sigma2``.
+    inferred
+        :func:`infer_linear_setting` output, when already computed.
+
+    Raises
+    ------
+    ValueError
+        Saying which hyper-parameter neither the traces nor ``given`` provide, and why.
+    """
+    given = check_theory_option(given or {})
+    found, missing = inferred if inferred is not None else infer_linear_setting(target, args)
+    values = {**{k: v for k, v in found.items() if k in THEORY_OPTIONS}, **given}
+    family = values.get("family")
+    if family not in REQUIRED:
+        raise ValueError(missing.get("family", f"theory family must be 'vae', 'cvae' or 'mhvae', got {family!r}"))
+    absent = [name for name in REQUIRED[family] if name not in values]
+    if absent:
+        reasons = "; ".join(missing.get(name, f"{name} is not known") for name in absent)
+        raise ValueError(f"no linear-model prediction without {', '.join(absent)}: {reasons} "
+                         f"(give theory={{{', '.join(repr(a) + ': ...' for a in absent)}}})")
+    x_name = found.get("x_arg") or next(iter(args.row_tensors()))
+    y = _array(args, found["y_arg"]) if family == "cvae" and "y_arg" in found else None
+    if family == "cvae" and y is None:
+        raise ValueError("a CVAE prediction needs the model's condition x and output y among its arguments")
+    bundle = DataBundle("theory", x=torch.as_tensor(_array(args, x_name)),
+                        y=None if y is None else torch.as_tensor(y))
+    used = {name: values[name] for name in THEORY_FIELDS[family] if name in values}
+    source = {name: ("given" if name in given else "inferred from the traces") for name in ("family", *used)}
+    return predict(linear_config(values, bundle), bundle).assign_attrs(
+        prediction=PYRO_PREDICTION,
+        hyperparameters=json.dumps(used, sort_keys=True),
+        hyperparameter_source=json.dumps(source, sort_keys=True),
+    )

@@ -39,7 +39,7 @@ def completion_grid(condition: xr.DataArray, observed: xr.DataArray, completions
         ``(obs, y_dim)``, the true output y (``observed_data.y``).
     completions
         ``([chain,] draw, obs, y_dim)`` decoder means with z from the prior
-        (``prior_predictive.y``).
+        (``prior_predictive.y_mean``).
     image_shape, split
         How x and y tile the image (``DataBundle.image_shape`` / ``.split``).
     """
@@ -75,7 +75,7 @@ def reconstruction_grid(observed: xr.DataArray, reconstructions: xr.DataArray, i
     observed
         ``(obs, x_dim)`` (``observed_data.x``).
     reconstructions
-        ``([chain,] draw, obs, x_dim)`` (``posterior_predictive.x``).
+        ``([chain,] draw, obs, x_dim)`` decoder means (``posterior_predictive.x_mean``).
     image_shape
         ``(H, W)`` with ``H * W == x_dim``.
     """

@@ -93,16 +93,18 @@ def _image_figures(idata: az.InferenceData) -> list[str]:
         return []
     shape = tuple(int(s) for s in np.atleast_1d(idata.attrs["image_shape"]))
     split = idata.attrs.get("split")
-    observed_site = idata.attrs.get("observed_site", "x")
-    if split and "constant_data" in idata.groups():
+    observed = idata.attrs.get("observed_variable", idata.attrs.get("observed_site", "x"))
+    mean = f"{observed}_mean"
+    if split and "constant_data" in idata.groups() and mean in idata.prior_predictive:
         return [_try_figure(
-            lambda: plots.completion_grid(idata.constant_data.x, idata.observed_data[observed_site],
-                                          idata.prior_predictive[observed_site], shape, split),
+            lambda: plots.completion_grid(next(iter(idata.constant_data.data_vars.values())),
+                                          idata.observed_data[observed],
+                                          idata.prior_predictive[mean], shape, split),
             "conditional completions: data, the given part, and outputs decoded from z ~ p(z | x)",
         )]
-    if observed_site == "x" and not split:
+    if not split and "constant_data" not in idata.groups() and mean in idata.posterior_predictive:
         return [_try_figure(
-            lambda: plots.reconstruction_grid(idata.observed_data.x, idata.posterior_predictive.x, shape),
+            lambda: plots.reconstruction_grid(idata.observed_data[observed], idata.posterior_predictive[mean], shape),
             "reconstructions: data and decoder means for draws z ~ q(z | x)",
         )]
     return []

@@ -7,7 +7,6 @@ model config, data, seed and number of importance samples.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._io import atomic_write_text
+from .._io import atomic_write_text, file_sha256
 from .._validate import check_int_range
 from ..diagnostics import diagnose, load, save
 from .html import build_html
@@ -28,11 +27,7 @@ DIAGNOSTICS_NAME = "diagnostics.nc"
 
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file (the checkpoint), to tell a retrained run from the cached one."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def held_out_split(bundle, train_options: dict):
@@ -114,10 +109,30 @@ def read_loss_history(run_dir: str | os.PathLike) -> xr.DataArray | None:
         return ds["loss"].load()
 
 
+def read_inference_data(path: str | os.PathLike) -> az.InferenceData:
+    """A diagnostics file written by :func:`ppl_vae.diagnostics.save` (e.g. after ``diagnose`` of any Pyro model).
+
+    Raises
+    ------
+    ValueError
+        The file is not netCDF, or holds no ``collapse`` group (not ``diagnose`` output).
+    """
+    try:
+        idata = load(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not an InferenceData netCDF file ({err})") from None
+    if "collapse" not in idata.groups():
+        raise ValueError(f"{path}: no collapse group; report reads the output of ppl_vae.diagnostics.diagnose "
+                         f"(groups found: {', '.join(idata.groups()) or 'none'})")
+    for name in ("model_config", "hyperparameters", "data_spec"):
+        idata.attrs.setdefault(name, "{}")
+    return idata
+
+
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
-    """Short distinct labels: the directory names, or their paths when two share a name."""
+    """Short distinct labels: the directory (or file stem) names, or their paths when two share a name."""
     paths = [Path(p) for p in run_dirs]
-    names = [p.resolve().name for p in paths]
+    names = [p.stem if p.is_file() else p.resolve().name for p in paths]
     if len(set(names)) == len(names):
         return names
     return [str(p) for p in paths] if len({str(p) for p in paths}) == len(paths) else [f"{n}#{i}" for i, n in enumerate(names)]
@@ -128,6 +143,9 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
                  title: str = "Posterior collapse report", **diagnose_options) -> Path:
     """Diagnose each run (or reuse its cache) and write one self-contained HTML page.
 
+    ``run_dirs`` may also name InferenceData files (``.nc``) written by
+    :func:`ppl_vae.diagnostics.save`, e.g. for a Pyro model trained outside
+    the suite: they are read as they are (no training loss to show).
     ``diagnose_options`` (``n_obs``, ``n_draws``, ``kl_samples``) go to
     :func:`ppl_vae.diagnostics.diagnose` when a run's diagnostics are computed.
 
@@ -140,10 +158,13 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     if not run_dirs:
-        raise ValueError("run_dirs must name at least one run directory")
+        raise ValueError("run_dirs must name at least one run directory or diagnostics file")
     names = run_names(run_dirs)
     idatas, losses = {}, {}
     for name, run_dir in tqdm(list(zip(names, run_dirs)), desc="runs", disable=not progress or len(names) < 2):
+        if Path(run_dir).is_file():
+            idatas[name] = read_inference_data(run_dir)
+            continue
         idatas[name] = diagnose_run(run_dir, iw_samples=iw_samples, seed=seed, device=device, progress=progress,
                                     **diagnose_options)
         loss = read_loss_history(run_dir)

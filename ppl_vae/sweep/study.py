@@ -215,7 +215,8 @@ class SweepSpec:
         arch = check_choice("sweep spec 'arch'", raw.get("arch", "linear"), ARCHITECTURES)
         data = dict(raw.get("data") or {"name": "digits"})
         if "name" not in data:
-            raise ValueError("sweep spec 'data' must give the data set's 'name' (synthetic, digits, mnist)")
+            raise ValueError("sweep spec 'data' must give the data set's 'name' (synthetic, digits, mnist, or the "
+                             "path of a data file)")
         data.pop("paired", None)  # implied by the model family
 
         settable = _settable_fields(family)

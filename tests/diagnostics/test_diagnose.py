@@ -18,11 +18,16 @@ def small_diagnose(model, bundle, **options):
 def test_vae_groups_dims_and_provenance(exact_vae, gaussian_bundle):
     idata = small_diagnose(exact_vae[0], gaussian_bundle, seed=4)
     assert isinstance(idata, az.InferenceData)
-    for group in ("posterior", "posterior_predictive", "prior_predictive", "observed_data", "collapse", "metrics"):
+    for group in ("posterior", "posterior_predictive", "prior", "prior_predictive", "observed_data", "log_likelihood",
+                  "collapse", "metrics"):
         assert group in idata.groups()
     assert idata.posterior.z.dims == ("chain", "draw", "obs", "z_dim")
     assert idata.posterior.z.shape == (1, 8, 5, 3)
-    assert idata.posterior_predictive.x.shape == (1, 8, 5, 4)
+    assert idata.prior.z.shape == (1, 8, 5, 3)
+    assert idata.posterior_predictive.x.shape == idata.posterior_predictive.x_mean.shape == (1, 8, 5, 4)
+    assert idata.log_likelihood.x.dims == ("chain", "draw", "eval_obs")
+    assert idata.log_likelihood.x.shape == (1, 1, gaussian_bundle.n)
+    np.testing.assert_allclose(float(idata.log_likelihood.x.mean()), float(idata.metrics.iw_log_likelihood))
     # observed_data are the rows of the data set named by the obs coordinate
     rows = idata.observed_data.obs.values
     np.testing.assert_array_equal(idata.observed_data.x.values, gaussian_bundle.x.numpy()[rows])
@@ -60,7 +65,7 @@ def test_cvae_has_condition_and_completions(cvae_and_bundle):
     assert idata.constant_data.x.sizes["x_dim"] == 3
     assert idata.prior_predictive.y.dims == ("chain", "draw", "obs", "y_dim")
     # completions from the prior p(z | x) differ from reconstructions that saw y
-    assert not np.allclose(idata.prior_predictive.y.values, idata.posterior_predictive.y.values)
+    assert not np.allclose(idata.prior_predictive.y_mean.values, idata.posterior_predictive.y_mean.values)
     assert idata.metrics.sizes["eval_obs"] == 10 and idata.attrs["metrics_data"] == "test"
 
 
@@ -180,7 +185,7 @@ def test_diagnose_on_cuda_agrees_with_the_cpu(exact_vae, gaussian_bundle):
     np.testing.assert_allclose(on_gpu.collapse.z_kl, on_cpu.collapse.z_kl, rtol=1e-5, atol=1e-6)
     cov = eta_enc**2 * (U @ U.T).numpy() + eta_dec**2 * np.eye(U.shape[0])
     exact = multivariate_normal(np.zeros(U.shape[0]), cov).logpdf(gaussian_bundle.x.double().numpy())
-    np.testing.assert_allclose(on_gpu.metrics.iw_log_likelihood_pointwise, exact, rtol=1e-4)
+    np.testing.assert_allclose(on_gpu.log_likelihood.x.squeeze(("chain", "draw")), exact, rtol=1e-4)
 
 
 def test_diagnose_refuses_data_that_does_not_fit_the_model(cvae_and_bundle):

@@ -1,0 +1,50 @@
+"""docs/own-model.md: every Python block runs in order, then every ppl-vae command of its bash blocks."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ppl_vae.cli import main
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "own-model.md"
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def blocks(language: str) -> list[str]:
+    return [body for lang, body in BLOCK.findall(PAGE.read_text()) if lang == language]
+
+
+def commands(script: str) -> list[list[str]]:
+    """The commands of a bash block (continuation lines joined, comments dropped); only ppl-vae is allowed."""
+    lines = [line for line in script.replace("\\\n", " ").splitlines() if line.strip() and not line.startswith("#")]
+    words = [shlex.split(line, comments=True) for line in lines]
+    for command in words:
+        assert command[0] == "ppl-vae", f"the page runs only ppl-vae commands, found {command[0]!r}"
+    return words
+
+
+def test_the_page_has_code_to_run():
+    assert len(blocks("python")) >= 5 and len(blocks("bash")) >= 2
+
+
+def test_the_page_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "own_model_doc"}
+    for number, code in enumerate(blocks("python")):
+        exec(compile(code, f"{PAGE.name}[python block {number}]", "exec"), namespace)
+    assert set(namespace["runs"]) == {1.0, 4.0}
+    for script in blocks("bash"):
+        for command in commands(script):
+            result = CliRunner().invoke(main, command[1:])
+            assert result.exit_code == 0, f"{' '.join(command)}\n{result.output}"
+    page = (tmp_path / "report.html").read_text()
+    for beta in ("1", "4"):
+        assert f"<b>vae_beta{beta}</b>: " in page
+    assert "latent dimensions collapsed; theory predicted" in page and "not drawn" not in page
+
+
+if __name__ == "__main__":
+    pytest.main([__file__])
