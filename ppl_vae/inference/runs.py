@@ -12,7 +12,6 @@ Layout (read by the report and the sweeps; keep it stable)::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,19 @@ import torch
 
 import ppl_vae
 from ppl_vae._device import resolve_device
-from ppl_vae._io import atomic_write, atomic_write_json
+from ppl_vae._io import atomic_write, atomic_write_json, read_json
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 CONFIG_NAME = "config.json"
 LOSS_NAME = "loss_history.nc"
 METRICS_NAME = "metrics.json"
+#: Diagnostics cache of a run (written by the report, or by a sweep with the sweep's settings).
+DIAGNOSTICS_NAME = "diagnostics.nc"
+#: The report's own cache in a sweep's run, whose ``diagnostics.nc`` belongs to the sweep.
+REPORT_DIAGNOSTICS_NAME = "diagnostics_report.nc"
+#: Every file a run directory may hold; ``--overwrite`` removes these (and refuses a folder holding more).
+RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, LOSS_NAME, METRICS_NAME, DIAGNOSTICS_NAME, REPORT_DIAGNOSTICS_NAME,
+             "error.json")
 
 
 def write_config(run_dir: Path, config: dict | list[dict], bundle, train_options: dict[str, Any],
@@ -75,9 +81,14 @@ def write_results(run_dir: Path, result, bundle) -> None:
     atomic_write_json(run_dir / METRICS_NAME, metrics)
 
 
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def clear_results(run_dir: Path) -> None:
+    """Remove ``loss_history.nc`` and ``metrics.json``: a resumed run rewrites them when it ends.
+
+    Until then a run directory holds no results that the newer checkpoints would
+    contradict (an interrupted resume leaves no stale metrics behind).
+    """
+    for name in (METRICS_NAME, LOSS_NAME):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "auto"):
