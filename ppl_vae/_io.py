@@ -8,10 +8,12 @@ and an existing run directory is only reused when the caller says so explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Collection
+import zlib
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,27 @@ def check_path(path: str | os.PathLike, name: str = "path") -> Path:
     return Path(path)
 
 
+class DamagedFileError(ValueError):
+    """A file the suite wrote (or should have) that cannot be read: the message names it."""
+
+
+@contextlib.contextmanager
+def reading(what: str) -> Iterator[None]:
+    """Turn a low-level read failure inside the block into a :class:`DamagedFileError` naming ``what``.
+
+    A damaged ``.gz`` or a truncated file raises ``OSError`` / ``EOFError`` /
+    ``zlib.error`` whose messages name no file; a missing file
+    (``FileNotFoundError``) passes through unchanged.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error) as err:
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise DamagedFileError(f"cannot read {what}: {detail}") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON content of ``path``.
 
@@ -99,7 +122,7 @@ def read_json(path: str | os.PathLike) -> Any:
     ------
     FileNotFoundError
         No file at ``path``.
-    ValueError
+    DamagedFileError
         The file is not valid UTF-8 JSON; the message names the file and where it breaks.
     """
     path = Path(path)
@@ -107,10 +130,10 @@ def read_json(path: str | os.PathLike) -> Any:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+        raise DamagedFileError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
                          "it is damaged or was not written by ppl_vae") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path} is not valid JSON (not UTF-8 text); it is damaged or was not written by ppl_vae"
+        raise DamagedFileError(f"{path} is not valid JSON (not UTF-8 text); it is damaged or was not written by ppl_vae"
                          ) from None
 
 

@@ -1,13 +1,39 @@
-"""Option parsing and data loading shared by the sub-commands."""
+"""Option parsing, data loading and error reporting shared by the sub-commands."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from ppl_vae._io import DamagedFileError, reading
+from ppl_vae._lock import OutputInUseError
 from ppl_vae.data import DATASETS, load
+
+#: What the user handed in or where they asked to write, gone wrong: a damaged file,
+#: an output another process holds, the file system (missing, read-only, full).
+#: Reported as one line, exit status 1; never a traceback.
+INPUT_ERRORS = (DamagedFileError, OutputInUseError, OSError, EOFError, zlib.error)
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (an ``OSError`` names its file: ``[Errno 30] ...: 'PATH'``)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def input_error(err: BaseException) -> click.ClickException:
+    """The one-line CLI error for one of :data:`INPUT_ERRORS`."""
+    return click.ClickException(one_line(err))
+
+
+def output_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback refusing an empty ``--out`` (``''`` would mean the current directory)."""
+    if value is not None and not str(value).strip():
+        raise click.BadParameter("must not be empty (give a file or folder name)", ctx=ctx, param=param)
+    return value
 
 
 def parse_float_list(name: str) -> Callable[[click.Context, click.Parameter, str | None], tuple[float, ...] | None]:
@@ -81,9 +107,11 @@ def load_data(family: str, data_name: str, *, split: str, classes, n_samples, di
             options["split"] = split
         if data_name == "mnist":
             options["directory"] = mnist_dir
+    where = f" in {mnist_dir}" if data_name == "mnist" else ""
     try:
-        return load(data_name, paired=paired, **options)
-    except FileNotFoundError as err:
-        raise click.ClickException(str(err)) from None
+        with reading(f"the {data_name} data{where}"):  # e.g. a damaged .gz: gzip's message names no file
+            return load(data_name, paired=paired, **options)
+    except (FileNotFoundError, DamagedFileError) as err:
+        raise input_error(err) from None
     except ValueError as err:
         raise click.BadParameter(str(err)) from None

@@ -1,8 +1,9 @@
 """``ppl-vae train``: fit one model by SVI and write a run directory.
 
 With ``--resume`` the model, the data and the training options are read back
-from the run directory's ``config.json`` (model and data flags are ignored);
-``--steps`` / ``--epochs`` then give the new total length.
+from the run directory's ``config.json``; an option given that differs from the
+saved value is refused by name (see :mod:`ppl_vae.cli._resume`), and
+``--steps`` / ``--epochs`` give the new total length.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import click
 
-from ppl_vae.cli._common import data_options, load_data, parse_int_list
+from ppl_vae.cli._common import INPUT_ERRORS, data_options, input_error, load_data, output_path, parse_int_list
 
 FAMILIES = ("vae", "cvae", "mhvae")
 
@@ -141,9 +142,11 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
 @click.option("--test-fraction", type=float, default=0.1, show_default=True,
               help="Fraction of the data held out (not trained on) for the report's held-out metrics; 0 keeps all.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, callback=output_path,
+              help="Run directory to write.")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True, help="Steps between checkpoints.")
-@click.option("--overwrite", is_flag=True, help="Reuse an existing run directory, replacing its files.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run in an existing run directory (its files are removed before training starts).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(family, arch, data_name, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
@@ -153,9 +156,7 @@ def command(family, arch, data_name, split, classes, n_samples, dim, correlation
     """Train a model by SVI and write config, checkpoint, loss history and metrics to --out."""
     import torch
 
-    from ppl_vae._io import RunDirectoryExistsError
     from ppl_vae.inference import TrainingDivergedError, fit
-    from ppl_vae.inference.runs import CONFIG_NAME, read_json
     from ppl_vae.models import build_model, config_from_dict
 
     if overwrite and resume:
@@ -163,11 +164,10 @@ def command(family, arch, data_name, split, classes, n_samples, dim, correlation
     run_dir = Path(out)
     try:
         if resume:
-            if not (run_dir / CONFIG_NAME).is_file():
-                raise click.ClickException(f"cannot resume: {run_dir / CONFIG_NAME} does not exist")
+            from ppl_vae.cli._resume import read_resumable
             from ppl_vae.data import load
 
-            saved = read_json(run_dir / CONFIG_NAME)
+            saved = read_resumable(run_dir, click.get_current_context(), _std_option)
             config = config_from_dict(saved["model"])
             bundle = load(**saved["data"])
             train = saved["train"]
@@ -198,10 +198,13 @@ def command(family, arch, data_name, split, classes, n_samples, dim, correlation
                      lr_decay=lr_decay, clip_norm=clip_norm, seed=seed, test_fraction=test_fraction,
                      split_seed=seed, device=device, run_dir=run_dir,
                      checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, progress=progress)
-    except (RunDirectoryExistsError, FileNotFoundError, TrainingDivergedError) as err:
-        raise click.ClickException(str(err)) from None
+    except (*INPUT_ERRORS, TrainingDivergedError) as err:
+        raise input_error(err) from None
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    metrics = read_json(run_dir / "metrics.json")
+    from ppl_vae._io import read_json
+    from ppl_vae.inference.runs import METRICS_NAME
+
+    metrics = read_json(run_dir / METRICS_NAME)
     for line in summary_lines(result, metrics.get("theory")):
         click.echo(line)

@@ -81,6 +81,11 @@ def write_results(run_dir: Path, result, bundle) -> None:
     atomic_write_json(run_dir / METRICS_NAME, metrics)
 
 
+def is_sweep_run(info: dict[str, Any]) -> bool:
+    """Whether ``config.json`` content ``info`` is of one run of a sweep (written by ``ppl_vae.sweep.study``)."""
+    return isinstance(info.get("train"), dict) and "vectorised" in info["train"]
+
+
 def clear_results(run_dir: Path) -> None:
     """Remove ``loss_history.nc`` and ``metrics.json``: a resumed run rewrites them when it ends.
 

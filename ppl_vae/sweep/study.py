@@ -65,7 +65,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ppl_vae._io import atomic_write, atomic_write_json
+from ppl_vae._device import check_device_name
+from ppl_vae._io import (DamagedFileError, atomic_write, atomic_write_json, check_path, read_json, reading,
+                         visible_entries)
+from ppl_vae._lock import claim_output
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.sweep.api import DIAGNOSTICS_DEFAULTS, held_out_rows, plan_tasks, run_task
 from ppl_vae.sweep.backends import Backend, LocalBackend, SweepTask, TaskResult
@@ -85,8 +88,11 @@ DERIVED_FIELDS = ("input_dim", "x_dim", "y_dim", "image_shape", "split", "arch")
 TRAIN_DEFAULTS: dict[str, Any] = {"steps": None, "epochs": None, "batch_size": None, "lr": 1e-3,
                                   "optimizer": "adam", "lr_decay": 1.0, "clip_norm": None, "test_fraction": 0.1,
                                   "split_seed": 0, "checkpoint_every": 1000}
+#: Grids with more configurations than this are refused unless confirmed (``--yes``).
+MAX_CONFIGS = 10_000
 EXECUTION_DEFAULTS: dict[str, Any] = {"backend": "local", "address": None, "group_size": None, "num_cpus": 1,
-                                      "num_gpus": 0, "max_retries": 0, "device": "auto", "vectorise": "auto"}
+                                      "num_gpus": 0, "max_retries": 0, "device": "auto", "vectorise": "auto",
+                                      "max_configs": MAX_CONFIGS}
 BACKENDS = ("local", "ray")
 
 _INT_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -94,6 +100,10 @@ _INT_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 class SpecMismatchError(ValueError):
     """A sweep directory holds results of a different spec."""
+
+
+class GridTooLargeError(ValueError):
+    """A grid larger than ``execution.max_configs`` that was not confirmed."""
 
 
 # --------------------------------------------------------------------------- spec
@@ -132,9 +142,16 @@ def parse_values(entry: str, values: Any) -> tuple[Any, ...]:
     if len(values) == 0:
         raise ValueError(f"sweep spec grid[{entry!r}]: the range is empty; give at least one value")
     normalised = tuple(tuple(v) if isinstance(v, list) else v for v in values)
-    if len(set(map(repr, normalised))) != len(normalised):
+    if len(set(map(_value_key, normalised))) != len(normalised):  # 1 and 1.0 are one value
         raise ValueError(f"sweep spec grid[{entry!r}]: values repeat in {list(values)!r}")
     return normalised
+
+
+def _value_key(value: Any) -> Any:
+    """What makes two grid values the same: numbers by value, anything else by its repr."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return repr(value)
 
 
 def _check_section(name: str, given: Any, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,6 +175,23 @@ def _config_class(family: str):
 def _settable_fields(family: str) -> tuple[str, ...]:
     """Config fields a spec may set (everything but what the data set fixes)."""
     return tuple(f.name for f in dataclasses.fields(_config_class(family)) if f.name not in DERIVED_FIELDS)
+
+
+def _check_train(train: Mapping[str, Any]) -> None:
+    """Every training option of a spec, checked as ``fit`` will check it (before any directory is made)."""
+    from ppl_vae.inference.trainer import OPTIMIZERS
+
+    check_positive("sweep spec train['lr']", train["lr"])
+    check_choice("sweep spec train['optimizer']", train["optimizer"], OPTIMIZERS)
+    if not 0.0 < check_positive("sweep spec train['lr_decay']", train["lr_decay"]) <= 1.0:
+        raise ValueError(f"sweep spec train['lr_decay'] must be in (0, 1], got {train['lr_decay']!r}")
+    if train["clip_norm"] is not None:
+        check_positive("sweep spec train['clip_norm']", train["clip_norm"])
+    fraction = train["test_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise ValueError(f"sweep spec train['test_fraction'] must be a number in [0, 1), got {fraction!r}")
+    check_int_range("sweep spec train['split_seed']", train["split_seed"], 0)
+    check_int_range("sweep spec train['checkpoint_every']", train["checkpoint_every"], 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +286,7 @@ class SweepSpec:
         for key in ("steps", "epochs", "batch_size"):
             if train[key] is not None:
                 check_int_range(f"sweep spec train[{key!r}]", train[key], 1)
-        check_positive("sweep spec train['lr']", train["lr"])
+        _check_train(train)
         diagnostics = _check_section("diagnostics", raw.get("diagnostics"), DIAGNOSTICS_DEFAULTS)
         for key in ("iw_samples", "n_obs", "n_draws", "kl_samples"):
             check_int_range(f"sweep spec diagnostics[{key!r}]", diagnostics[key], 1)
@@ -264,6 +298,11 @@ class SweepSpec:
         if float(execution["num_cpus"]) < 0 or float(execution["num_gpus"]) < 0:
             raise ValueError("sweep spec execution: num_cpus and num_gpus must be >= 0")
         check_int_range("sweep spec execution['max_retries']", execution["max_retries"], 0)
+        check_int_range("sweep spec execution['max_configs']", execution["max_configs"], 1)
+        check_device_name(execution["device"], "sweep spec execution['device']")
+        from ppl_vae.sweep.api import VECTORISE_CHOICES
+
+        check_choice("sweep spec execution['vectorise']", execution["vectorise"], VECTORISE_CHOICES)
         return cls(family, arch, data, model_options, grid, train, diagnostics, execution)
 
     def to_dict(self) -> dict[str, Any]:
@@ -286,6 +325,20 @@ class SweepSpec:
     def n_configs(self) -> int:
         return math.prod(len(values) for values in self.grid.values())
 
+    def check_size(self, yes: bool = False) -> None:
+        """Refuse a grid larger than ``execution['max_configs']`` unless ``yes`` (costs nothing per point).
+
+        Raises
+        ------
+        GridTooLargeError
+            Too many configurations and ``yes`` is False.
+        """
+        limit = self.execution["max_configs"]
+        if self.n_configs > limit and not yes:
+            raise GridTooLargeError(
+                f"the sweep grid has {self.n_configs:,} configurations, more than the limit of {limit:,} "
+                "(--max-configs, or execution.max_configs in the spec); pass --yes to run it anyway")
+
     def points(self) -> list[dict[str, Any]]:
         """The grid's points, each a field -> value mapping, in sweep order."""
         return [dict(zip(self.grid, combination)) for combination in itertools.product(*self.grid.values())]
@@ -297,7 +350,10 @@ class SweepSpec:
         options = dict(self.data)
         name = options.pop("name")
         try:
-            return load(name, paired=self.model == "cvae", **options)
+            with reading(f"the {name} data of the sweep spec"):
+                return load(name, paired=self.model == "cvae", **options)
+        except DamagedFileError:
+            raise
         except ValueError as err:
             raise ValueError(f"sweep spec data: {err}") from None
 
@@ -339,15 +395,33 @@ class SweepSpec:
                 raise ValueError(f"sweep spec grid point {run_name(point)}: {err}") from None
             seeds.append(seed)
             names.append(run_name(point))
+        _check_names(names)
         return configs, seeds, names
 
 
+def _check_names(names: Sequence[str]) -> None:
+    """Refuse run names that two grid points share or that are not plain folder names (before any training)."""
+    seen: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"sweep spec grid: configurations {seen[name]} and {k} would both be written to "
+                             f"runs/{name}; make the grid values distinct")
+        seen[name] = k
+        if "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+            raise ValueError(f"sweep spec grid: run name {name!r} is not a plain folder name")
+
+
 def run_name(point: Mapping[str, Any]) -> str:
-    """Directory name of a grid point, e.g. ``beta=0.5_eta_dec=1_seed=0``."""
+    """Directory name of a grid point, e.g. ``beta=0.5_eta_dec=1_seed=0``.
+
+    A float is written short (``%g``) when that gives back the same number, else
+    in full (``0.1234561``), so distinct values never share a name.
+    """
 
     def text(value: Any) -> str:
         if isinstance(value, float):
-            return f"{value:g}"
+            short = f"{value:g}"
+            return short if float(short) == value else repr(value)
         if isinstance(value, (tuple, list)):
             return "x".join(text(v) for v in value)
         return str(value)
@@ -361,18 +435,36 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     if not path.is_file():
         raise FileNotFoundError(f"no sweep spec at {path}")
     suffix = path.suffix.lower()
-    if suffix == ".toml":
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
-    elif suffix in (".yaml", ".yml"):
-        import yaml
-
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    elif suffix == ".json":
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    else:
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise ValueError(f"sweep spec file must end in .yaml, .yml, .toml or .json, got {path.name!r}")
-    return SweepSpec.from_dict(raw or {})
+    raw = _parse_spec_file(path, suffix)
+    try:
+        return SweepSpec.from_dict(raw or {})
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _parse_spec_file(path: Path, suffix: str) -> Any:
+    """The content of a spec file; a syntax error becomes one line naming the file and the position."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".toml":
+            return tomllib.loads(text)
+        if suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ValueError(f"sweep spec {path} is not UTF-8 text") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ValueError(f"sweep spec {path} is not valid YAML{where}: {problem}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        kind = "TOML" if suffix == ".toml" else "JSON"
+        raise ValueError(f"sweep spec {path} is not valid {kind}: {' '.join(str(err).split())}") from None
 
 
 # --------------------------------------------------------------------------- tasks
@@ -572,10 +664,10 @@ def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: boo
     FileExistsError
         ``out`` is a non-empty directory that is not a sweep directory.
     """
-    out = Path(out)
+    out = check_path(out, "the sweep directory")
     spec_path = out / SPEC_NAME
     if spec_path.is_file():
-        saved = json.loads(spec_path.read_text(encoding="utf-8"))
+        saved = read_json(spec_path)
         if saved.get("identity") != spec.identity():
             if not overwrite:
                 before, now = saved.get("identity", {}), spec.identity()
@@ -583,14 +675,21 @@ def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: boo
                 raise SpecMismatchError(
                     f"{out} holds a sweep with a different spec (changed: {', '.join(changed)}); "
                     "use another --out, or pass --overwrite to discard its results")
-            shutil.rmtree(out / RUNS_DIR, ignore_errors=True)
-            for name in (COMBINED_NAME, SUMMARY_NAME):
-                (out / name).unlink(missing_ok=True)
-    elif out.exists() and any(out.iterdir()):
+            _discard_results(out)
+    elif out.exists() and visible_entries(out):
         raise FileExistsError(f"{out} exists and is not a sweep directory (no {SPEC_NAME}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(spec_path, {"identity": spec.identity(), "spec": spec.to_dict(), "grid_order": list(spec.grid)})
     return out
+
+
+def _discard_results(out: Path) -> None:
+    """Remove everything a sweep of another spec left in ``out`` (before the new spec is written)."""
+    (out / SPEC_NAME).unlink(missing_ok=True)
+    for folder in (RUNS_DIR, GROUPS_DIR):
+        shutil.rmtree(out / folder, ignore_errors=True)
+    for name in (COMBINED_NAME, SUMMARY_NAME):
+        (out / name).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- running
@@ -670,7 +769,8 @@ def make_backend(spec: SweepSpec) -> Backend:
 
 
 def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | None = None, overwrite: bool = False,
-              runner: Runner | None = None, echo: Callable[[str], None] | None = None) -> StudySummary:
+              runner: Runner | None = None, echo: Callable[[str], None] | None = None,
+              yes: bool = False) -> StudySummary:
     """Run (or resume) the sweep ``spec`` into the directory ``out``.
 
     Parameters
@@ -688,20 +788,44 @@ def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | Non
         diagnostics options (tests wrap it to inject failures).
     echo
         Called with one line per finished task (progress), e.g. ``click.echo``.
+    yes
+        Run a grid larger than ``spec.execution['max_configs']`` (else refused, see
+        :meth:`SweepSpec.check_size`).
 
     Returns
     -------
     StudySummary
         Also written to ``out/summary.json``; ``out/combined.nc`` holds every
         finished configuration's diagnostics along ``run``.
+
+    Raises
+    ------
+    GridTooLargeError
+        The grid is over the limit and ``yes`` is False (nothing is created).
+    ppl_vae._lock.OutputInUseError
+        Another process is writing to ``out`` (nothing is written).
+    SpecMismatchError
+        ``out`` holds a sweep of another spec and ``overwrite`` is False.
     """
     start = time.perf_counter()
+    spec.check_size(yes)  # before the grid is expanded
+    out = check_path(out, "the sweep directory")
     bundle = spec.load_data()
     configs, seeds, names = spec.expand(bundle)  # every config is valid before any work starts
-    out = prepare_sweep_dir(out, spec, overwrite=overwrite)
+    with claim_output(out, "ppl-vae sweep"):
+        prepare_sweep_dir(out, spec, overwrite=overwrite)
+        return _run_claimed(spec, out, bundle, (configs, seeds, names), backend=backend, runner=runner, echo=echo,
+                            start=start)
+
+
+def _run_claimed(spec: SweepSpec, out: Path, bundle, grid: tuple[list, list, list[str]], *, backend: Backend | None,
+                 runner: Runner | None, echo: Callable[[str], None] | None, start: float) -> StudySummary:
+    """:func:`run_study` once ``out`` is claimed and prepared: train what is missing, write the results."""
+    configs, seeds, names = grid
     runs = out / RUNS_DIR
-    skipped = [k for k, name in enumerate(names) if run_status(runs / name) == "finished"]
-    todo = [k for k in range(len(names)) if k not in set(skipped)]
+    finished_before = [run_status(runs / name) == "finished" for name in names]
+    skipped = [k for k, done in enumerate(finished_before) if done]
+    todo = [k for k, done in enumerate(finished_before) if not done]
     fit_options = {key: spec.train[key] for key in TRAIN_DEFAULTS} | {"device": spec.execution["device"]}
     tasks = plan_tasks(configs, seeds, fit_options, index=todo, group_size=spec.execution["group_size"],
                         vectorise=spec.execution["vectorise"])
@@ -745,7 +869,7 @@ def read_spec(out: str | os.PathLike) -> SweepSpec:
     path = Path(out) / SPEC_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{out} is not a sweep directory: {SPEC_NAME} is missing")
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = read_json(path)
     raw = saved["spec"]
     raw["grid"] = {key: raw["grid"][key] for key in saved["grid_order"]}  # JSON keys were sorted
     return SweepSpec.from_dict(raw)
@@ -779,7 +903,7 @@ def rebuild_combined(out: str | os.PathLike):
         extra["seed"] = ("run", np.asarray([int(i.attrs.get("seed", 0)) for i in idatas]))
     from ppl_vae.inference import METRICS_NAME
 
-    final_loss = [json.loads((out / RUNS_DIR / name / METRICS_NAME).read_text())["final_loss"] for name, _ in done]
+    final_loss = [read_json(out / RUNS_DIR / name / METRICS_NAME)["final_loss"] for name, _ in done]
     extra["final_loss"] = ("run", np.asarray(final_loss, dtype=np.float64))
     for group in combined.groups():
         combined[group] = combined[group].assign_coords(extra)
