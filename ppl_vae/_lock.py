@@ -132,7 +132,7 @@ def claim_output(target: str | os.PathLike, command: str, *, directory: bool = T
     finally:
         path.unlink(missing_ok=True)  # while still holding the lock: a waiter re-checks the inode
         os.close(fd)
-        if created and directory:
+        if created:
             _remove_if_empty(folder)
 
 

@@ -12,6 +12,7 @@ Layout (read by the report and the sweeps; keep it stable)::
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 
 import ppl_vae
 from ppl_vae._device import resolve_device
-from ppl_vae._io import atomic_write, atomic_write_json, read_json
+from ppl_vae._io import DamagedFileError, atomic_write, atomic_write_json, read_json
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 CONFIG_NAME = "config.json"
@@ -96,6 +97,29 @@ def clear_results(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
+def check_checkpoint_matches(config: dict[str, Any], state: dict[str, Any], config_path: Path,
+                             checkpoint_path: Path) -> None:
+    """Refuse a ``config.json`` whose model config is not the one the checkpoint was trained with.
+
+    Raises
+    ------
+    DamagedFileError
+        The two disagree; the message names both files and the differing fields.
+    """
+    saved = state.get("config")  # a sweep's run
+    if saved is None and len(state.get("configs") or ()) == 1:  # fit's checkpoint of one model
+        saved = state["configs"][0]
+    if saved is None:
+        return
+    before, now = json.loads(json.dumps(saved)), json.loads(json.dumps(config))
+    changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
+    if changed:
+        raise DamagedFileError(
+            f"{config_path} does not match {checkpoint_path}: the model config differs in {', '.join(changed)} "
+            f"(e.g. {changed[0]} is {now.get(changed[0])!r} in config.json, {before.get(changed[0])!r} in the "
+            "checkpoint); the run directory was edited or mixed with another run")
+
+
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "auto"):
     """Rebuild a trained model and its data from a run directory.
 
@@ -117,8 +141,11 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "auto"):
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_NAME} is missing")
     info = read_json(config_path)
-    model = build_model(config_from_dict(info["model"]))
+    if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
+        raise DamagedFileError(f"{config_path} holds no 'model' config: it is not the config of a one-model run")
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    check_checkpoint_matches(info["model"], state, config_path, run_dir / CHECKPOINT_NAME)
+    model = build_model(config_from_dict(info["model"]))
     model.load_state_dict(state["model_state"])
     model.to(resolve_device(device)).eval()
     spec = info.get("data")

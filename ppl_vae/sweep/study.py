@@ -79,7 +79,7 @@ COMBINED_NAME = "combined.nc"
 RUNS_DIR = "runs"
 GROUPS_DIR = "groups"
 ERROR_NAME = "error.json"
-DIAGNOSTICS_NAME = "diagnostics.nc"
+DIAGNOSTICS_NAME = "diagnostics.nc"  # as ppl_vae.inference.runs.DIAGNOSTICS_NAME
 
 FAMILIES = ("vae", "cvae", "mhvae")
 SPEC_SECTIONS = ("model", "arch", "data", "model_options", "grid", "train", "diagnostics", "execution")
@@ -622,6 +622,7 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, LOSS_NAME, METRICS_NAME, save_checkpoint
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / METRICS_NAME).unlink(missing_ok=True)  # unfinished until everything below is written
     train = _train_options(spec, seed, vectorised, outcome.provenance)
     import ppl_vae
 
@@ -630,7 +631,6 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
         "version": ppl_vae.__version__, "device": (outcome.metrics or {}).get("device", "cpu"),
     })
     if not outcome.ok:
-        (run_dir / METRICS_NAME).unlink(missing_ok=True)
         atomic_write_json(run_dir / ERROR_NAME, outcome.error)
         return
     history = outcome.loss_history
@@ -644,14 +644,50 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     atomic_write(run_dir / LOSS_NAME, lambda tmp: loss.to_dataset().to_netcdf(tmp))
     idata = outcome.diagnostics
     # The report reuses diagnostics.nc when these keys match the run (see ppl_vae.report.runs).
-    from ppl_vae.report.runs import diagnostics_cache_key, file_digest
-
-    key = diagnostics_cache_key({"model": config.to_dict(), "data": data_spec}, file_digest(run_dir / CHECKPOINT_NAME),
-                     spec.diagnostics["iw_samples"], spec.diagnostics["seed"], diagnose_options(spec.diagnostics))
+    key = cache_key(spec, {"model": config.to_dict(), "data": data_spec, "train": train}, run_dir / CHECKPOINT_NAME)
     idata.attrs.update(key, checkpoint_step=int(history.size))
     save(idata, run_dir / DIAGNOSTICS_NAME)
     (run_dir / ERROR_NAME).unlink(missing_ok=True)
     atomic_write_json(run_dir / METRICS_NAME, outcome.metrics)
+
+
+def cache_key(spec: SweepSpec, info: Mapping[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """What a sweep run's ``diagnostics.nc`` must match: the sweep's diagnostics settings on this run.
+
+    ``info`` holds the run's ``model`` config, ``data`` spec and ``train`` options
+    (``config.json``'s content); see :func:`ppl_vae.report.runs.diagnostics_cache_key`.
+    """
+    from ppl_vae.report.runs import data_split_key, diagnostics_cache_key, file_digest
+
+    split = data_split_key(spec.train, int(info["train"].get("n_test", 0)), spec.diagnostics["max_points"])
+    return diagnostics_cache_key(dict(info), file_digest(checkpoint), spec.diagnostics["iw_samples"],
+                                 spec.diagnostics["seed"], diagnose_options(spec.diagnostics), split)
+
+
+def run_diagnostics(run_dir: Path, spec: SweepSpec):
+    """A finished run's diagnostics made with the sweep's settings: its ``diagnostics.nc``, or recomputed.
+
+    The cache is recomputed (and rewritten) when it cannot be read or was made
+    otherwise (other ``iw_samples``, split, checkpoint or package version), so
+    ``combined.nc`` never mixes settings.
+    """
+    from ppl_vae.diagnostics import save
+    from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, load_run
+    from ppl_vae.report.runs import read_cache
+    from ppl_vae.sweep.api import diagnose_held_out
+
+    key = cache_key(spec, read_json(run_dir / CONFIG_NAME), run_dir / CHECKPOINT_NAME)
+    cached = read_cache(run_dir / DIAGNOSTICS_NAME, key)
+    if cached is not None:
+        return cached
+    model, bundle, info = load_run(run_dir, device="cpu")
+    options = dict(spec.diagnostics)
+    train, test = held_out_rows(bundle, spec.train["test_fraction"], spec.train["split_seed"],
+                                options.pop("max_points"), seed=options["seed"])
+    idata = diagnose_held_out(model, train, test, options, torch.device("cpu"))
+    idata.attrs.update(key, checkpoint_step=int(info["step"]))
+    save(idata, run_dir / DIAGNOSTICS_NAME)
+    return idata
 
 
 def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: bool = False) -> Path:
@@ -880,14 +916,16 @@ def rebuild_combined(out: str | os.PathLike):
 
     Coordinates along ``run``: the model hyper-parameters and ``family`` (as
     :func:`ppl_vae.diagnostics.combine` sets them), plus every other grid
-    entry (``seed``, ``latent_dim``, ...) and ``final_loss``.
+    entry (``seed``, ``latent_dim``, ...) and ``final_loss``. Each run's
+    diagnostics come from :func:`run_diagnostics`: its ``diagnostics.nc`` when
+    made with the sweep's settings, else recomputed, so settings never mix.
 
     Raises
     ------
     FileNotFoundError
         No configuration has finished yet.
     """
-    from ppl_vae.diagnostics import combine, load
+    from ppl_vae.diagnostics import combine
 
     out = Path(out)
     spec = read_spec(out)
@@ -895,7 +933,7 @@ def rebuild_combined(out: str | os.PathLike):
     done = [(run_name(p), p) for p in points if run_status(out / RUNS_DIR / run_name(p)) == "finished"]
     if not done:
         raise FileNotFoundError(f"no finished configuration in {out / RUNS_DIR}")
-    idatas = [load(out / RUNS_DIR / name / DIAGNOSTICS_NAME) for name, _ in done]
+    idatas = [run_diagnostics(out / RUNS_DIR / name, spec) for name, _ in done]
     combined = combine(idatas, run_names=[name for name, _ in done])
     hyper = set(_config_class(spec.model)._hyperparameter_names)
     extra = {key: ("run", np.asarray([point[key] for _, point in done])) for key in spec.grid if key not in hyper}

@@ -301,3 +301,37 @@ def test_an_interrupted_task_resumes_from_its_group_checkpoint(tmp_path):
         steps=20, run_dir=folder, progress=False, device="cpu", on_divergence="stop", **half)
     resumed = run_task(task, bundle, checkpoint_dir=str(folder))
     np.testing.assert_array_equal(resumed.loss_history, straight.loss_history)
+
+
+def test_a_report_on_a_sweep_run_never_replaces_the_sweeps_cache(finished_sweep, tmp_path):
+    from ppl_vae.report.runs import diagnose_run
+
+    spec, out, summary = finished_sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    run_dir = copy / "runs" / summary.finished[0]
+    before = (run_dir / "diagnostics.nc").read_bytes()
+    report = diagnose_run(run_dir, iw_samples=3, n_draws=4, kl_samples=2, device="cpu", progress=False)
+    assert report.attrs["iw_samples"] == 3 and (run_dir / "diagnostics_report.nc").is_file()
+    assert (run_dir / "diagnostics.nc").read_bytes() == before
+    combined = rebuild_combined(copy)
+    assert json.loads(combined.attrs["runs"])[summary.finished[0]]["iw_samples"] == spec.diagnostics["iw_samples"]
+
+
+def test_combined_recomputes_a_damaged_or_foreign_cache_with_the_sweeps_settings(finished_sweep, tmp_path):
+    from ppl_vae.diagnostics import save
+
+    spec, out, summary = finished_sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    first, second = (copy / "runs" / name / "diagnostics.nc" for name in summary.finished)
+    expected = load(first)
+    first.write_bytes(b"not netCDF")
+    foreign = load(second)
+    foreign.attrs["iw_samples"] = 50  # as if a report with K=50 had written it
+    save(foreign, second)
+    combined = rebuild_combined(copy)
+    runs = json.loads(combined.attrs["runs"])
+    assert {runs[name]["iw_samples"] for name in summary.finished} == {spec.diagnostics["iw_samples"]}
+    np.testing.assert_allclose(load(first).metrics.iw_log_likelihood.values,
+                               expected.metrics.iw_log_likelihood.values)  # recomputed the same way
