@@ -9,6 +9,7 @@ saved value is refused by name (see :mod:`ppl_vae.cli._resume`), and
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,14 @@ def build_config(family: str, bundle, *, arch: str, latent_dim: int, latent_dims
 
 
 def summary_lines(result, info_theory: dict | None) -> list[str]:
-    """The closing summary printed after training."""
+    """The closing summary printed after training (with a warning line when a linear model did not converge)."""
+    from ppl_vae.inference.convergence import summary_line
+
     lines = [f"final loss {result.final_loss:.6g} nats/sample after {result.steps} steps "
              f"({result.wall_time:.1f} s on {result.device})"]
+    warning = summary_line(result.convergence)
+    if warning is not None:
+        lines.append(f"warning: {warning} (metrics.json: converged false)")
     if info_theory is not None:
         lines.append(f"collapsed modes: measured {info_theory['n_collapsed_measured']}, "
                      f"predicted {info_theory['n_collapsed_predicted']}; max relative error of active "
@@ -157,6 +163,7 @@ def command(family, arch, data_name, split, classes, n_samples, dim, correlation
     import torch
 
     from ppl_vae.inference import TrainingDivergedError, fit
+    from ppl_vae.inference.convergence import NotConvergedWarning
     from ppl_vae.models import build_model, config_from_dict
 
     if overwrite and resume:
@@ -194,10 +201,12 @@ def command(family, arch, data_name, split, classes, n_samples, dim, correlation
                 prior=prior, latent_mapping=latent_mapping, kl_controls=controls)
         torch.manual_seed(seed)  # parameter initialisation
         model = build_model(config)
-        result = fit(model, bundle, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                     lr_decay=lr_decay, clip_norm=clip_norm, seed=seed, test_fraction=test_fraction,
-                     split_seed=seed, device=device, run_dir=run_dir,
-                     checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, progress=progress)
+        with warnings.catch_warnings():  # said once, in the summary below
+            warnings.simplefilter("ignore", NotConvergedWarning)
+            result = fit(model, bundle, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                         lr_decay=lr_decay, clip_norm=clip_norm, seed=seed, test_fraction=test_fraction,
+                         split_seed=seed, device=device, run_dir=run_dir, checkpoint_every=checkpoint_every,
+                         resume=resume, overwrite=overwrite, progress=progress)
     except (*INPUT_ERRORS, TrainingDivergedError) as err:
         raise input_error(err) from None
     except ValueError as err:

@@ -7,7 +7,8 @@ Layout (read by the report and the sweeps; keep it stable)::
     checkpoint.pt     parameters, optimiser state, step, RNG states (see checkpoint.py)
     loss_history.nc   xr.Dataset with variable ``loss`` over ``step``
     metrics.json      final_loss, steps, wall_time_s, device; for linear models ``theory``:
-                      n_collapsed_measured / _predicted, max_rel_error_active_decoder_sv, ...
+                      n_collapsed_measured / _predicted, max_rel_error_active_decoder_sv, ...,
+                      and ``converged`` / ``convergence`` (see convergence.py)
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def write_results(run_dir: Path, result, bundle) -> None:
     }
     if result.diverged:
         metrics["diverged"] = {str(k): step for k, step in result.diverged.items()}
+    metrics.update(convergence_metrics(result.convergence))
     cpu = bundle.to("cpu")
     theories = [None if k in result.diverged else linear_theory_metrics(model, cpu)
                 for k, model in enumerate(result.models)]
@@ -80,6 +82,19 @@ def write_results(run_dir: Path, result, bundle) -> None:
     elif any(theory is not None for theory in theories):
         metrics["theory"] = theories
     atomic_write_json(run_dir / METRICS_NAME, metrics)
+
+
+def convergence_metrics(verdicts: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """``converged`` and ``convergence`` entries of ``metrics.json`` (nothing for non-linear models).
+
+    One model: ``converged`` is True, False or None (not judged) and
+    ``convergence`` the verdict; K models: a list of each.
+    """
+    if not verdicts or all(verdict is None for verdict in verdicts):
+        return {}
+    if len(verdicts) == 1:
+        return {"converged": verdicts[0]["converged"], "convergence": verdicts[0]}
+    return {"converged": [None if v is None else v["converged"] for v in verdicts], "convergence": list(verdicts)}
 
 
 def is_sweep_run(info: dict[str, Any]) -> bool:

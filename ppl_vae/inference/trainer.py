@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from ppl_vae._io import check_path, prepare_run_dir
 from ppl_vae._lock import claim_output
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.data import train_test_split
-from ppl_vae.inference import runs
+from ppl_vae.inference import convergence, runs
 from ppl_vae.inference.batched import BatchedModel, can_vectorise, clip_per_config_
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ppl_vae.inference.elbo import estimator_name, per_config_loss, site_estimators
@@ -101,6 +102,10 @@ class FitResult:
     provenance
         The training options as written to ``config.json`` (``train``): estimator,
         seeds, K, data split, ...
+    convergence
+        One verdict per configuration of a linear model
+        (:func:`ppl_vae.inference.convergence.judge`: ``converged`` True, False or
+        None when not judged, and why); None for a non-linear or diverged one.
     """
 
     models: tuple[Any, ...]
@@ -112,6 +117,7 @@ class FitResult:
     run_dir: Path | None = None
     diverged: dict[int, int] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    convergence: list[dict[str, Any] | None] = field(default_factory=list)
 
     @property
     def model(self):
@@ -159,6 +165,7 @@ class _Trainee:
                                  "train them one at a time")
             self.module = BatchedModel(models)
         self.parameters = [p for p in self.module.parameters() if p.requires_grad]
+        self.linear = models[0].config.arch == "linear"
 
     def batch(self, tensors: tuple[torch.Tensor, ...], index: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """Rows of this step: shared ``(n, d)`` (full batch), ``(K, B, d)``, or ``(B, d)`` for one model."""
@@ -379,6 +386,8 @@ def fit(
                 "configs": configs, "train": train_options,
             })
 
+        watch = set(convergence.snapshot_steps(total_steps, start_step) if trainee.linear else ())
+        snapshots: list[list] = []
         bar = _progress_bar(progress, start_step, total_steps, n_configs)
         pending: list[torch.Tensor] = []
         began = time.perf_counter()
@@ -406,6 +415,9 @@ def fit(
                 pending.append(losses.detach())
 
                 done = step + 1
+                if done in watch:
+                    trainee.write_back()
+                    snapshots.append(convergence.take_snapshot(models))
                 at_checkpoint = run_dir is not None and (done % checkpoint_every == 0 or done == total_steps)
                 if done % SYNC_EVERY == 0 or at_checkpoint or done == total_steps:
                     values = torch.stack(pending).cpu().double().numpy()  # (S, K)
@@ -440,12 +452,26 @@ def fit(
         tail = history_array[-min(100, len(history_array)):] if len(history_array) else np.full((1, n_configs), np.nan)
         with np.errstate(all="ignore"):
             final = np.array([np.nan if k in diverged else float(np.mean(tail[:, k])) for k in range(n_configs)])
+        verdicts = _convergence(snapshots, history_array, diverged, trainee)
         result = FitResult(models=tuple(models), loss=loss, final_loss=float(final[0]) if single else final,
                            steps=len(history_array), wall_time=wall_time, device=str(torch_device), run_dir=run_dir,
-                           diverged=diverged, provenance=train_options)
+                           diverged=diverged, provenance=train_options, convergence=verdicts)
         if run_dir is not None:
             runs.write_results(run_dir, result, bundle)
         return result
+
+
+def _convergence(snapshots: list[list], history: np.ndarray, diverged: dict[int, int], trainee: _Trainee
+                 ) -> list[dict[str, Any] | None]:
+    """:func:`ppl_vae.inference.convergence.judge` of each configuration (None: not linear, or diverged); warns."""
+    if not trainee.linear:
+        return [None] * trainee.n_configs
+    verdicts = convergence.judge(snapshots, history, trainee.n_configs)
+    verdicts = [None if k in diverged else verdict for k, verdict in enumerate(verdicts)]
+    line = convergence.summary_line(verdicts)
+    if line is not None:
+        warnings.warn(line, convergence.NotConvergedWarning, stacklevel=3)
+    return verdicts
 
 
 def _claimed(run_dir: str | Path | None):

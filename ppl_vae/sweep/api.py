@@ -185,7 +185,7 @@ def run_task(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None =
                         for model in models)
     return TaskResult(index=task.index, state_dicts=state_dicts, loss_history=np.asarray(fitted.loss.values),
                       wall_time=float(fitted.wall_time), diverged=dict(fitted.diverged), diagnostics=idatas,
-                      provenance=fitted.provenance)
+                      provenance=fitted.provenance, convergence=tuple(fitted.convergence))
 
 
 def _has_checkpoint_for(checkpoint_dir: str, task: SweepTask) -> bool:

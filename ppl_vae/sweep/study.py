@@ -546,7 +546,7 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
     checkpoints into ``groups_dir/<group_id>`` and resumes from it.
     """
     from ppl_vae.inference import TrainingDivergedError
-    from ppl_vae.inference.runs import linear_theory_metrics
+    from ppl_vae.inference.runs import convergence_metrics, linear_theory_metrics
     from ppl_vae.models import build_model
 
     options = {**DIAGNOSTICS_DEFAULTS, **(diagnostics or {})}
@@ -584,6 +584,8 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
             theory = linear_theory_metrics(model, train.to("cpu"))
             if theory is not None:
                 metrics["theory"] = theory
+            if row < len(result.convergence):
+                metrics.update(convergence_metrics([result.convergence[row]]))
             idata = result.diagnostics[row]
             metrics["device"] = str(idata.attrs.get("device", task.fit_options.get("device", "cpu")))
             outcomes.append(ConfigOutcome(index=k, state_dict=state, loss_history=history, metrics=metrics,

@@ -261,6 +261,8 @@ def test_metrics_are_on_held_out_rows_and_provenance_is_recorded(finished_sweep)
     assert train["estimator"] == "TraceMeanField_ELBO" and train["seed"] == 0 and train["seeds"] == [0, 0, 0, 0]
     assert train["n_configs"] == 4 and sorted(train["group"]) == [0, 1, 2, 3]
     assert (train["n_train"], train["n_test"], train["test_fraction"]) == (n_rows - n_test, n_test, 0.1)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["converged"] is None and "not judged" in metrics["convergence"]["reason"]  # 25 steps: too few
 
 
 def test_diagnostics_are_capped_at_max_points(tmp_path):
