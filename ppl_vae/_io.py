@@ -240,10 +240,13 @@ def netcdf_safe_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return safe
 
 
-def write_netcdf(dataset, path: str | os.PathLike) -> Path:
-    """Write an ``xarray.Dataset`` to ``path`` atomically, making its attributes netCDF-safe."""
+def write_netcdf(dataset, path: str | os.PathLike, *, exclusive: bool = False) -> Path:
+    """Write an ``xarray.Dataset`` to ``path`` atomically, making its attributes netCDF-safe.
+
+    ``exclusive``: never replace an existing file (see :func:`atomic_write`).
+    """
     clean = dataset.copy()
     clean.attrs = netcdf_safe_attrs(dict(dataset.attrs))
     for name in clean.variables:
         clean[name].attrs = netcdf_safe_attrs(dict(clean[name].attrs))
-    return atomic_write(path, lambda tmp: clean.to_netcdf(tmp))
+    return atomic_write(path, lambda tmp: clean.to_netcdf(tmp), exclusive=exclusive)

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from ppl_vae._io import DamagedFileError, reading
-from ppl_vae._lock import OutputInUseError
+from ppl_vae.cli._errors import INPUT_ERRORS, input_error, one_line
 from ppl_vae.data import DATASETS, load
 
-#: What the user handed in or where they asked to write, gone wrong: a damaged file,
-#: an output another process holds, the file system (missing, read-only, full).
-#: Reported as one line, exit status 1; never a traceback.
-INPUT_ERRORS = (DamagedFileError, OutputInUseError, OSError, EOFError, zlib.error)
-
-
-def one_line(err: BaseException) -> str:
-    """The message of ``err`` on one line (an ``OSError`` names its file: ``[Errno 30] ...: 'PATH'``)."""
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
-def input_error(err: BaseException) -> click.ClickException:
-    """The one-line CLI error for one of :data:`INPUT_ERRORS`."""
-    return click.ClickException(one_line(err))
-
+__all__ = ["INPUT_ERRORS", "data_options", "input_error", "load_data", "one_line", "output_path",
+           "parse_float_list", "parse_int_list"]
 
 def output_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A click callback refusing an empty ``--out`` (``''`` would mean the current directory)."""

@@ -9,7 +9,8 @@ import click
 
 from ppl_vae._io import atomic_write, atomic_write_text
 from ppl_vae._lock import claim_output
-from ppl_vae.cli._common import INPUT_ERRORS, input_error, output_path
+from ppl_vae.cli._common import output_path
+from ppl_vae.cli._errors import INPUT_ERRORS, input_error
 
 
 @click.command("bench")

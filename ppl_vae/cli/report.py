@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ppl_vae._device import DEVICE_CHOICES
-from ppl_vae.cli._common import INPUT_ERRORS, input_error, output_path
+from ppl_vae.cli._common import output_path
+from ppl_vae.cli._errors import INPUT_ERRORS, input_error
 
 
 @click.command("report")

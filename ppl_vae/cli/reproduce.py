@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from ppl_vae._io import RunDirectoryExistsError
-from ppl_vae.cli._common import INPUT_ERRORS, input_error, output_path
+from ppl_vae.cli._common import output_path
+from ppl_vae.cli._errors import INPUT_ERRORS, input_error
 from ppl_vae.reproduce import EXPERIMENTS, Settings, run_experiments, write_index
 from ppl_vae.reproduce.markdown import write_results_markdown
 from ppl_vae.reproduce.report import INDEX
