@@ -99,3 +99,30 @@ def test_two_sweeps_with_different_specs_into_one_dir(tmp_path, killed_at_the_en
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())  # nothing of B's, no half of A's
     again = CliRunner().invoke(main, [*SWEEP, "--beta", "2,4", "--steps", "5", "--out", str(out)])
     assert again.exit_code == 1 and "different spec" in _one_error_line(again.output)
+
+
+HOLD = """
+import sys, time
+from ppl_vae._lock import claim_output
+with claim_output(sys.argv[1], "training", directory=sys.argv[2] == "dir"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("command", ["report", "bench", "reproduce"])
+def test_report_bench_and_reproduce_refuse_an_output_someone_holds(tmp_path, killed_at_the_end, command):
+    run = tmp_path / "run"
+    trained = CliRunner().invoke(main, [*TRAIN, "--steps", "3", "--out", str(run)])
+    assert trained.exit_code == 0, trained.output
+    held, kind, args = {
+        "report": (run, "dir", ["report", str(run), "--out", str(tmp_path / "r.html"), "--no-progress"]),
+        "bench": (tmp_path / "b.csv", "file", ["bench", "--quick", "--out", str(tmp_path / "b.csv")]),
+        "reproduce": (tmp_path / "results", "dir", ["reproduce", "--tiny", "--out", str(tmp_path / "results")]),
+    }[command]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(held), kind], stdout=subprocess.PIPE, text=True)
+    killed_at_the_end(holder)
+    assert holder.stdout.readline().strip() == "held"
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert f"{held} is in use by training (pid {holder.pid}" in _one_error_line(result.output)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -337,3 +338,30 @@ def test_combined_recomputes_a_damaged_or_foreign_cache_with_the_sweeps_settings
     assert {runs[name]["iw_samples"] for name in summary.finished} == {spec.diagnostics["iw_samples"]}
     np.testing.assert_allclose(load(first).metrics.iw_log_likelihood.values,
                                expected.metrics.iw_log_likelihood.values)  # recomputed the same way
+
+
+def test_run_names_round_trip_their_values_and_collisions_are_refused():
+    from ppl_vae.sweep.study import _check_names, run_name
+
+    assert run_name({"beta": 0.5, "seed": 3}) == "beta=0.5_seed=3"
+    assert run_name({"beta": 0.1234561}) != run_name({"beta": 0.1234562})
+    assert run_name({"beta": 0.1 + 0.2}) == "beta=0.30000000000000004"
+    with pytest.raises(ValueError, match=r"configurations 0 and 1 would both be written to runs/beta=1"):
+        _check_names(["beta=1", "beta=1"])
+    with pytest.raises(ValueError, match="not a plain folder name"):
+        _check_names(["prior=../x"])
+
+
+@pytest.mark.parametrize(("train", "execution", "key"), [
+    ({"optimizer": "sgd"}, {}, "train['optimizer']"),
+    ({"lr_decay": 1.5}, {}, "train['lr_decay']"),
+    ({"clip_norm": 0}, {}, "train['clip_norm']"),
+    ({"test_fraction": 1.0}, {}, "train['test_fraction']"),
+    ({}, {"device": "gpu"}, "execution['device']"),
+    ({}, {"vectorise": "sometimes"}, "execution['vectorise']"),
+    ({}, {"max_configs": 0}, "execution['max_configs']"),
+])
+def test_training_and_execution_options_are_checked_when_the_spec_is_read(train, execution, key):
+    with pytest.raises(ValueError, match=re.escape(key)):
+        SweepSpec.from_dict({**TINY, "grid": {"beta": [1.0]}, "train": {**TINY["train"], **train},
+                             "execution": execution})
