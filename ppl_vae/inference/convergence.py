@@ -78,8 +78,8 @@ def judge(snapshots: list[list[np.ndarray | None]], history: np.ndarray, n_confi
     verdicts: list[dict[str, Any] | None] = []
     for k in range(n_configs):
         values = [snap[k] for snap in snapshots]
-        if snapshots and values[0] is None:
-            verdicts.append(None)
+        if snapshots and (values[0] is None or not all(np.isfinite(v).all() for v in values)):
+            verdicts.append(None)  # not a linear model, or diverged in the window
             continue
         if len(values) < 2:
             verdicts.append({"converged": None, "reason": f"not judged: fewer than {MIN_STEPS} steps, or resumed "

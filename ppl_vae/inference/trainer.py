@@ -375,7 +375,8 @@ def fit(
             diverged = {int(k): int(v) for k, v in state["diverged"].items()}
             start_step = last_checkpoint = int(state["step"])
         if run_dir is not None:
-            runs.write_config(run_dir, configs if not single else configs[0], bundle, train_options, seeds, torch_device)
+            runs.write_config(run_dir, configs if not single else configs[0], bundle, train_options, seeds,
+                              torch_device)
 
         def checkpoint(step: int) -> None:
             save_checkpoint(run_dir / CHECKPOINT_NAME, {

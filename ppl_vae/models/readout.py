@@ -145,10 +145,13 @@ DECODER_WEIGHT = {"vae": "decoder.weight", "cvae": "decoder_z.weight", "mhvae": 
 def decoder_singular_values(model) -> np.ndarray:
     """A linear model's decoder singular values, descending: the readout's, without touching the data.
 
-    Cheap (one small SVD), for watching them settle during training.
+    Cheap (one small SVD), for watching them settle during training; NaN for a
+    decoder with non-finite weights (a diverged configuration).
     """
-    weight = model.get_parameter(DECODER_WEIGHT[model.config.family])
-    return torch.linalg.svdvals(weight.detach().to("cpu", torch.float64)).numpy()
+    weight = model.get_parameter(DECODER_WEIGHT[model.config.family]).detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(weight).all()):
+        return np.full(min(weight.shape), np.nan)
+    return torch.linalg.svdvals(weight).numpy()
 
 
 #: The singular values that decide each collapse flag of a readout.
