@@ -57,6 +57,7 @@ import shutil
 import time
 import traceback
 import tomllib
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -546,13 +547,16 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
     checkpoints into ``groups_dir/<group_id>`` and resumes from it.
     """
     from ppl_vae.inference import TrainingDivergedError
+    from ppl_vae.inference.convergence import NotConvergedWarning
     from ppl_vae.inference.runs import convergence_metrics, linear_theory_metrics
     from ppl_vae.models import build_model
 
     options = {**DIAGNOSTICS_DEFAULTS, **(diagnostics or {})}
     checkpoint_dir = None if groups_dir is None else str(Path(groups_dir) / group_id(task))
     try:
-        result: TaskResult = run_task(task, bundle, diagnostics=options, checkpoint_dir=checkpoint_dir)
+        with warnings.catch_warnings():  # recorded per run and summed up in the sweep's summary instead
+            warnings.simplefilter("ignore", NotConvergedWarning)
+            result: TaskResult = run_task(task, bundle, diagnostics=options, checkpoint_dir=checkpoint_dir)
     except Exception as err:  # noqa: BLE001 - recorded per configuration, the sweep goes on
         record = error_record(err)
         return [ConfigOutcome(index=k, error=record) for k in task.index]
@@ -751,6 +755,9 @@ class StudySummary:
         Seconds for the whole invocation.
     backend
         Name of the backend that ran the tasks.
+    not_converged
+        Run names finished now whose linear model did not converge (``converged:
+        false`` in their ``metrics.json``).
     """
 
     out: Path
@@ -759,6 +766,7 @@ class StudySummary:
     failed: dict[str, dict]
     wall_time: float
     backend: str
+    not_converged: tuple[str, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -774,6 +782,10 @@ class StudySummary:
             lines.append(f"  failed {name}: {error['type']}: {first_line}")
         if self.failed:
             lines.append("  rerun the same command to retry the failed configurations")
+        if self.not_converged:
+            shown = ", ".join(self.not_converged[:5]) + (", ..." if len(self.not_converged) > 5 else "")
+            lines.append(f"  warning: {len(self.not_converged)} configuration(s) did not converge ({shown}); their "
+                         "collapse counts are not reliable (metrics.json: convergence)")
         lines.append(f"results: {self.out}")
         return lines
 
@@ -872,7 +884,7 @@ def _run_claimed(spec: SweepSpec, out: Path, bundle, grid: tuple[list, list, lis
     groups_dir = str(out / GROUPS_DIR) if isinstance(backend, LocalBackend) else None
     runner = runner or functools.partial(run_group, diagnostics=dict(spec.diagnostics), groups_dir=groups_dir)
     data_spec = bundle.attrs.get("spec")
-    finished, failed = [], {}
+    finished, failed, not_converged = [], {}, []
     for done, (task, result) in enumerate(_as_completed(backend, runner, tasks, bundle), start=1):
         if isinstance(result, BaseException):
             record = error_record(result)
@@ -882,6 +894,8 @@ def _run_claimed(spec: SweepSpec, out: Path, bundle, grid: tuple[list, list, lis
             write_run(runs / names[k], spec, configs[k], seeds[k], data_spec, outcome, task.vectorised)
             if outcome.ok:
                 finished.append(names[k])
+                if (outcome.metrics or {}).get("converged") is False:
+                    not_converged.append(names[k])
             else:
                 failed[names[k]] = outcome.error
         if echo is not None:
@@ -890,7 +904,8 @@ def _run_claimed(spec: SweepSpec, out: Path, bundle, grid: tuple[list, list, lis
     if groups_dir is not None and Path(groups_dir).is_dir() and not any(Path(groups_dir).iterdir()):
         Path(groups_dir).rmdir()  # every group finished and was written out
     summary = StudySummary(out, tuple(finished), tuple(names[k] for k in skipped), failed,
-                           time.perf_counter() - start, getattr(backend, "name", type(backend).__name__))
+                           time.perf_counter() - start, getattr(backend, "name", type(backend).__name__),
+                           tuple(not_converged))
     if finished or skipped:
         write_combined(out)
     atomic_write_json(out / SUMMARY_NAME, {**summary.counts, "finished": list(summary.finished),

@@ -107,3 +107,12 @@ def test_run_names_are_faithful_and_equal_values_are_refused(tmp_path):
     assert sorted(p.name for p in (tmp_path / "close" / "runs").iterdir()) == ["beta=0.1234561", "beta=0.1234562"]
     same = sweep(*TINY, "--beta", "1,1.0", "--out", str(tmp_path / "same"))
     assert same.exit_code == 2 and "values repeat" in same.output and not (tmp_path / "same").exists()
+
+
+def test_the_summary_names_configurations_that_did_not_converge(tmp_path):
+    result = sweep("--model", "cvae", "--data", "synthetic", "--n-samples", "400", "--dim", "6", "--latent-dim", "4",
+                   "--steps", "300", "--lr", "0.3", "--beta", "1", "--iw-samples", "2", "--quiet",
+                   "--out", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 configuration(s) did not converge (beta=1)" in result.output
+    assert json.loads((tmp_path / "s" / "runs" / "beta=1" / "metrics.json").read_text())["converged"] is False
