@@ -24,7 +24,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._io import atomic_write_text, check_path
+from .._io import DamagedFileError, atomic_write_text, check_path
 from .._lock import claim_output
 from .._validate import check_int_range
 from ..diagnostics import diagnose, load, save
@@ -144,14 +144,25 @@ def diagnose_run(run_dir: str | os.PathLike, *, iw_samples: int = 1000, seed: in
 
 
 def read_loss_history(run_dir: str | os.PathLike) -> xr.DataArray | None:
-    """The ``loss`` over ``step`` of ``loss_history.nc`` (None if the run has none)."""
+    """The ``loss`` over ``step`` of ``loss_history.nc`` (None if the run has none).
+
+    Raises
+    ------
+    DamagedFileError
+        The file exists but cannot be read (the message names it).
+    """
     from ..inference import LOSS_NAME
 
     path = Path(run_dir) / LOSS_NAME
     if not path.is_file():
         return None
-    with xr.open_dataset(path) as ds:
-        return ds["loss"].load()
+    try:
+        with xr.open_dataset(path) as ds:
+            return ds["loss"].load()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DamagedFileError(f"{path} cannot be read as a loss history (netCDF with a 'loss' variable): "
+                               f"{detail}") from None
 
 
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:

@@ -89,6 +89,12 @@ def _edited_config(made, tmp):
     return ["report", str(run), "--out", str(tmp / "r.html"), "--iw-samples", "2", "--no-progress"]
 
 
+def _broken_loss_history(made, tmp):
+    run = _copy(made, tmp, "run")
+    (run / "loss_history.nc").write_bytes(b"CDF\x01 cut short")
+    return ["report", str(run), "--out", str(tmp / "r.html"), "--iw-samples", "2", "--no-progress"]
+
+
 def _mnist(how: str) -> Callable[[Path, Path], list[str]]:
     def prepare(made, tmp):
         folder = tmp / "mnist"
@@ -143,6 +149,7 @@ CASES = [
     Case("broken spec.json of a sweep", _broken_json("spec.json", "sweep"), 1, ("spec.json is not valid JSON",), None),
     Case("broken metrics.json of a sweep run", _broken_json("metrics.json", "sweep"), 1,
          ("beta=1/metrics.json is not valid JSON",), None),
+    Case("broken loss_history.nc", _broken_loss_history, 1, ("loss_history.nc cannot be read",), "r.html"),
     Case("config.json edited after training", _edited_config, 1,
          ("config.json does not match", "checkpoint.pt", "latent_dim"), "r.html"),
     # The loader reports content it rejects as a bad value (2), a file it cannot read as a bad file (1).
