@@ -7,6 +7,18 @@ import torch
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
+def check_device_name(name: str, what: str = "device") -> str:
+    """``name`` if it is ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` (whether or not this machine has CUDA).
+
+    For options that choose a device elsewhere (a sweep's Ray workers), checked
+    before any work starts.
+    """
+    text = str(name)
+    if text in DEVICE_CHOICES or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise ValueError(f"{what} must be one of 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``'auto' | 'cpu' | 'cuda' | 'cuda:N'`` into a :class:`torch.device`.
 

@@ -8,6 +8,7 @@ command named ``command``; they are imported only when invoked so that
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -37,6 +38,23 @@ class _LazyGroup(click.Group):
                 return None  # not built yet
             raise
         return module.command
+
+    def invoke(self, ctx: click.Context):
+        """Run the sub-command; bad input it did not report itself becomes one line, never a traceback.
+
+        A damaged file, an output another process holds, a file-system refusal
+        (missing, read-only, full) or an unexpected end of input (which click would
+        print as a bare ``Aborted!``) ends with ``Error: <what, naming the file>``
+        and exit status 1. ``PPL_VAE_DEBUG=1`` lets the traceback through.
+        """
+        from ppl_vae.cli._errors import INPUT_ERRORS, input_error
+
+        try:
+            return super().invoke(ctx)
+        except INPUT_ERRORS as err:
+            if os.environ.get("PPL_VAE_DEBUG") == "1":
+                raise
+            raise input_error(err) from None
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,4 +1,4 @@
-"""Option parsing and data loading shared by the sub-commands."""
+"""Option parsing, data loading and error reporting shared by the sub-commands."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ from typing import Any
 
 import click
 
+from ppl_vae._io import DamagedFileError, reading
+from ppl_vae.cli._errors import INPUT_ERRORS, input_error, one_line
 from ppl_vae.data import DATASETS, FILE_SUFFIXES, load
+
+__all__ = ["INPUT_ERRORS", "data_options", "input_error", "load_data", "one_line", "output_path",
+           "parse_float_list", "parse_int_list"]
+
+def output_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback refusing an empty ``--out`` (``''`` would mean the current directory)."""
+    if value is not None and not str(value).strip():
+        raise click.BadParameter("must not be empty (give a file or folder name)", ctx=ctx, param=param)
+    return value
 
 
 def parse_float_list(name: str) -> Callable[[click.Context, click.Parameter, str | None], tuple[float, ...] | None]:
@@ -129,9 +140,11 @@ def load_data(family: str, data_name: str, *, split: str, classes, n_samples, di
             options["split"] = split
         if data_name == "mnist":
             options["directory"] = mnist_dir
+    where = f" in {mnist_dir}" if data_name == "mnist" else ""
     try:
-        return load(data_name, paired=paired, **options)
-    except FileNotFoundError as err:
-        raise click.ClickException(str(err)) from None
+        with reading(f"the {data_name} data{where}"):  # e.g. a damaged .gz: gzip's message names no file
+            return load(data_name, paired=paired, **options)
+    except (FileNotFoundError, DamagedFileError) as err:
+        raise input_error(err) from None
     except ValueError as err:
         raise click.BadParameter(str(err)) from None

@@ -5,11 +5,13 @@ from __future__ import annotations
 import click
 
 from ppl_vae._device import DEVICE_CHOICES
+from ppl_vae.cli._common import output_path
+from ppl_vae.cli._errors import INPUT_ERRORS, input_error
 
 
 @click.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), callback=output_path,
               help="The HTML file to write (one self-contained page).")
 @click.option("--iw-samples", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Importance samples K per point for the held-out log-likelihood.")
@@ -31,8 +33,8 @@ def command(run_dirs, out, iw_samples, seed, device, overwrite, progress):
     try:
         path = write_report(run_dirs, out, iw_samples=iw_samples, seed=seed, device=device,
                             overwrite=overwrite, progress=progress)
-    except (FileExistsError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
+    except INPUT_ERRORS as err:
+        raise input_error(err) from None
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
     click.echo(f"wrote {path}")

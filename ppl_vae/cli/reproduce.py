@@ -10,8 +10,11 @@ from pathlib import Path
 import click
 
 from ppl_vae._io import RunDirectoryExistsError
+from ppl_vae.cli._common import output_path
+from ppl_vae.cli._errors import INPUT_ERRORS, input_error
 from ppl_vae.reproduce import EXPERIMENTS, Settings, run_experiments, write_index
 from ppl_vae.reproduce.markdown import write_results_markdown
+from ppl_vae.reproduce.report import INDEX
 
 
 @click.command("reproduce")
@@ -20,6 +23,7 @@ from ppl_vae.reproduce.markdown import write_results_markdown
 @click.option("--only", "only", multiple=True, type=click.Choice(list(EXPERIMENTS)),
               help="Run only this experiment (repeatable). Default: all of them.")
 @click.option("--out", type=click.Path(file_okay=False), default="results/reproduce", show_default=True,
+              callback=output_path,
               help="Results folder; must be new or empty unless --overwrite.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -49,20 +53,24 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
     settings = Settings(scale=scale, out=Path(out), seed=seed, device=device, mnist_dir=Path(mnist_dir),
                         overwrite=overwrite, n_seeds=n_seeds, max_steps=max_steps)
     start = time.perf_counter()
-    try:
-        outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir)
-    except RunDirectoryExistsError as err:
-        raise click.ClickException(f"{err} (nothing was run)") from None
-    except FileNotFoundError as err:
-        raise click.ClickException(str(err)) from None
     # Rebuilt from the parsed options (sys.argv is not this command's when called in process).
     words = ["ppl-vae", "reproduce", *([f"--{scale}"] if scale != "full" else []),
              *[w for name in only for w in ("--only", name)], "--out", str(out), "--seed", str(seed),
              "--seeds", str(settings.n_seeds), *(["--max-steps", str(max_steps)] if max_steps else []),
              "--device", device, *(["--mnist-dir", str(mnist_dir)] if scale == "full" else [])]
     command_line = " ".join(shlex.quote(word) for word in words)
-    index = write_index(settings.out, outcomes, scale=scale, command=command_line)
-    write_results_markdown(settings.out, outcomes, command=command_line, wall_time=time.perf_counter() - start)
+
+    def finish(outcomes) -> None:  # while the results folder is still claimed
+        write_index(settings.out, outcomes, scale=scale, command=command_line)
+        write_results_markdown(settings.out, outcomes, command=command_line, wall_time=time.perf_counter() - start)
+
+    try:
+        outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir, finish=finish)
+    except RunDirectoryExistsError as err:
+        raise click.ClickException(f"{err} (nothing was run)") from None
+    except INPUT_ERRORS as err:
+        raise input_error(err) from None
+    index = settings.out / INDEX
     failed = [o.name for o in outcomes if o.status == "failed"]
     agree = sum(o.status == "agrees" for o in outcomes)
     click.echo(f"{agree}/{len(outcomes)} experiments agree with the paper; {len(failed)} failed; "

@@ -13,7 +13,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ppl_vae.cli._common import DATA_HELP, data_source, file_options, key_options, parse_int_list
+from ppl_vae.cli._common import (DATA_HELP, INPUT_ERRORS, data_source, file_options, input_error, key_options,
+                                  output_path, parse_int_list)
 
 #: CLI option -> grid entry of the spec.
 GRID_OPTIONS = {"beta": "beta", "eta_dec": "eta_dec", "eta_enc": "eta_enc", "beta1": "beta1", "beta2": "beta2",
@@ -82,7 +83,7 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
     execution = dict(raw.get("execution") or {})
     if params["address"] is not None and params["backend"] is None:
         execution["backend"] = "ray"  # an address only means something to Ray
-    for key in ("backend", "address", "group_size", "num_cpus", "num_gpus", "max_retries", "device"):
+    for key in ("backend", "address", "group_size", "num_cpus", "num_gpus", "max_retries", "device", "max_configs"):
         if params[key] is not None:
             execution[key] = params[key]
     raw["execution"] = execution
@@ -128,7 +129,11 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
 @click.option("--num-gpus", type=float, default=None, help="GPUs each Ray task requests [0].")
 @click.option("--max-retries", type=int, default=None, help="Ray reruns of a task whose worker died [0].")
 @click.option("--device", default=None, help="Device inside a task: auto, cpu, cuda [auto].")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Sweep directory, e.g. sweeps/NAME.")
+@click.option("--max-configs", type=int, default=None,
+              help="Refuse grids with more configurations than this unless --yes [10000].")
+@click.option("--yes", is_flag=True, help="Run a grid larger than --max-configs.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, callback=output_path,
+              help="Sweep directory, e.g. sweeps/NAME.")
 @click.option("--overwrite", is_flag=True, help="Discard results of a different spec found in --out.")
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
 @click.pass_context
@@ -144,15 +149,16 @@ def command(ctx: click.Context, **params: Any) -> None:
 
     try:
         spec = spec_from_options(ctx, params)
+        spec.check_size(params["yes"])
     except (ValueError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     click.echo(f"sweep: {spec.n_configs} configurations of {spec.model}/{spec.arch} on {spec.data['name']}, "
                f"backend {spec.execution['backend']}")
     try:
         summary = run_study(spec, params["out"], overwrite=params["overwrite"],
-                            echo=None if params["quiet"] else click.echo)
-    except (SpecMismatchError, FileExistsError, ImportError) as err:
-        raise click.ClickException(str(err)) from None
+                            echo=None if params["quiet"] else click.echo, yes=params["yes"])
+    except (*INPUT_ERRORS, SpecMismatchError, ImportError) as err:
+        raise input_error(err) from None
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     for line in summary.lines():

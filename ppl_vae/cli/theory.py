@@ -9,7 +9,7 @@ import click
 import xarray as xr
 
 from ppl_vae._io import write_netcdf
-from ppl_vae.cli._common import data_options, load_data, parse_float_list, parse_int_list
+from ppl_vae.cli._common import data_options, load_data, output_path, parse_float_list, parse_int_list
 
 # Variables shown in the per-mode table, in this order, for each model.
 _TABLE_COLUMNS = {
@@ -73,7 +73,7 @@ def _describe_setting(family: str, setting: dict[str, float]) -> str:
 @click.option("--sigma1", type=float, default=1.0, show_default=True, help="MHVAE fixed z1 encoder std.")
 @click.option("--sigma2", type=float, default=None, help="MHVAE fixed z2 encoder std; default learnable.")
 @click.option("--thresholds", is_flag=True, help="Also print the largest beta / eta_dec that keep k modes active.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the prediction(s) as netCDF.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
 def command(family, data_name, x_key, y_key, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
@@ -86,6 +86,7 @@ def command(family, data_name, x_key, y_key, split, classes, n_samples, dim, cor
     """
     from ppl_vae import theory
 
+    out = None if out is None else Path(out)
     if out is not None and out.exists() and not overwrite:
         raise click.ClickException(f"{out} already exists; pass --overwrite to replace it")
     if family == "mhvae" and (latent_dims is None or len(latent_dims) != 2):
@@ -149,5 +150,5 @@ def command(family, data_name, x_key, y_key, split, classes, n_samples, dim, cor
         else:
             combined = predictions[0]
         combined.attrs.update({"data": bundle.name, "data_spec": str(bundle.attrs.get("spec", {}))})
-        write_netcdf(combined, out)
+        write_netcdf(combined, out, exclusive=not overwrite)
         click.echo(f"\nwrote {out}")

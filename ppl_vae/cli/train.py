@@ -1,19 +1,21 @@
 """``ppl-vae train``: fit one model by SVI and write a run directory.
 
 With ``--resume`` the model, the data and the training options are read back
-from the run directory's ``config.json`` (model and data flags are ignored);
-``--steps`` / ``--epochs`` then give the new total length.
+from the run directory's ``config.json``; an option given that differs from the
+saved value is refused by name (see :mod:`ppl_vae.cli._resume`), and
+``--steps`` / ``--epochs`` give the new total length.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ppl_vae.cli._common import data_options, load_data, parse_int_list
+from ppl_vae.cli._common import INPUT_ERRORS, data_options, input_error, load_data, output_path, parse_int_list
 
 FAMILIES = ("vae", "cvae", "mhvae")
 
@@ -88,9 +90,14 @@ def build_config(family: str, bundle, *, arch: str, latent_dim: int, latent_dims
 
 
 def summary_lines(result, info_theory: dict | None) -> list[str]:
-    """The closing summary printed after training."""
+    """The closing summary printed after training (with a warning line when a linear model did not converge)."""
+    from ppl_vae.inference.convergence import summary_line
+
     lines = [f"final loss {result.final_loss:.6g} nats/sample after {result.steps} steps "
              f"({result.wall_time:.1f} s on {result.device})"]
+    warning = summary_line(result.convergence)
+    if warning is not None:
+        lines.append(f"warning: {warning} (metrics.json: converged false)")
     if info_theory is not None:
         lines.append(f"collapsed modes: measured {info_theory['n_collapsed_measured']}, "
                      f"predicted {info_theory['n_collapsed_predicted']}; max relative error of active "
@@ -141,9 +148,11 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
 @click.option("--test-fraction", type=float, default=0.1, show_default=True,
               help="Fraction of the data held out (not trained on) for the report's held-out metrics; 0 keeps all.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, callback=output_path,
+              help="Run directory to write.")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True, help="Steps between checkpoints.")
-@click.option("--overwrite", is_flag=True, help="Reuse an existing run directory, replacing its files.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run in an existing run directory (its files are removed before training starts).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(family, arch, data_name, x_key, y_key, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
@@ -153,9 +162,8 @@ def command(family, arch, data_name, x_key, y_key, split, classes, n_samples, di
     """Train a model by SVI and write config, checkpoint, loss history and metrics to --out."""
     import torch
 
-    from ppl_vae._io import RunDirectoryExistsError
     from ppl_vae.inference import TrainingDivergedError, fit
-    from ppl_vae.inference.runs import CONFIG_NAME, read_json
+    from ppl_vae.inference.convergence import NotConvergedWarning
     from ppl_vae.models import build_model, config_from_dict
 
     if overwrite and resume:
@@ -163,11 +171,10 @@ def command(family, arch, data_name, x_key, y_key, split, classes, n_samples, di
     run_dir = Path(out)
     try:
         if resume:
-            if not (run_dir / CONFIG_NAME).is_file():
-                raise click.ClickException(f"cannot resume: {run_dir / CONFIG_NAME} does not exist")
+            from ppl_vae.cli._resume import read_resumable
             from ppl_vae.data import load
 
-            saved = read_json(run_dir / CONFIG_NAME)
+            saved = read_resumable(run_dir, click.get_current_context(), _std_option)
             config = config_from_dict(saved["model"])
             bundle = load(**saved["data"])
             train = saved["train"]
@@ -195,14 +202,19 @@ def command(family, arch, data_name, x_key, y_key, split, classes, n_samples, di
                 prior=prior, latent_mapping=latent_mapping, kl_controls=controls)
         torch.manual_seed(seed)  # parameter initialisation
         model = build_model(config)
-        result = fit(model, bundle, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                     lr_decay=lr_decay, clip_norm=clip_norm, seed=seed, test_fraction=test_fraction,
-                     split_seed=seed, device=device, run_dir=run_dir,
-                     checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, progress=progress)
-    except (RunDirectoryExistsError, FileNotFoundError, TrainingDivergedError) as err:
-        raise click.ClickException(str(err)) from None
+        with warnings.catch_warnings():  # said once, in the summary below
+            warnings.simplefilter("ignore", NotConvergedWarning)
+            result = fit(model, bundle, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                         lr_decay=lr_decay, clip_norm=clip_norm, seed=seed, test_fraction=test_fraction,
+                         split_seed=seed, device=device, run_dir=run_dir, checkpoint_every=checkpoint_every,
+                         resume=resume, overwrite=overwrite, progress=progress)
+    except (*INPUT_ERRORS, TrainingDivergedError) as err:
+        raise input_error(err) from None
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    metrics = read_json(run_dir / "metrics.json")
+    from ppl_vae._io import read_json
+    from ppl_vae.inference.runs import METRICS_NAME
+
+    metrics = read_json(run_dir / METRICS_NAME)
     for line in summary_lines(result, metrics.get("theory")):
         click.echo(line)

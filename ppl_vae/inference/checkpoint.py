@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from ppl_vae._io import atomic_write
+from ppl_vae._io import DamagedFileError, atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DamagedFileError):
     """A checkpoint file that cannot be read safely: corrupted, truncated, empty, or holding code."""
 
 

@@ -7,7 +7,8 @@ Layout (read by the report and the sweeps; keep it stable)::
     checkpoint.pt     parameters, optimiser state, step, RNG states (see checkpoint.py)
     loss_history.nc   xr.Dataset with variable ``loss`` over ``step``
     metrics.json      final_loss, steps, wall_time_s, device; for linear models ``theory``:
-                      n_collapsed_measured / _predicted, max_rel_error_active_decoder_sv, ...
+                      n_collapsed_measured / _predicted, max_rel_error_active_decoder_sv, ...,
+                      and ``converged`` / ``convergence`` (see convergence.py)
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ import torch
 
 import ppl_vae
 from ppl_vae._device import resolve_device
-from ppl_vae._io import atomic_write, atomic_write_json
+from ppl_vae._io import DamagedFileError, atomic_write, atomic_write_json, read_json
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 CONFIG_NAME = "config.json"
 LOSS_NAME = "loss_history.nc"
 METRICS_NAME = "metrics.json"
+#: Diagnostics cache of a run (written by the report, or by a sweep with the sweep's settings).
+DIAGNOSTICS_NAME = "diagnostics.nc"
+#: The report's own cache in a sweep's run, whose ``diagnostics.nc`` belongs to the sweep.
+REPORT_DIAGNOSTICS_NAME = "diagnostics_report.nc"
+#: Every file a run directory may hold; ``--overwrite`` removes these (and refuses a folder holding more).
+RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, LOSS_NAME, METRICS_NAME, DIAGNOSTICS_NAME, REPORT_DIAGNOSTICS_NAME,
+             "error.json")
 
 
 def write_config(run_dir: Path, config: dict | list[dict], bundle, train_options: dict[str, Any],
@@ -65,6 +73,7 @@ def write_results(run_dir: Path, result, bundle) -> None:
     }
     if result.diverged:
         metrics["diverged"] = {str(k): step for k, step in result.diverged.items()}
+    metrics.update(convergence_metrics(result.convergence))
     cpu = bundle.to("cpu")
     theories = [None if k in result.diverged else linear_theory_metrics(model, cpu)
                 for k, model in enumerate(result.models)]
@@ -75,9 +84,55 @@ def write_results(run_dir: Path, result, bundle) -> None:
     atomic_write_json(run_dir / METRICS_NAME, metrics)
 
 
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def convergence_metrics(verdicts: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """``converged`` and ``convergence`` entries of ``metrics.json`` (nothing for non-linear models).
+
+    One model: ``converged`` is True, False or None (not judged) and
+    ``convergence`` the verdict; K models: a list of each.
+    """
+    if not verdicts or all(verdict is None for verdict in verdicts):
+        return {}
+    if len(verdicts) == 1:
+        return {"converged": verdicts[0]["converged"], "convergence": verdicts[0]}
+    return {"converged": [None if v is None else v["converged"] for v in verdicts], "convergence": list(verdicts)}
+
+
+def is_sweep_run(info: dict[str, Any]) -> bool:
+    """Whether ``config.json`` content ``info`` is of one run of a sweep (written by ``ppl_vae.sweep.study``)."""
+    return isinstance(info.get("train"), dict) and "vectorised" in info["train"]
+
+
+def clear_results(run_dir: Path) -> None:
+    """Remove ``loss_history.nc`` and ``metrics.json``: a resumed run rewrites them when it ends.
+
+    Until then a run directory holds no results that the newer checkpoints would
+    contradict (an interrupted resume leaves no stale metrics behind).
+    """
+    for name in (METRICS_NAME, LOSS_NAME):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def check_checkpoint_matches(config: dict[str, Any], state: dict[str, Any], config_path: Path,
+                             checkpoint_path: Path) -> None:
+    """Refuse a ``config.json`` whose model config is not the one the checkpoint was trained with.
+
+    Raises
+    ------
+    DamagedFileError
+        The two disagree; the message names both files and the differing fields.
+    """
+    saved = state.get("config")  # a sweep's run
+    if saved is None and len(state.get("configs") or ()) == 1:  # fit's checkpoint of one model
+        saved = state["configs"][0]
+    if saved is None:
+        return
+    before, now = json.loads(json.dumps(saved)), json.loads(json.dumps(config))
+    changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
+    if changed:
+        raise DamagedFileError(
+            f"{config_path} does not match {checkpoint_path}: the model config differs in {', '.join(changed)} "
+            f"(e.g. {changed[0]} is {now.get(changed[0])!r} in config.json, {before.get(changed[0])!r} in the "
+            "checkpoint); the run directory was edited or mixed with another run")
 
 
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "auto"):
@@ -101,8 +156,11 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "auto"):
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_NAME} is missing")
     info = read_json(config_path)
-    model = build_model(config_from_dict(info["model"]))
+    if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
+        raise DamagedFileError(f"{config_path} holds no 'model' config: it is not the config of a one-model run")
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    check_checkpoint_matches(info["model"], state, config_path, run_dir / CHECKPOINT_NAME)
+    model = build_model(config_from_dict(info["model"]))
     model.load_state_dict(state["model_state"])
     model.to(resolve_device(device)).eval()
     spec = info.get("data")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,11 @@ import xarray as xr
 from pyro.optim.clipped_adam import ClippedAdam
 
 from ppl_vae._device import resolve_device
-from ppl_vae._io import prepare_run_dir
+from ppl_vae._io import check_path, prepare_run_dir
+from ppl_vae._lock import claim_output
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.data import train_test_split
-from ppl_vae.inference import runs
+from ppl_vae.inference import convergence, runs
 from ppl_vae.inference.batched import BatchedModel, can_vectorise, clip_per_config_
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ppl_vae.inference.elbo import estimator_name, per_config_loss, site_estimators
@@ -100,6 +102,10 @@ class FitResult:
     provenance
         The training options as written to ``config.json`` (``train``): estimator,
         seeds, K, data split, ...
+    convergence
+        One verdict per configuration of a linear model
+        (:func:`ppl_vae.inference.convergence.judge`: ``converged`` True, False or
+        None when not judged, and why); None for a non-linear or diverged one.
     """
 
     models: tuple[Any, ...]
@@ -111,6 +117,7 @@ class FitResult:
     run_dir: Path | None = None
     diverged: dict[int, int] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    convergence: list[dict[str, Any] | None] = field(default_factory=list)
 
     @property
     def model(self):
@@ -158,6 +165,7 @@ class _Trainee:
                                  "train them one at a time")
             self.module = BatchedModel(models)
         self.parameters = [p for p in self.module.parameters() if p.requires_grad]
+        self.linear = models[0].config.arch == "linear"
 
     def batch(self, tensors: tuple[torch.Tensor, ...], index: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """Rows of this step: shared ``(n, d)`` (full batch), ``(K, B, d)``, or ``(B, d)`` for one model."""
@@ -309,6 +317,8 @@ def fit(
     checkpoint_every = check_int_range("checkpoint_every", checkpoint_every, 1)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir")
+    if resume and not Path(check_path(run_dir, "run_dir")).is_dir():
+        raise FileNotFoundError(f"cannot resume: run directory {run_dir} does not exist")
     test_fraction = float(test_fraction)
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
@@ -342,103 +352,134 @@ def fit(
     }
     opt = _make_optimizer(optimizer, trainee.parameters, lr, clip_norm)
 
-    history: list[np.ndarray] = []
-    stopped = torch.zeros(n_configs, dtype=torch.bool, device=torch_device)
-    diverged: dict[int, int] = {}
-    start_step, last_checkpoint = 0, None
-    configs = [m.config.to_dict() for m in models]
-    if run_dir is not None:
-        run_dir = prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
-    if resume:
-        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-        _check_resumable(state, configs, train_options)
-        trainee.module.load_state_dict(state["model_state"])
-        opt.load_state_dict(state["optimizer_state"])
-        sampler.load_state_dict(state["sampler_state"])
-        noise.load_state_dict(state["noise_state"])
-        history = list(state["loss_history"].numpy())
-        stopped = state["stopped"].to(torch_device)
-        diverged = {int(k): int(v) for k, v in state["diverged"].items()}
-        start_step = last_checkpoint = int(state["step"])
-    if run_dir is not None:
-        runs.write_config(run_dir, configs if not single else configs[0], bundle, train_options, seeds, torch_device)
+    with _claimed(run_dir):
+        history: list[np.ndarray] = []
+        stopped = torch.zeros(n_configs, dtype=torch.bool, device=torch_device)
+        diverged: dict[int, int] = {}
+        start_step, last_checkpoint = 0, None
+        configs = [m.config.to_dict() for m in models]
+        if run_dir is not None:
+            run_dir = prepare_run_dir(run_dir, overwrite=overwrite, resume=resume, layout=runs.RUN_FILES)
+        if resume:
+            state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+            _check_resumable(state, configs, train_options)
+            train_options["resumed"] = [*state["train"].get("resumed", []),
+                                        {"from_step": int(state["step"]), "steps": total_steps}]
+            runs.clear_results(run_dir)  # they describe the old end; rewritten when this run ends
+            trainee.module.load_state_dict(state["model_state"])
+            opt.load_state_dict(state["optimizer_state"])
+            sampler.load_state_dict(state["sampler_state"])
+            noise.load_state_dict(state["noise_state"])
+            history = list(state["loss_history"].numpy())
+            stopped = state["stopped"].to(torch_device)
+            diverged = {int(k): int(v) for k, v in state["diverged"].items()}
+            start_step = last_checkpoint = int(state["step"])
+        if run_dir is not None:
+            runs.write_config(run_dir, configs if not single else configs[0], bundle, train_options, seeds,
+                              torch_device)
 
-    def checkpoint(step: int) -> None:
-        save_checkpoint(run_dir / CHECKPOINT_NAME, {
-            "model_state": trainee.module.state_dict(), "optimizer_state": opt.state_dict(), "step": step,
-            "loss_history": torch.as_tensor(np.asarray(history, dtype=np.float64).reshape(-1, n_configs)),
-            "sampler_state": sampler.state_dict(), "noise_state": noise.state_dict(),
-            "stopped": stopped.cpu(), "diverged": {str(k): v for k, v in diverged.items()},
-            "configs": configs, "train": train_options,
-        })
+        def checkpoint(step: int) -> None:
+            save_checkpoint(run_dir / CHECKPOINT_NAME, {
+                "model_state": trainee.module.state_dict(), "optimizer_state": opt.state_dict(), "step": step,
+                "loss_history": torch.as_tensor(np.asarray(history, dtype=np.float64).reshape(-1, n_configs)),
+                "sampler_state": sampler.state_dict(), "noise_state": noise.state_dict(),
+                "stopped": stopped.cpu(), "diverged": {str(k): v for k, v in diverged.items()},
+                "configs": configs, "train": train_options,
+            })
 
-    bar = _progress_bar(progress, start_step, total_steps, n_configs)
-    pending: list[torch.Tensor] = []
-    began = time.perf_counter()
-    trainee.module.train()
-    # Argument checks and param-store registration each cost more than a small model's step.
-    with pyro.validation_enabled(False), _unregistered(trainee.module), noise:
-        for step in range(start_step, total_steps):
-            batch = trainee.batch(tensors, sampler.indices(step))
-            for group in opt.param_groups:
-                group["lr"] = lr * lr_decay**step
-            opt.zero_grad(set_to_none=True)
-            multipliers = {site: kl_weight(step, *schedule, validate=False)
-                           for site, schedule in schedules.items()}
-            losses = per_config_loss(trainee.module.model, trainee.module.guide, *batch, estimators=estimators,
-                                     kl_multipliers=multipliers or None, free_bits=floors or None,
-                                     ) / batch[0].shape[-2]
-            if diverged:
-                torch.where(stopped, 0.0, losses).sum().backward()
-                trainee.freeze(stopped)
-            else:
-                losses.sum().backward()
-            if clip_norm is not None and optimizer == "adam":
-                trainee.clip(clip_norm)
-            opt.step()
-            pending.append(losses.detach())
+        watch = set(convergence.snapshot_steps(total_steps, start_step) if trainee.linear else ())
+        snapshots: list[list] = []
+        bar = _progress_bar(progress, start_step, total_steps, n_configs)
+        pending: list[torch.Tensor] = []
+        began = time.perf_counter()
+        trainee.module.train()
+        # Argument checks and param-store registration each cost more than a small model's step.
+        with pyro.validation_enabled(False), _unregistered(trainee.module), noise:
+            for step in range(start_step, total_steps):
+                batch = trainee.batch(tensors, sampler.indices(step))
+                for group in opt.param_groups:
+                    group["lr"] = lr * lr_decay**step
+                opt.zero_grad(set_to_none=True)
+                multipliers = {site: kl_weight(step, *schedule, validate=False)
+                               for site, schedule in schedules.items()}
+                losses = per_config_loss(trainee.module.model, trainee.module.guide, *batch, estimators=estimators,
+                                         kl_multipliers=multipliers or None, free_bits=floors or None,
+                                         ) / batch[0].shape[-2]
+                if diverged:
+                    torch.where(stopped, 0.0, losses).sum().backward()
+                    trainee.freeze(stopped)
+                else:
+                    losses.sum().backward()
+                if clip_norm is not None and optimizer == "adam":
+                    trainee.clip(clip_norm)
+                opt.step()
+                pending.append(losses.detach())
 
-            done = step + 1
-            at_checkpoint = run_dir is not None and (done % checkpoint_every == 0 or done == total_steps)
-            if done % SYNC_EVERY == 0 or at_checkpoint or done == total_steps:
-                values = torch.stack(pending).cpu().double().numpy()  # (S, K)
-                pending.clear()
-                newly = _newly_diverged(values, done, diverged)
-                if newly and (on_divergence == "raise" or len(diverged) + len(newly) == n_configs):
-                    k, bad_step = next(iter(newly.items()))
-                    raise TrainingDivergedError(bad_step, float(values[bad_step - done + len(values), k]), run_dir,
-                                                last_checkpoint, None if single else k)
-                for k in diverged:  # stopped before this block: their masked losses mean nothing
-                    values[:, k] = np.nan
-                for k, bad_step in newly.items():
-                    diverged[k] = bad_step
-                    stopped[k] = True
-                    values[bad_step - done + len(values):, k] = np.nan
-                history.extend(values)
-                if bar is not None:
-                    bar.update(len(values))
-                    bar.set_postfix(loss=f"{np.nanmean(values[-1]):.4g}")
-                for callback in callbacks or ():
-                    callback(done, values[-1], models if not single else models[0])
-                if at_checkpoint:
-                    checkpoint(done)
-                    last_checkpoint = done
-    if bar is not None:
-        bar.close()
-    wall_time = time.perf_counter() - began
-    trainee.write_back()
+                done = step + 1
+                if done in watch:
+                    trainee.write_back()
+                    snapshots.append(convergence.take_snapshot(models))
+                at_checkpoint = run_dir is not None and (done % checkpoint_every == 0 or done == total_steps)
+                if done % SYNC_EVERY == 0 or at_checkpoint or done == total_steps:
+                    values = torch.stack(pending).cpu().double().numpy()  # (S, K)
+                    pending.clear()
+                    newly = _newly_diverged(values, done, diverged)
+                    if newly and (on_divergence == "raise" or len(diverged) + len(newly) == n_configs):
+                        k, bad_step = next(iter(newly.items()))
+                        raise TrainingDivergedError(bad_step, float(values[bad_step - done + len(values), k]), run_dir,
+                                                    last_checkpoint, None if single else k)
+                    for k in diverged:  # stopped before this block: their masked losses mean nothing
+                        values[:, k] = np.nan
+                    for k, bad_step in newly.items():
+                        diverged[k] = bad_step
+                        stopped[k] = True
+                        values[bad_step - done + len(values):, k] = np.nan
+                    history.extend(values)
+                    if bar is not None:
+                        bar.update(len(values))
+                        bar.set_postfix(loss=f"{np.nanmean(values[-1]):.4g}")
+                    for callback in callbacks or ():
+                        callback(done, values[-1], models if not single else models[0])
+                    if at_checkpoint:
+                        checkpoint(done)
+                        last_checkpoint = done
+        if bar is not None:
+            bar.close()
+        wall_time = time.perf_counter() - began
+        trainee.write_back()
 
-    history_array = np.asarray(history, dtype=np.float64).reshape(-1, n_configs)
-    loss = _loss_array(history_array, single)
-    tail = history_array[-min(100, len(history_array)):] if len(history_array) else np.full((1, n_configs), np.nan)
-    with np.errstate(all="ignore"):
-        final = np.array([np.nan if k in diverged else float(np.mean(tail[:, k])) for k in range(n_configs)])
-    result = FitResult(models=tuple(models), loss=loss, final_loss=float(final[0]) if single else final,
-                       steps=len(history_array), wall_time=wall_time, device=str(torch_device), run_dir=run_dir,
-                       diverged=diverged, provenance=train_options)
-    if run_dir is not None:
-        runs.write_results(run_dir, result, bundle)
-    return result
+        history_array = np.asarray(history, dtype=np.float64).reshape(-1, n_configs)
+        loss = _loss_array(history_array, single)
+        tail = history_array[-min(100, len(history_array)):] if len(history_array) else np.full((1, n_configs), np.nan)
+        with np.errstate(all="ignore"):
+            final = np.array([np.nan if k in diverged else float(np.mean(tail[:, k])) for k in range(n_configs)])
+        verdicts = _convergence(snapshots, history_array, diverged, trainee)
+        result = FitResult(models=tuple(models), loss=loss, final_loss=float(final[0]) if single else final,
+                           steps=len(history_array), wall_time=wall_time, device=str(torch_device), run_dir=run_dir,
+                           diverged=diverged, provenance=train_options, convergence=verdicts)
+        if run_dir is not None:
+            runs.write_results(run_dir, result, bundle)
+        return result
+
+
+def _convergence(snapshots: list[list], history: np.ndarray, diverged: dict[int, int], trainee: _Trainee
+                 ) -> list[dict[str, Any] | None]:
+    """:func:`ppl_vae.inference.convergence.judge` of each configuration (None: not linear, or diverged); warns."""
+    if not trainee.linear:
+        return [None] * trainee.n_configs
+    verdicts = convergence.judge(snapshots, history, trainee.n_configs)
+    verdicts = [None if k in diverged else verdict for k, verdict in enumerate(verdicts)]
+    line = convergence.summary_line(verdicts)
+    if line is not None:
+        warnings.warn(line, convergence.NotConvergedWarning, stacklevel=3)
+    return verdicts
+
+
+def _claimed(run_dir: str | Path | None):
+    """The claim on ``run_dir`` (:func:`ppl_vae._lock.claim_output`) for the run's duration; none without one."""
+    if run_dir is None:
+        return contextlib.nullcontext()
+    return claim_output(check_path(run_dir, "run_dir"), "training")
 
 
 def _newly_diverged(values: np.ndarray, done: int, diverged: dict[int, int]) -> dict[int, int]:

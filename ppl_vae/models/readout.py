@@ -137,6 +137,23 @@ def mhvae_readout(x: torch.Tensor, z1_encoder_weight: torch.Tensor, z2_decoder_w
     return dataset.assign_coords(in_z1=("mode", in_z1), in_z2=("mode", in_z2))
 
 
+#: Per family: the linear decoder weight whose singular values are the readout's ``decoder_sv``
+#: (``z2_decoder_sv`` for the MHVAE).
+DECODER_WEIGHT = {"vae": "decoder.weight", "cvae": "decoder_z.weight", "mhvae": "decoder2.weight"}
+
+
+def decoder_singular_values(model) -> np.ndarray:
+    """A linear model's decoder singular values, descending: the readout's, without touching the data.
+
+    Cheap (one small SVD), for watching them settle during training; NaN for a
+    decoder with non-finite weights (a diverged configuration).
+    """
+    weight = model.get_parameter(DECODER_WEIGHT[model.config.family]).detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(weight).all()):
+        return np.full(min(weight.shape), np.nan)
+    return torch.linalg.svdvals(weight).numpy()
+
+
 #: The singular values that decide each collapse flag of a readout.
 _COLLAPSE_EVIDENCE = {"collapsed": "decoder_sv", "z1_collapsed": "z1_encoder_sv", "z2_collapsed": "z2_decoder_sv"}
 

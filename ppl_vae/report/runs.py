@@ -2,7 +2,13 @@
 
 Each run's diagnostics are cached in ``RUN_DIR/diagnostics.nc`` (written
 atomically) and reused when they were computed from the same checkpoint,
-model config, data, seed and number of importance samples.
+model config, data, held-out split, seed, number of importance samples and
+package version (:func:`diagnostics_cache_key`); a cache that does not match,
+or cannot be read, is recomputed. A sweep's run keeps the sweep's own
+``diagnostics.nc`` (what ``combined.nc`` stacks): the report reuses it when the
+settings agree and otherwise caches its own in ``diagnostics_report.nc``.
+While a run's diagnostics are computed the report holds the claim on the run
+directory (on the sweep directory for a sweep's run), as training does.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._io import atomic_write_text, file_sha256
+from .._io import DamagedFileError, atomic_write_text, check_path, file_sha256
+from .._lock import claim_output
 from .._validate import check_int_range
 from ..diagnostics import diagnose, load, save
+from ..inference.runs import DIAGNOSTICS_NAME, REPORT_DIAGNOSTICS_NAME, is_sweep_run
 from .html import build_html
-
-DIAGNOSTICS_NAME = "diagnostics.nc"
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -44,16 +50,30 @@ def held_out_split(bundle, train_options: dict):
     return train_test_split(bundle, fraction, seed=int(train_options.get("split_seed", 0)))
 
 
-def diagnostics_cache_key(info: dict, checkpoint: str, iw_samples: int, seed: int, options: dict) -> dict:
+def data_split_key(train_options: dict, n_test: int, max_points: int | None = None) -> dict:
+    """The rows diagnostics were computed on: the run's held-out split and the cap on its rows.
+
+    ``max_points`` counts only when it cut the held-out rows (``n_test`` of them),
+    so a sweep's capped diagnostics and a report's uncapped ones agree when the
+    cap took nothing away.
+    """
+    fraction = float(train_options.get("test_fraction") or 0.0)
+    return {"test_fraction": fraction, "split_seed": int(train_options.get("split_seed", 0)) if fraction > 0 else None,
+            "max_points": max_points if max_points is not None and n_test > max_points else None}
+
+
+def diagnostics_cache_key(info: dict, checkpoint: str, iw_samples: int, seed: int, options: dict,
+                          split: dict) -> dict:
     """What a cached ``diagnostics.nc`` must match to be reused (stored in its attrs).
 
     Shared by the report and the sweep studies so a diagnostics file written by one
-    is recognised by the other.
+    is recognised by the other. ``split`` is :func:`data_split_key`'s.
     """
     return {
         "diagnose_options": json.dumps(options, sort_keys=True, default=str),
         "model_config": json.dumps(info["model"], sort_keys=True),
         "data_spec": json.dumps(info["data"], sort_keys=True, default=str),
+        "data_split": json.dumps(split, sort_keys=True),
         "checkpoint_sha256": checkpoint,
         "iw_samples": int(iw_samples),
         "seed": int(seed),
@@ -61,8 +81,25 @@ def diagnostics_cache_key(info: dict, checkpoint: str, iw_samples: int, seed: in
     }
 
 
-def _matches(idata: az.InferenceData, key: dict) -> bool:
-    return all(str(idata.attrs.get(name)) == str(value) for name, value in key.items())
+def read_cache(path: Path, key: dict) -> az.InferenceData | None:
+    """The diagnostics cached at ``path`` if they were made as ``key`` says; None if not, or if unreadable.
+
+    A cache is never an error: a damaged or foreign file is simply recomputed.
+    """
+    if not path.is_file():
+        return None
+    try:
+        cached = load(path)
+    except Exception:  # noqa: BLE001 - whatever the damage (netCDF, HDF5, truncation), recompute
+        return None
+    return cached if all(str(cached.attrs.get(name)) == str(value) for name, value in key.items()) else None
+
+
+def claimed_by(run_dir: Path, info: dict) -> Path:
+    """The directory whose claim covers writing into ``run_dir``: its sweep's directory, or itself."""
+    if is_sweep_run(info) and run_dir.resolve().parent.name == "runs":
+        return run_dir.resolve().parent.parent
+    return run_dir
 
 
 def diagnose_run(run_dir: str | os.PathLike, *, iw_samples: int = 1000, seed: int = 0, device: str = "auto",
@@ -76,37 +113,51 @@ def diagnose_run(run_dir: str | os.PathLike, *, iw_samples: int = 1000, seed: in
     iw_samples, seed, device, progress, options
         Passed to :func:`ppl_vae.diagnostics.diagnose`.
     reuse
-        Reuse a matching ``diagnostics.nc``; a missing or stale one is
-        (re)computed and written atomically.
+        Reuse a matching ``diagnostics.nc``; a missing, stale or unreadable one
+        is (re)computed and written atomically (for a sweep's run, to
+        ``diagnostics_report.nc``: the sweep's own file is left as it is).
     """
     from ..inference import CHECKPOINT_NAME, load_run
 
     check_int_range("iw_samples", iw_samples, 1)
     run_dir = Path(run_dir)
     model, bundle, info = load_run(run_dir, device=device)
-    key = diagnostics_cache_key(info, file_digest(run_dir / CHECKPOINT_NAME), iw_samples, seed, options)
-    cache = run_dir / DIAGNOSTICS_NAME
-    if reuse and cache.is_file():
-        cached = load(cache)
-        if _matches(cached, key):
-            return cached
     train, test = held_out_split(bundle, info.get("train") or {})
+    split = data_split_key(info.get("train") or {}, 0 if test is None else test.n)
+    key = diagnostics_cache_key(info, file_digest(run_dir / CHECKPOINT_NAME), iw_samples, seed, options, split)
+    # A sweep's diagnostics.nc is the sweep's (combined.nc stacks it): read, never replaced.
+    names = (DIAGNOSTICS_NAME, REPORT_DIAGNOSTICS_NAME) if is_sweep_run(info) else (DIAGNOSTICS_NAME,)
+    for name in names if reuse else ():
+        cached = read_cache(run_dir / name, key)
+        if cached is not None:
+            return cached
     idata = diagnose(model, train, test_data=test, iw_samples=iw_samples, seed=seed, data_spec=info["data"],
                      device=device, progress=progress, **options)
     idata.attrs.update(key, checkpoint_step=int(info.get("step", -1)))
-    save(idata, cache)
+    save(idata, run_dir / names[-1])
     return idata
 
 
 def read_loss_history(run_dir: str | os.PathLike) -> xr.DataArray | None:
-    """The ``loss`` over ``step`` of ``loss_history.nc`` (None if the run has none)."""
+    """The ``loss`` over ``step`` of ``loss_history.nc`` (None if the run has none).
+
+    Raises
+    ------
+    DamagedFileError
+        The file exists but cannot be read (the message names it).
+    """
     from ..inference import LOSS_NAME
 
     path = Path(run_dir) / LOSS_NAME
     if not path.is_file():
         return None
-    with xr.open_dataset(path) as ds:
-        return ds["loss"].load()
+    try:
+        with xr.open_dataset(path) as ds:
+            return ds["loss"].load()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DamagedFileError(f"{path} cannot be read as a loss history (netCDF with a 'loss' variable): "
+                               f"{detail}") from None
 
 
 def read_inference_data(path: str | os.PathLike) -> az.InferenceData:
@@ -154,20 +205,31 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     FileExistsError
         ``out`` exists and ``overwrite`` is not set.
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    out = check_path(out, "the report file")
     if not run_dirs:
         raise ValueError("run_dirs must name at least one run directory or diagnostics file")
-    names = run_names(run_dirs)
-    idatas, losses = {}, {}
-    for name, run_dir in tqdm(list(zip(names, run_dirs)), desc="runs", disable=not progress or len(names) < 2):
-        if Path(run_dir).is_file():
-            idatas[name] = read_inference_data(run_dir)
-            continue
-        idatas[name] = diagnose_run(run_dir, iw_samples=iw_samples, seed=seed, device=device, progress=progress,
-                                    **diagnose_options)
-        loss = read_loss_history(run_dir)
-        if loss is not None:
-            losses[name] = loss
-    return atomic_write_text(out, build_html(idatas, losses, title=title))
+    with claim_output(out, "ppl-vae report", directory=False):
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+        names = run_names(run_dirs)
+        idatas, losses = {}, {}
+        for name, run_dir in tqdm(list(zip(names, map(Path, run_dirs))), desc="runs", disable=not progress or len(names) < 2):
+            if run_dir.is_file():
+                idatas[name] = read_inference_data(run_dir)
+                continue
+            idatas[name] = _diagnose_claimed(run_dir, iw_samples=iw_samples, seed=seed, device=device,
+                                             progress=progress, **diagnose_options)
+            loss = read_loss_history(run_dir)
+            if loss is not None:
+                losses[name] = loss
+        return atomic_write_text(out, build_html(idatas, losses, title=title), exclusive=not overwrite)
+
+
+def _diagnose_claimed(run_dir: Path, **options) -> az.InferenceData:
+    """:func:`diagnose_run` while holding the claim on the run (so no training or sweep writes it meanwhile)."""
+    from ..inference.runs import CONFIG_NAME
+    from .._io import read_json
+
+    info = read_json(run_dir / CONFIG_NAME) if (run_dir / CONFIG_NAME).is_file() else {}
+    with claim_output(claimed_by(run_dir, info if isinstance(info, dict) else {}), "ppl-vae report"):
+        return diagnose_run(run_dir, **options)

@@ -13,13 +13,14 @@ import importlib.util
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
 from tqdm.auto import tqdm
 
-from ppl_vae._io import atomic_write_json, prepare_run_dir
+from ppl_vae._io import atomic_write_json, check_path, prepare_run_dir
+from ppl_vae._lock import claim_output
 from ppl_vae.reproduce.analysis import MissingDataError, mnist_available
 from ppl_vae.reproduce.outputs import ClaimCheck, read_claim
 from ppl_vae.reproduce.settings import Settings
@@ -135,7 +136,8 @@ def run_one(name: str, settings: Settings, analyses_dir: str | Path) -> Experime
 
 
 def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
-                    analyses_dir: str | Path | None = None, progress: bool = True) -> list[ExperimentOutcome]:
+                    analyses_dir: str | Path | None = None, progress: bool = True,
+                    finish: Callable[[list[ExperimentOutcome]], None] | None = None) -> list[ExperimentOutcome]:
     """Run the experiments into ``settings.out`` and write ``summary.json`` there.
 
     Parameters
@@ -148,6 +150,9 @@ def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
         Folder of the scripts (default: :func:`default_analyses_dir`).
     progress
         A tqdm bar over experiments, with each one's time.
+    finish
+        Called with the outcomes while the results folder is still claimed (the
+        command line writes ``index.html`` and ``RESULTS.md`` there).
 
     Raises
     ------
@@ -156,6 +161,8 @@ def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
     ppl_vae._io.RunDirectoryExistsError
         ``settings.out`` is not empty and ``settings.overwrite`` is False
         (checked before anything runs).
+    ppl_vae._lock.OutputInUseError
+        Another process is writing to ``settings.out`` (the folder is claimed for the whole job).
     """
     names = check_names(names)
     directory = find_analyses_dir(analyses_dir)
@@ -165,17 +172,23 @@ def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
             f"full mode runs {', '.join(needs_mnist)} on MNIST, whose IDX files are not in {settings.mnist_dir} "
             "(nothing is downloaded): place them there, pass --mnist-dir, or run with --quick (bundled data)"
         )
-    prepare_run_dir(settings.out, overwrite=settings.overwrite)
-    outcomes = []
-    bar = tqdm(names, desc="reproduce", unit="experiment", disable=not progress)
-    for name in bar:
-        bar.set_postfix_str(name)
-        outcome = run_one(name, settings, directory)
-        outcomes.append(outcome)
-        bar.write(f"{name}: {outcome.status} in {outcome.seconds:.1f} s"
-                  + (f" ({outcome.error.splitlines()[0]})" if outcome.error else ""))
-    atomic_write_json(settings.out / SUMMARY, {"scale": settings.scale, "seed": settings.seed,
-                                                "seeds": settings.seeds,
-                                                "device": settings.device,
-                                                "experiments": [o.to_dict() for o in outcomes]})
+    with claim_output(check_path(settings.out, "the results folder"), "ppl-vae reproduce"):
+        prepare_run_dir(settings.out, overwrite=settings.overwrite, hint="pass --overwrite to reuse it")
+        bar = tqdm(names, desc="reproduce", unit="experiment", disable=not progress)
+        outcomes = [_run_logged(name, settings, directory, bar) for name in bar]
+        atomic_write_json(settings.out / SUMMARY, {"scale": settings.scale, "seed": settings.seed,
+                                                    "seeds": settings.seeds,
+                                                    "device": settings.device,
+                                                    "experiments": [o.to_dict() for o in outcomes]})
+        if finish is not None:
+            finish(outcomes)
     return outcomes
+
+
+def _run_logged(name: str, settings: Settings, directory: Path, bar) -> ExperimentOutcome:
+    """:func:`run_one`, its name on the progress bar and its status written under it."""
+    bar.set_postfix_str(name)
+    outcome = run_one(name, settings, directory)
+    bar.write(f"{name}: {outcome.status} in {outcome.seconds:.1f} s"
+              + (f" ({outcome.error.splitlines()[0]})" if outcome.error else ""))
+    return outcome

@@ -179,13 +179,13 @@ def run_task(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None =
         diagnose_options = dict(diagnostics)
         train, test = held_out_rows(bundle, options.get("test_fraction", 0.0), options.get("split_seed", 0),
                                     diagnose_options.pop("max_points", None), seed=diagnose_options.get("seed", 0))
-        idatas = tuple(None if k in fitted.diverged else _diagnose_held_out(model, train, test, diagnose_options, device)
+        idatas = tuple(None if k in fitted.diverged else diagnose_held_out(model, train, test, diagnose_options, device)
                        for k, model in enumerate(models))
     state_dicts = tuple({key: value.detach().cpu() for key, value in model.state_dict().items()}
                         for model in models)
     return TaskResult(index=task.index, state_dicts=state_dicts, loss_history=np.asarray(fitted.loss.values),
                       wall_time=float(fitted.wall_time), diverged=dict(fitted.diverged), diagnostics=idatas,
-                      provenance=fitted.provenance)
+                      provenance=fitted.provenance, convergence=tuple(fitted.convergence))
 
 
 def _has_checkpoint_for(checkpoint_dir: str, task: SweepTask) -> bool:
@@ -199,7 +199,7 @@ def _has_checkpoint_for(checkpoint_dir: str, task: SweepTask) -> bool:
     return saved.get("models") == [c.to_dict() for c in task.configs] and saved.get("seeds") == list(task.seeds)
 
 
-def _diagnose_held_out(model, train, test, options: Mapping[str, Any], device):
+def diagnose_held_out(model, train, test, options: Mapping[str, Any], device):
     """``diagnose`` of one trained model on its held-out rows, leaving Pyro's parameter store as it was."""
     import pyro
 

@@ -66,6 +66,8 @@ class TaskResult:
         diverged), or None when the task was run without diagnostics.
     provenance
         ``fit``'s training record (estimator, seeds, K, group, data split).
+    convergence
+        ``fit``'s convergence verdict per configuration (None: not a linear model).
     """
 
     index: tuple[int, ...]
@@ -75,6 +77,7 @@ class TaskResult:
     diverged: dict[int, int] = dataclasses.field(default_factory=dict)
     diagnostics: tuple[Any, ...] | None = None
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    convergence: tuple[Any, ...] = ()
 
 
 class Backend(Protocol):

@@ -57,6 +57,7 @@ import shutil
 import time
 import traceback
 import tomllib
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ppl_vae._io import atomic_write, atomic_write_json
+from ppl_vae._device import check_device_name
+from ppl_vae._io import (DamagedFileError, atomic_write, atomic_write_json, check_path, read_json, reading,
+                         visible_entries)
+from ppl_vae._lock import claim_output
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.sweep.api import DIAGNOSTICS_DEFAULTS, held_out_rows, plan_tasks, run_task
 from ppl_vae.sweep.backends import Backend, LocalBackend, SweepTask, TaskResult
@@ -76,7 +80,7 @@ COMBINED_NAME = "combined.nc"
 RUNS_DIR = "runs"
 GROUPS_DIR = "groups"
 ERROR_NAME = "error.json"
-DIAGNOSTICS_NAME = "diagnostics.nc"
+DIAGNOSTICS_NAME = "diagnostics.nc"  # as ppl_vae.inference.runs.DIAGNOSTICS_NAME
 
 FAMILIES = ("vae", "cvae", "mhvae")
 SPEC_SECTIONS = ("model", "arch", "data", "model_options", "grid", "train", "diagnostics", "execution")
@@ -85,8 +89,11 @@ DERIVED_FIELDS = ("input_dim", "x_dim", "y_dim", "image_shape", "split", "arch")
 TRAIN_DEFAULTS: dict[str, Any] = {"steps": None, "epochs": None, "batch_size": None, "lr": 1e-3,
                                   "optimizer": "adam", "lr_decay": 1.0, "clip_norm": None, "test_fraction": 0.1,
                                   "split_seed": 0, "checkpoint_every": 1000}
+#: Grids with more configurations than this are refused unless confirmed (``--yes``).
+MAX_CONFIGS = 10_000
 EXECUTION_DEFAULTS: dict[str, Any] = {"backend": "local", "address": None, "group_size": None, "num_cpus": 1,
-                                      "num_gpus": 0, "max_retries": 0, "device": "auto", "vectorise": "auto"}
+                                      "num_gpus": 0, "max_retries": 0, "device": "auto", "vectorise": "auto",
+                                      "max_configs": MAX_CONFIGS}
 BACKENDS = ("local", "ray")
 
 _INT_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -94,6 +101,10 @@ _INT_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 class SpecMismatchError(ValueError):
     """A sweep directory holds results of a different spec."""
+
+
+class GridTooLargeError(ValueError):
+    """A grid larger than ``execution.max_configs`` that was not confirmed."""
 
 
 # --------------------------------------------------------------------------- spec
@@ -132,9 +143,16 @@ def parse_values(entry: str, values: Any) -> tuple[Any, ...]:
     if len(values) == 0:
         raise ValueError(f"sweep spec grid[{entry!r}]: the range is empty; give at least one value")
     normalised = tuple(tuple(v) if isinstance(v, list) else v for v in values)
-    if len(set(map(repr, normalised))) != len(normalised):
+    if len(set(map(_value_key, normalised))) != len(normalised):  # 1 and 1.0 are one value
         raise ValueError(f"sweep spec grid[{entry!r}]: values repeat in {list(values)!r}")
     return normalised
+
+
+def _value_key(value: Any) -> Any:
+    """What makes two grid values the same: numbers by value, anything else by its repr."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return repr(value)
 
 
 def _check_section(name: str, given: Any, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,6 +176,23 @@ def _config_class(family: str):
 def _settable_fields(family: str) -> tuple[str, ...]:
     """Config fields a spec may set (everything but what the data set fixes)."""
     return tuple(f.name for f in dataclasses.fields(_config_class(family)) if f.name not in DERIVED_FIELDS)
+
+
+def _check_train(train: Mapping[str, Any]) -> None:
+    """Every training option of a spec, checked as ``fit`` will check it (before any directory is made)."""
+    from ppl_vae.inference.trainer import OPTIMIZERS
+
+    check_positive("sweep spec train['lr']", train["lr"])
+    check_choice("sweep spec train['optimizer']", train["optimizer"], OPTIMIZERS)
+    if not 0.0 < check_positive("sweep spec train['lr_decay']", train["lr_decay"]) <= 1.0:
+        raise ValueError(f"sweep spec train['lr_decay'] must be in (0, 1], got {train['lr_decay']!r}")
+    if train["clip_norm"] is not None:
+        check_positive("sweep spec train['clip_norm']", train["clip_norm"])
+    fraction = train["test_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise ValueError(f"sweep spec train['test_fraction'] must be a number in [0, 1), got {fraction!r}")
+    check_int_range("sweep spec train['split_seed']", train["split_seed"], 0)
+    check_int_range("sweep spec train['checkpoint_every']", train["checkpoint_every"], 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +288,7 @@ class SweepSpec:
         for key in ("steps", "epochs", "batch_size"):
             if train[key] is not None:
                 check_int_range(f"sweep spec train[{key!r}]", train[key], 1)
-        check_positive("sweep spec train['lr']", train["lr"])
+        _check_train(train)
         diagnostics = _check_section("diagnostics", raw.get("diagnostics"), DIAGNOSTICS_DEFAULTS)
         for key in ("iw_samples", "n_obs", "n_draws", "kl_samples"):
             check_int_range(f"sweep spec diagnostics[{key!r}]", diagnostics[key], 1)
@@ -265,6 +300,11 @@ class SweepSpec:
         if float(execution["num_cpus"]) < 0 or float(execution["num_gpus"]) < 0:
             raise ValueError("sweep spec execution: num_cpus and num_gpus must be >= 0")
         check_int_range("sweep spec execution['max_retries']", execution["max_retries"], 0)
+        check_int_range("sweep spec execution['max_configs']", execution["max_configs"], 1)
+        check_device_name(execution["device"], "sweep spec execution['device']")
+        from ppl_vae.sweep.api import VECTORISE_CHOICES
+
+        check_choice("sweep spec execution['vectorise']", execution["vectorise"], VECTORISE_CHOICES)
         return cls(family, arch, data, model_options, grid, train, diagnostics, execution)
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,6 +327,20 @@ class SweepSpec:
     def n_configs(self) -> int:
         return math.prod(len(values) for values in self.grid.values())
 
+    def check_size(self, yes: bool = False) -> None:
+        """Refuse a grid larger than ``execution['max_configs']`` unless ``yes`` (costs nothing per point).
+
+        Raises
+        ------
+        GridTooLargeError
+            Too many configurations and ``yes`` is False.
+        """
+        limit = self.execution["max_configs"]
+        if self.n_configs > limit and not yes:
+            raise GridTooLargeError(
+                f"the sweep grid has {self.n_configs:,} configurations, more than the limit of {limit:,} "
+                "(--max-configs, or execution.max_configs in the spec); pass --yes to run it anyway")
+
     def points(self) -> list[dict[str, Any]]:
         """The grid's points, each a field -> value mapping, in sweep order."""
         return [dict(zip(self.grid, combination)) for combination in itertools.product(*self.grid.values())]
@@ -298,7 +352,10 @@ class SweepSpec:
         options = dict(self.data)
         name = options.pop("name")
         try:
-            return load(name, paired=self.model == "cvae", **options)
+            with reading(f"the {name} data of the sweep spec"):
+                return load(name, paired=self.model == "cvae", **options)
+        except DamagedFileError:
+            raise
         except ValueError as err:
             raise ValueError(f"sweep spec data: {err}") from None
 
@@ -340,15 +397,33 @@ class SweepSpec:
                 raise ValueError(f"sweep spec grid point {run_name(point)}: {err}") from None
             seeds.append(seed)
             names.append(run_name(point))
+        _check_names(names)
         return configs, seeds, names
 
 
+def _check_names(names: Sequence[str]) -> None:
+    """Refuse run names that two grid points share or that are not plain folder names (before any training)."""
+    seen: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"sweep spec grid: configurations {seen[name]} and {k} would both be written to "
+                             f"runs/{name}; make the grid values distinct")
+        seen[name] = k
+        if "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+            raise ValueError(f"sweep spec grid: run name {name!r} is not a plain folder name")
+
+
 def run_name(point: Mapping[str, Any]) -> str:
-    """Directory name of a grid point, e.g. ``beta=0.5_eta_dec=1_seed=0``."""
+    """Directory name of a grid point, e.g. ``beta=0.5_eta_dec=1_seed=0``.
+
+    A float is written short (``%g``) when that gives back the same number, else
+    in full (``0.1234561``), so distinct values never share a name.
+    """
 
     def text(value: Any) -> str:
         if isinstance(value, float):
-            return f"{value:g}"
+            short = f"{value:g}"
+            return short if float(short) == value else repr(value)
         if isinstance(value, (tuple, list)):
             return "x".join(text(v) for v in value)
         return str(value)
@@ -362,18 +437,36 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     if not path.is_file():
         raise FileNotFoundError(f"no sweep spec at {path}")
     suffix = path.suffix.lower()
-    if suffix == ".toml":
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
-    elif suffix in (".yaml", ".yml"):
-        import yaml
-
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    elif suffix == ".json":
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    else:
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise ValueError(f"sweep spec file must end in .yaml, .yml, .toml or .json, got {path.name!r}")
-    return SweepSpec.from_dict(raw or {})
+    raw = _parse_spec_file(path, suffix)
+    try:
+        return SweepSpec.from_dict(raw or {})
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _parse_spec_file(path: Path, suffix: str) -> Any:
+    """The content of a spec file; a syntax error becomes one line naming the file and the position."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".toml":
+            return tomllib.loads(text)
+        if suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ValueError(f"sweep spec {path} is not UTF-8 text") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ValueError(f"sweep spec {path} is not valid YAML{where}: {problem}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        kind = "TOML" if suffix == ".toml" else "JSON"
+        raise ValueError(f"sweep spec {path} is not valid {kind}: {' '.join(str(err).split())}") from None
 
 
 # --------------------------------------------------------------------------- tasks
@@ -455,13 +548,16 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
     checkpoints into ``groups_dir/<group_id>`` and resumes from it.
     """
     from ppl_vae.inference import TrainingDivergedError
-    from ppl_vae.inference.runs import linear_theory_metrics
+    from ppl_vae.inference.convergence import NotConvergedWarning
+    from ppl_vae.inference.runs import convergence_metrics, linear_theory_metrics
     from ppl_vae.models import build_model
 
     options = {**DIAGNOSTICS_DEFAULTS, **(diagnostics or {})}
     checkpoint_dir = None if groups_dir is None else str(Path(groups_dir) / group_id(task))
     try:
-        result: TaskResult = run_task(task, bundle, diagnostics=options, checkpoint_dir=checkpoint_dir)
+        with warnings.catch_warnings():  # recorded per run and summed up in the sweep's summary instead
+            warnings.simplefilter("ignore", NotConvergedWarning)
+            result: TaskResult = run_task(task, bundle, diagnostics=options, checkpoint_dir=checkpoint_dir)
     except Exception as err:  # noqa: BLE001 - recorded per configuration, the sweep goes on
         record = error_record(err)
         return [ConfigOutcome(index=k, error=record) for k in task.index]
@@ -493,6 +589,8 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
             theory = linear_theory_metrics(model, train.to("cpu"))
             if theory is not None:
                 metrics["theory"] = theory
+            if row < len(result.convergence):
+                metrics.update(convergence_metrics([result.convergence[row]]))
             idata = result.diagnostics[row]
             metrics["device"] = str(idata.attrs.get("device", task.fit_options.get("device", "cpu")))
             outcomes.append(ConfigOutcome(index=k, state_dict=state, loss_history=history, metrics=metrics,
@@ -531,6 +629,7 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, LOSS_NAME, METRICS_NAME, save_checkpoint
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / METRICS_NAME).unlink(missing_ok=True)  # unfinished until everything below is written
     train = _train_options(spec, seed, vectorised, outcome.provenance)
     import ppl_vae
 
@@ -539,7 +638,6 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
         "version": ppl_vae.__version__, "device": (outcome.metrics or {}).get("device", "cpu"),
     })
     if not outcome.ok:
-        (run_dir / METRICS_NAME).unlink(missing_ok=True)
         atomic_write_json(run_dir / ERROR_NAME, outcome.error)
         return
     history = outcome.loss_history
@@ -553,14 +651,50 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     atomic_write(run_dir / LOSS_NAME, lambda tmp: loss.to_dataset().to_netcdf(tmp))
     idata = outcome.diagnostics
     # The report reuses diagnostics.nc when these keys match the run (see ppl_vae.report.runs).
-    from ppl_vae.report.runs import diagnostics_cache_key, file_digest
-
-    key = diagnostics_cache_key({"model": config.to_dict(), "data": data_spec}, file_digest(run_dir / CHECKPOINT_NAME),
-                     spec.diagnostics["iw_samples"], spec.diagnostics["seed"], diagnose_options(spec.diagnostics))
+    key = cache_key(spec, {"model": config.to_dict(), "data": data_spec, "train": train}, run_dir / CHECKPOINT_NAME)
     idata.attrs.update(key, checkpoint_step=int(history.size))
     save(idata, run_dir / DIAGNOSTICS_NAME)
     (run_dir / ERROR_NAME).unlink(missing_ok=True)
     atomic_write_json(run_dir / METRICS_NAME, outcome.metrics)
+
+
+def cache_key(spec: SweepSpec, info: Mapping[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """What a sweep run's ``diagnostics.nc`` must match: the sweep's diagnostics settings on this run.
+
+    ``info`` holds the run's ``model`` config, ``data`` spec and ``train`` options
+    (``config.json``'s content); see :func:`ppl_vae.report.runs.diagnostics_cache_key`.
+    """
+    from ppl_vae.report.runs import data_split_key, diagnostics_cache_key, file_digest
+
+    split = data_split_key(spec.train, int(info["train"].get("n_test", 0)), spec.diagnostics["max_points"])
+    return diagnostics_cache_key(dict(info), file_digest(checkpoint), spec.diagnostics["iw_samples"],
+                                 spec.diagnostics["seed"], diagnose_options(spec.diagnostics), split)
+
+
+def run_diagnostics(run_dir: Path, spec: SweepSpec):
+    """A finished run's diagnostics made with the sweep's settings: its ``diagnostics.nc``, or recomputed.
+
+    The cache is recomputed (and rewritten) when it cannot be read or was made
+    otherwise (other ``iw_samples``, split, checkpoint or package version), so
+    ``combined.nc`` never mixes settings.
+    """
+    from ppl_vae.diagnostics import save
+    from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, load_run
+    from ppl_vae.report.runs import read_cache
+    from ppl_vae.sweep.api import diagnose_held_out
+
+    key = cache_key(spec, read_json(run_dir / CONFIG_NAME), run_dir / CHECKPOINT_NAME)
+    cached = read_cache(run_dir / DIAGNOSTICS_NAME, key)
+    if cached is not None:
+        return cached
+    model, bundle, info = load_run(run_dir, device="cpu")
+    options = dict(spec.diagnostics)
+    train, test = held_out_rows(bundle, spec.train["test_fraction"], spec.train["split_seed"],
+                                options.pop("max_points"), seed=options["seed"])
+    idata = diagnose_held_out(model, train, test, options, torch.device("cpu"))
+    idata.attrs.update(key, checkpoint_step=int(info["step"]))
+    save(idata, run_dir / DIAGNOSTICS_NAME)
+    return idata
 
 
 def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: bool = False) -> Path:
@@ -573,10 +707,10 @@ def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: boo
     FileExistsError
         ``out`` is a non-empty directory that is not a sweep directory.
     """
-    out = Path(out)
+    out = check_path(out, "the sweep directory")
     spec_path = out / SPEC_NAME
     if spec_path.is_file():
-        saved = json.loads(spec_path.read_text(encoding="utf-8"))
+        saved = read_json(spec_path)
         if saved.get("identity") != spec.identity():
             if not overwrite:
                 before, now = saved.get("identity", {}), spec.identity()
@@ -584,14 +718,21 @@ def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: boo
                 raise SpecMismatchError(
                     f"{out} holds a sweep with a different spec (changed: {', '.join(changed)}); "
                     "use another --out, or pass --overwrite to discard its results")
-            shutil.rmtree(out / RUNS_DIR, ignore_errors=True)
-            for name in (COMBINED_NAME, SUMMARY_NAME):
-                (out / name).unlink(missing_ok=True)
-    elif out.exists() and any(out.iterdir()):
+            _discard_results(out)
+    elif out.exists() and visible_entries(out):
         raise FileExistsError(f"{out} exists and is not a sweep directory (no {SPEC_NAME}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(spec_path, {"identity": spec.identity(), "spec": spec.to_dict(), "grid_order": list(spec.grid)})
     return out
+
+
+def _discard_results(out: Path) -> None:
+    """Remove everything a sweep of another spec left in ``out`` (before the new spec is written)."""
+    (out / SPEC_NAME).unlink(missing_ok=True)
+    for folder in (RUNS_DIR, GROUPS_DIR):
+        shutil.rmtree(out / folder, ignore_errors=True)
+    for name in (COMBINED_NAME, SUMMARY_NAME):
+        (out / name).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- running
@@ -615,6 +756,9 @@ class StudySummary:
         Seconds for the whole invocation.
     backend
         Name of the backend that ran the tasks.
+    not_converged
+        Run names finished now whose linear model did not converge (``converged:
+        false`` in their ``metrics.json``).
     """
 
     out: Path
@@ -623,6 +767,7 @@ class StudySummary:
     failed: dict[str, dict]
     wall_time: float
     backend: str
+    not_converged: tuple[str, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -638,6 +783,10 @@ class StudySummary:
             lines.append(f"  failed {name}: {error['type']}: {first_line}")
         if self.failed:
             lines.append("  rerun the same command to retry the failed configurations")
+        if self.not_converged:
+            shown = ", ".join(self.not_converged[:5]) + (", ..." if len(self.not_converged) > 5 else "")
+            lines.append(f"  warning: {len(self.not_converged)} configuration(s) did not converge ({shown}); their "
+                         "collapse counts are not reliable (metrics.json: convergence)")
         lines.append(f"results: {self.out}")
         return lines
 
@@ -671,7 +820,8 @@ def make_backend(spec: SweepSpec) -> Backend:
 
 
 def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | None = None, overwrite: bool = False,
-              runner: Runner | None = None, echo: Callable[[str], None] | None = None) -> StudySummary:
+              runner: Runner | None = None, echo: Callable[[str], None] | None = None,
+              yes: bool = False) -> StudySummary:
     """Run (or resume) the sweep ``spec`` into the directory ``out``.
 
     Parameters
@@ -689,20 +839,44 @@ def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | Non
         diagnostics options (tests wrap it to inject failures).
     echo
         Called with one line per finished task (progress), e.g. ``click.echo``.
+    yes
+        Run a grid larger than ``spec.execution['max_configs']`` (else refused, see
+        :meth:`SweepSpec.check_size`).
 
     Returns
     -------
     StudySummary
         Also written to ``out/summary.json``; ``out/combined.nc`` holds every
         finished configuration's diagnostics along ``run``.
+
+    Raises
+    ------
+    GridTooLargeError
+        The grid is over the limit and ``yes`` is False (nothing is created).
+    ppl_vae._lock.OutputInUseError
+        Another process is writing to ``out`` (nothing is written).
+    SpecMismatchError
+        ``out`` holds a sweep of another spec and ``overwrite`` is False.
     """
     start = time.perf_counter()
+    spec.check_size(yes)  # before the grid is expanded
+    out = check_path(out, "the sweep directory")
     bundle = spec.load_data()
     configs, seeds, names = spec.expand(bundle)  # every config is valid before any work starts
-    out = prepare_sweep_dir(out, spec, overwrite=overwrite)
+    with claim_output(out, "ppl-vae sweep"):
+        prepare_sweep_dir(out, spec, overwrite=overwrite)
+        return _run_claimed(spec, out, bundle, (configs, seeds, names), backend=backend, runner=runner, echo=echo,
+                            start=start)
+
+
+def _run_claimed(spec: SweepSpec, out: Path, bundle, grid: tuple[list, list, list[str]], *, backend: Backend | None,
+                 runner: Runner | None, echo: Callable[[str], None] | None, start: float) -> StudySummary:
+    """:func:`run_study` once ``out`` is claimed and prepared: train what is missing, write the results."""
+    configs, seeds, names = grid
     runs = out / RUNS_DIR
-    skipped = [k for k, name in enumerate(names) if run_status(runs / name) == "finished"]
-    todo = [k for k in range(len(names)) if k not in set(skipped)]
+    finished_before = [run_status(runs / name) == "finished" for name in names]
+    skipped = [k for k, done in enumerate(finished_before) if done]
+    todo = [k for k, done in enumerate(finished_before) if not done]
     fit_options = {key: spec.train[key] for key in TRAIN_DEFAULTS} | {"device": spec.execution["device"]}
     tasks = plan_tasks(configs, seeds, fit_options, index=todo, group_size=spec.execution["group_size"],
                         vectorise=spec.execution["vectorise"])
@@ -711,7 +885,7 @@ def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | Non
     groups_dir = str(out / GROUPS_DIR) if isinstance(backend, LocalBackend) else None
     runner = runner or functools.partial(run_group, diagnostics=dict(spec.diagnostics), groups_dir=groups_dir)
     data_spec = bundle.attrs.get("spec")
-    finished, failed = [], {}
+    finished, failed, not_converged = [], {}, []
     for done, (task, result) in enumerate(_as_completed(backend, runner, tasks, bundle), start=1):
         if isinstance(result, BaseException):
             record = error_record(result)
@@ -721,6 +895,8 @@ def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | Non
             write_run(runs / names[k], spec, configs[k], seeds[k], data_spec, outcome, task.vectorised)
             if outcome.ok:
                 finished.append(names[k])
+                if (outcome.metrics or {}).get("converged") is False:
+                    not_converged.append(names[k])
             else:
                 failed[names[k]] = outcome.error
         if echo is not None:
@@ -729,7 +905,8 @@ def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | Non
     if groups_dir is not None and Path(groups_dir).is_dir() and not any(Path(groups_dir).iterdir()):
         Path(groups_dir).rmdir()  # every group finished and was written out
     summary = StudySummary(out, tuple(finished), tuple(names[k] for k in skipped), failed,
-                           time.perf_counter() - start, getattr(backend, "name", type(backend).__name__))
+                           time.perf_counter() - start, getattr(backend, "name", type(backend).__name__),
+                           tuple(not_converged))
     if finished or skipped:
         write_combined(out)
     atomic_write_json(out / SUMMARY_NAME, {**summary.counts, "finished": list(summary.finished),
@@ -746,7 +923,7 @@ def read_spec(out: str | os.PathLike) -> SweepSpec:
     path = Path(out) / SPEC_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{out} is not a sweep directory: {SPEC_NAME} is missing")
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = read_json(path)
     raw = saved["spec"]
     raw["grid"] = {key: raw["grid"][key] for key in saved["grid_order"]}  # JSON keys were sorted
     return SweepSpec.from_dict(raw)
@@ -757,14 +934,16 @@ def rebuild_combined(out: str | os.PathLike):
 
     Coordinates along ``run``: the model hyper-parameters and ``family`` (as
     :func:`ppl_vae.diagnostics.combine` sets them), plus every other grid
-    entry (``seed``, ``latent_dim``, ...) and ``final_loss``.
+    entry (``seed``, ``latent_dim``, ...) and ``final_loss``. Each run's
+    diagnostics come from :func:`run_diagnostics`: its ``diagnostics.nc`` when
+    made with the sweep's settings, else recomputed, so settings never mix.
 
     Raises
     ------
     FileNotFoundError
         No configuration has finished yet.
     """
-    from ppl_vae.diagnostics import combine, load
+    from ppl_vae.diagnostics import combine
 
     out = Path(out)
     spec = read_spec(out)
@@ -772,7 +951,7 @@ def rebuild_combined(out: str | os.PathLike):
     done = [(run_name(p), p) for p in points if run_status(out / RUNS_DIR / run_name(p)) == "finished"]
     if not done:
         raise FileNotFoundError(f"no finished configuration in {out / RUNS_DIR}")
-    idatas = [load(out / RUNS_DIR / name / DIAGNOSTICS_NAME) for name, _ in done]
+    idatas = [run_diagnostics(out / RUNS_DIR / name, spec) for name, _ in done]
     combined = combine(idatas, run_names=[name for name, _ in done])
     hyper = set(_config_class(spec.model)._hyperparameter_names)
     extra = {key: ("run", np.asarray([point[key] for _, point in done])) for key in spec.grid if key not in hyper}
@@ -780,7 +959,7 @@ def rebuild_combined(out: str | os.PathLike):
         extra["seed"] = ("run", np.asarray([int(i.attrs.get("seed", 0)) for i in idatas]))
     from ppl_vae.inference import METRICS_NAME
 
-    final_loss = [json.loads((out / RUNS_DIR / name / METRICS_NAME).read_text())["final_loss"] for name, _ in done]
+    final_loss = [read_json(out / RUNS_DIR / name / METRICS_NAME)["final_loss"] for name, _ in done]
     extra["final_loss"] = ("run", np.asarray(final_loss, dtype=np.float64))
     for group in combined.groups():
         combined[group] = combined[group].assign_coords(extra)

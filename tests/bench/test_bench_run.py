@@ -96,6 +96,21 @@ def test_cli_prints_and_writes_the_table(tmp_path, monkeypatch):
     assert bad.exit_code != 0 and "--out" in bad.output
 
 
+def test_cli_never_replaces_an_existing_out_file_and_says_so_before_measuring(tmp_path, monkeypatch):
+    import ppl_vae.bench
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the bench ran although its --out would be refused")
+
+    monkeypatch.setattr(ppl_vae.bench, "run_bench", must_not_run)
+    out = tmp_path / "bench.csv"
+    out.write_text("earlier results")
+    result = CliRunner().invoke(main, ["bench", "--quick", "--out", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Error: {out} already exists; pass --overwrite to replace it" in result.output
+    assert out.read_text() == "earlier results"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_run_bench_on_the_gpu_reports_device_memory():
     table = run_bench("cuda", quick=True, cases=TINY, variants=["plain", "pyro"], sections=["throughput"])

@@ -84,3 +84,35 @@ def test_cli_sweep_rejects_bad_ranges_before_any_work(tmp_path, args, words):
 def test_cli_sweep_needs_a_length_of_training(tmp_path):
     result = sweep("--beta", "1", "--out", str(tmp_path / "x"))
     assert result.exit_code == 2 and "steps" in result.output
+
+
+def test_a_huge_grid_is_refused_at_once_and_the_limit_is_an_option(tmp_path):
+    import time
+
+    started = time.perf_counter()
+    huge = sweep(*TINY, "--beta", "1", "--seeds", "0-999999", "--out", str(tmp_path / "huge"))
+    assert huge.exit_code == 2 and "1,000,000 configurations" in huge.output and "--yes" in huge.output
+    assert time.perf_counter() - started < 30  # was minutes and gigabytes before any training
+    small_limit = sweep(*TINY, "--beta", "1,2,3", "--max-configs", "2", "--out", str(tmp_path / "small"))
+    assert small_limit.exit_code == 2 and "more than the limit of 2" in small_limit.output
+    assert not (tmp_path / "huge").exists() and not (tmp_path / "small").exists()
+    confirmed = sweep(*TINY, "--beta", "1,2,3", "--max-configs", "2", "--yes", "--quiet", "--out",
+                      str(tmp_path / "small"))
+    assert confirmed.exit_code == 0, confirmed.output
+
+
+def test_run_names_are_faithful_and_equal_values_are_refused(tmp_path):
+    close = sweep(*TINY, "--beta", "0.1234561,0.1234562", "--quiet", "--out", str(tmp_path / "close"))
+    assert close.exit_code == 0, close.output
+    assert sorted(p.name for p in (tmp_path / "close" / "runs").iterdir()) == ["beta=0.1234561", "beta=0.1234562"]
+    same = sweep(*TINY, "--beta", "1,1.0", "--out", str(tmp_path / "same"))
+    assert same.exit_code == 2 and "values repeat" in same.output and not (tmp_path / "same").exists()
+
+
+def test_the_summary_names_configurations_that_did_not_converge(tmp_path):
+    result = sweep("--model", "cvae", "--data", "synthetic", "--n-samples", "400", "--dim", "6", "--latent-dim", "4",
+                   "--steps", "300", "--lr", "0.3", "--beta", "1", "--iw-samples", "2", "--quiet",
+                   "--out", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 configuration(s) did not converge (beta=1)" in result.output
+    assert json.loads((tmp_path / "s" / "runs" / "beta=1" / "metrics.json").read_text())["converged"] is False

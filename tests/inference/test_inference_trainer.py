@@ -220,3 +220,35 @@ def test_data_that_does_not_fit_the_model_is_refused_before_training(pairs, gaus
     with_nan.y[3, 1] = float("nan")
     with pytest.raises(ValueError, match="data y contains 1 NaN"):
         fit(_model(CVAEConfig(4, 4, 2)), with_nan, steps=1, progress=False, device="cpu")
+
+
+def test_an_interrupted_resume_leaves_no_stale_results_beside_the_newer_checkpoint(tmp_path, gaussian):
+    run_dir = tmp_path / "run"
+    fit(_model(VAEConfig(4, 2)), gaussian, steps=50, lr=0.01, run_dir=run_dir, progress=False, device="cpu")
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "loss_history.nc").is_file()
+
+    def interrupt(step, losses, model):
+        if step >= 150:  # after the checkpoint of step 100, before that of step 150
+            raise KeyboardInterrupt  # as Ctrl-C or a kill between checkpoints
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(VAEConfig(4, 2)), gaussian, steps=200, lr=0.01, run_dir=run_dir, resume=True,
+            checkpoint_every=50, progress=False, device="cpu", callbacks=[interrupt])
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"] == 100
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "loss_history.nc").exists()
+
+    fit(_model(VAEConfig(4, 2)), gaussian, steps=200, lr=0.01, run_dir=run_dir, resume=True, checkpoint_every=50,
+        progress=False, device="cpu")
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 200
+    resumed = json.loads((run_dir / "config.json").read_text())["train"]["resumed"]
+    assert resumed == [{"from_step": 50, "steps": 200}, {"from_step": 100, "steps": 200}]
+
+
+def test_overwrite_removes_the_old_checkpoint_before_the_new_run_writes(tmp_path, gaussian):
+    run_dir = tmp_path / "run"
+    fit(_model(VAEConfig(4, 2)), gaussian, steps=20, lr=0.01, run_dir=run_dir, progress=False, device="cpu")
+    with pytest.raises(TrainingDivergedError, match="no checkpoint had been written yet"):
+        fit(_model(VAEConfig(4, 2, eta_dec=0.01)), gaussian, steps=400, lr=1e6, run_dir=run_dir, overwrite=True,
+            progress=False, device="cpu")
+    assert not (run_dir / "checkpoint.pt").exists()  # never the old model beside the new config
+    assert json.loads((run_dir / "config.json").read_text())["model"]["eta_dec"] == 0.01

@@ -88,3 +88,53 @@ def test_held_out_split_follows_the_training_options():
 def test_run_names_are_distinct(tmp_path):
     assert run_names([tmp_path / "a" / "run", tmp_path / "b" / "run"]) != ["run", "run"]
     assert run_names([tmp_path / "x", tmp_path / "y"]) == ["x", "y"]
+
+
+@pytest.mark.parametrize("damage", [b"", b"CDF\x01 truncated", b"\x89HDF\r\n\x1a\n" + bytes(64)])
+def test_an_unreadable_cache_is_recomputed(cvae_runs, tmp_path, damage):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(cvae_runs[0], run)
+    (run / DIAGNOSTICS_NAME).write_bytes(damage)
+    idata = diagnose_run(run, **FAST)
+    assert idata.attrs["iw_samples"] == FAST["iw_samples"]
+    assert load_diagnostics(run / DIAGNOSTICS_NAME).attrs["checkpoint_sha256"] == idata.attrs["checkpoint_sha256"]
+
+
+@pytest.mark.parametrize(("attr", "value"), [("ppl_vae_version", "0.0.1"), ("data_split", '{"test_fraction": 0.5}'),
+                                             ("iw_samples", 3)])
+def test_a_cache_made_otherwise_is_recomputed(cvae_runs, tmp_path, attr, value):
+    import shutil
+
+    from ppl_vae.diagnostics import save
+
+    run = tmp_path / "copy"
+    shutil.copytree(cvae_runs[0], run)
+    first = diagnose_run(run, **FAST)
+    first.attrs[attr] = value
+    save(first, run / DIAGNOSTICS_NAME)
+    again = diagnose_run(run, **FAST)
+    assert str(again.attrs[attr]) != str(value)  # made anew with this report's settings and version
+    assert str(load_diagnostics(run / DIAGNOSTICS_NAME).attrs[attr]) == str(again.attrs[attr])
+
+
+def test_the_cache_records_the_held_out_split(cvae_runs):
+    import json
+
+    idata = diagnose_run(cvae_runs[0], **FAST)
+    assert json.loads(idata.attrs["data_split"]) == {"test_fraction": 0.0, "split_seed": None, "max_points": None}
+
+
+def test_a_config_that_does_not_match_the_checkpoint_is_refused(cvae_runs, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "edited"
+    shutil.copytree(cvae_runs[0], run)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["beta"] = 7.0
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json does not match .*checkpoint.pt: the model config differs in "
+                                         r"beta \(e.g. beta is 7.0 in config.json, 0.5 in the checkpoint\)"):
+        diagnose_run(run, **FAST)

@@ -114,6 +114,7 @@ def test_cli_exit_status_and_report(fake_analyses, tmp_path):
     again = runner.invoke(cli, ["reproduce", "--tiny", "--only", first, "--out", str(out),
                                 "--analyses-dir", str(directory)])
     assert again.exit_code != 0 and "--overwrite" in again.output
+    assert "--resume" not in again.output  # reproduce has no --resume to suggest
 
     failing = runner.invoke(cli, ["reproduce", "--tiny", "--only", first, "--only", third, "--out", str(out),
                                   "--overwrite", "--analyses-dir", str(directory)])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -261,6 +262,8 @@ def test_metrics_are_on_held_out_rows_and_provenance_is_recorded(finished_sweep)
     assert train["estimator"] == "TraceMeanField_ELBO" and train["seed"] == 0 and train["seeds"] == [0, 0, 0, 0]
     assert train["n_configs"] == 4 and sorted(train["group"]) == [0, 1, 2, 3]
     assert (train["n_train"], train["n_test"], train["test_fraction"]) == (n_rows - n_test, n_test, 0.1)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["converged"] is None and "not judged" in metrics["convergence"]["reason"]  # 25 steps: too few
 
 
 def test_diagnostics_are_capped_at_max_points(tmp_path):
@@ -301,3 +304,64 @@ def test_an_interrupted_task_resumes_from_its_group_checkpoint(tmp_path):
         steps=20, run_dir=folder, progress=False, device="cpu", on_divergence="stop", **half)
     resumed = run_task(task, bundle, checkpoint_dir=str(folder))
     np.testing.assert_array_equal(resumed.loss_history, straight.loss_history)
+
+
+def test_a_report_on_a_sweep_run_never_replaces_the_sweeps_cache(finished_sweep, tmp_path):
+    from ppl_vae.report.runs import diagnose_run
+
+    spec, out, summary = finished_sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    run_dir = copy / "runs" / summary.finished[0]
+    before = (run_dir / "diagnostics.nc").read_bytes()
+    report = diagnose_run(run_dir, iw_samples=3, n_draws=4, kl_samples=2, device="cpu", progress=False)
+    assert report.attrs["iw_samples"] == 3 and (run_dir / "diagnostics_report.nc").is_file()
+    assert (run_dir / "diagnostics.nc").read_bytes() == before
+    combined = rebuild_combined(copy)
+    assert json.loads(combined.attrs["runs"])[summary.finished[0]]["iw_samples"] == spec.diagnostics["iw_samples"]
+
+
+def test_combined_recomputes_a_damaged_or_foreign_cache_with_the_sweeps_settings(finished_sweep, tmp_path):
+    from ppl_vae.diagnostics import save
+
+    spec, out, summary = finished_sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    first, second = (copy / "runs" / name / "diagnostics.nc" for name in summary.finished)
+    expected = load(first)
+    first.write_bytes(b"not netCDF")
+    foreign = load(second)
+    foreign.attrs["iw_samples"] = 50  # as if a report with K=50 had written it
+    save(foreign, second)
+    combined = rebuild_combined(copy)
+    runs = json.loads(combined.attrs["runs"])
+    assert {runs[name]["iw_samples"] for name in summary.finished} == {spec.diagnostics["iw_samples"]}
+    np.testing.assert_allclose(load(first).metrics.iw_log_likelihood.values,
+                               expected.metrics.iw_log_likelihood.values)  # recomputed the same way
+
+
+def test_run_names_round_trip_their_values_and_collisions_are_refused():
+    from ppl_vae.sweep.study import _check_names, run_name
+
+    assert run_name({"beta": 0.5, "seed": 3}) == "beta=0.5_seed=3"
+    assert run_name({"beta": 0.1234561}) != run_name({"beta": 0.1234562})
+    assert run_name({"beta": 0.1 + 0.2}) == "beta=0.30000000000000004"
+    with pytest.raises(ValueError, match=r"configurations 0 and 1 would both be written to runs/beta=1"):
+        _check_names(["beta=1", "beta=1"])
+    with pytest.raises(ValueError, match="not a plain folder name"):
+        _check_names(["prior=../x"])
+
+
+@pytest.mark.parametrize(("train", "execution", "key"), [
+    ({"optimizer": "sgd"}, {}, "train['optimizer']"),
+    ({"lr_decay": 1.5}, {}, "train['lr_decay']"),
+    ({"clip_norm": 0}, {}, "train['clip_norm']"),
+    ({"test_fraction": 1.0}, {}, "train['test_fraction']"),
+    ({}, {"device": "gpu"}, "execution['device']"),
+    ({}, {"vectorise": "sometimes"}, "execution['vectorise']"),
+    ({}, {"max_configs": 0}, "execution['max_configs']"),
+])
+def test_training_and_execution_options_are_checked_when_the_spec_is_read(train, execution, key):
+    with pytest.raises(ValueError, match=re.escape(key)):
+        SweepSpec.from_dict({**TINY, "grid": {"beta": [1.0]}, "train": {**TINY["train"], **train},
+                             "execution": execution})

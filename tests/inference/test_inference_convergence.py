@@ -1,0 +1,76 @@
+"""The end-of-fit convergence check of linear models: a too-large learning rate is flagged, a settled run is not."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from ppl_vae.data import synthetic_pairs
+from ppl_vae.inference import fit
+from ppl_vae.inference.convergence import MIN_STEPS, NotConvergedWarning, judge, snapshot_steps
+from ppl_vae.models import CVAEConfig, build_model
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return synthetic_pairs(400, 6, correlation="noise_1_2", seed=0)
+
+
+def _fit(pairs, lr, steps=600, **options):
+    torch.manual_seed(0)
+    return fit(build_model(CVAEConfig(6, 6, 4)), pairs, steps=steps, lr=lr, progress=False, device="cpu", **options)
+
+
+def test_a_linear_cvae_with_lr_02_is_flagged_as_not_converged(pairs, tmp_path):
+    with pytest.warns(NotConvergedWarning, match="training did not converge"):
+        result = _fit(pairs, 0.2, run_dir=tmp_path / "run")
+    assert result.convergence[0]["converged"] is False
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["converged"] is False and metrics["convergence"]["reason"] == result.convergence[0]["reason"]
+    theory = metrics["theory"]  # the wrong count the warning is about
+    assert theory["n_collapsed_measured"] != theory["n_collapsed_predicted"]
+
+
+def test_a_settled_run_is_converged_without_a_warning(pairs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotConvergedWarning)
+        result = _fit(pairs, 0.003, steps=1500)
+    verdict = result.convergence[0]
+    assert verdict["converged"] is True, verdict
+    assert len(set(verdict["collapsed_counts"])) == 1
+
+
+def test_short_or_non_linear_runs_are_not_judged(pairs):
+    assert snapshot_steps(MIN_STEPS - 1, 0) == [] and snapshot_steps(1000, 900) == []
+    assert _fit(pairs, 0.01, steps=30).convergence[0]["converged"] is None
+    torch.manual_seed(0)
+    mlp = fit(build_model(CVAEConfig(6, 6, 2, arch="mlp", hidden_dims=(8,))), pairs, steps=120, progress=False,
+              device="cpu")
+    assert mlp.convergence == [None]
+
+
+def test_judge_reads_a_changing_count_a_drift_and_a_falling_loss():
+    settled = [[np.array([1.0, 0.5, 0.01])] for _ in range(5)]
+    flat = np.random.default_rng(0).normal(10.0, 0.01, size=(500, 1))
+    assert judge(settled, flat, 1)[0]["converged"] is True
+    flipping = [[np.array([1.0, 0.5, value])] for value in (0.01, 0.06, 0.01, 0.07, 0.02)]
+    assert "collapsed count changed between 0 and 1" in judge(flipping, flat, 1)[0]["reason"]
+    drifting = [[np.array([1.0, value, 0.01])] for value in (0.5, 0.45, 0.4, 0.35, 0.3)]
+    assert "still drifting" in judge(drifting, flat, 1)[0]["reason"]
+    falling = np.linspace(12.0, 10.0, 500)[:, None]
+    assert "loss was still falling" in judge(settled, falling, 1)[0]["reason"]
+
+
+def test_cli_train_says_so_in_its_summary(tmp_path):
+    from click.testing import CliRunner
+
+    from ppl_vae.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--model", "cvae", "--data", "synthetic", "--n-samples", "400",
+                                       "--dim", "6", "--correlation", "noise_1_2", "--latent-dim", "4", "--steps",
+                                       "600", "--lr", "0.2", "--device", "cpu", "--no-progress", "--out",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "warning: training did not converge" in result.output and "converged false" in result.output
