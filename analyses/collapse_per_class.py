@@ -82,7 +82,9 @@ def run(settings) -> ClaimCheck:
             config = CVAEConfig(train.x.shape[1], train.y.shape[1], latent, arch=arch, hidden_dims=hidden,
                                 beta=BETA, eta_enc=ETA_ENC, eta_dec=eta_dec, latent_mapping="separate",
                                 image_shape=(side, side) if arch == "cnn" else None, split="quadrant")
-            result = run_replicates([config], train, settings, kind="linear" if arch == "linear" else "mlp")
+            # about 160 training images per class: 800 minibatch steps are some 600 epochs
+            result = run_replicates([config], train, settings, kind="linear" if arch == "linear" else "mlp",
+                                    **({} if arch == "linear" else {"steps": settings.steps(30, 800, 20000)}))
             idatas += diagnose_runs(result, train, test, settings)
             names += [f"{arch},digit {digit}"] * len(result.models)
             seeds += result.seeds

@@ -122,6 +122,29 @@ def active_units(guide_mean: xr.DataArray, threshold: float = AU_THRESHOLD, obs_
     return (active_unit_statistic(guide_mean, obs_dim) > threshold).sum().rename("active_units")
 
 
+def principal_active_units(guide_mean: xr.DataArray, threshold: float = AU_THRESHOLD,
+                           obs_dim: str = "obs") -> xr.DataArray:
+    """Number of eigenvalues of Cov_x(E_q[z]) above ``threshold``: active units in the principal basis.
+
+    :func:`active_units` counts along the latent axes, which is right when the
+    loss singles the axes out (a learned diagonal variance aligns the collapsed
+    modes with them). With a fixed isotropic encoder variance the loss is
+    rotation invariant in latent space, the active modes spread over every
+    axis and the axis count reads every dimension as active; this count does
+    not depend on the basis.
+
+    Parameters
+    ----------
+    guide_mean
+        ``(obs, dim)`` guide means E_q[z | x].
+    """
+    check_positive("threshold", threshold)
+    centred = guide_mean - guide_mean.mean(obs_dim)
+    values = np.asarray(centred.transpose(obs_dim, ...).values, dtype=np.float64)
+    covariance = values.T @ values / max(values.shape[0] - 1, 1)
+    return xr.DataArray(int((np.linalg.eigvalsh(covariance) > threshold).sum()), name="principal_active_units")
+
+
 def epsilon_collapse_curve(kl: xr.DataArray, epsilons: xr.DataArray | None = None) -> xr.DataArray:
     """Fraction of (data point, dimension) pairs whose KL is below each epsilon.
 
@@ -160,7 +183,8 @@ def collapse_dataset(
     """Assemble the ``collapse`` group from :func:`latent_statistics`.
 
     For each site ``s``: ``s_kl`` (obs, s_dim), ``s_kl_mean`` (s_dim),
-    ``s_au_stat`` (s_dim), ``s_active_units`` (), ``s_collapsed`` (s_dim, bool),
+    ``s_au_stat`` (s_dim), ``s_active_units`` (), ``s_principal_active_units`` (),
+    ``s_collapsed`` (s_dim, bool),
     ``s_n_collapsed`` (), ``s_collapse_fraction`` (epsilon).
     """
     epsilons = epsilon_grid() if epsilons is None else epsilons
@@ -172,6 +196,8 @@ def collapse_dataset(
         out[f"{s}_kl_mean"] = kl.mean("obs").assign_attrs(units="nats", long_name=f"mean KL of {s} per dimension")
         out[f"{s}_au_stat"] = active_unit_statistic(mean).assign_attrs(long_name="Cov_x(E_q[z_i])")
         out[f"{s}_active_units"] = active_units(mean, au_threshold)
+        out[f"{s}_principal_active_units"] = principal_active_units(mean, au_threshold).assign_attrs(
+            long_name="eigenvalues of Cov_x(E_q[z]) above the AU threshold (basis-free active units)")
         out[f"{s}_collapsed"] = collapsed
         out[f"{s}_n_collapsed"] = collapsed.sum().rename(None)
         out[f"{s}_collapse_fraction"] = epsilon_collapse_curve(kl, epsilons).assign_attrs(

@@ -216,6 +216,8 @@ def collapse_table(combined, extra: dict[str, Sequence[Any]] | None = None) -> p
             continue
         table[f"{site}_n_collapsed"] = collapse[f"{site}_n_collapsed"].values.astype(int)
         table[f"{site}_active_units"] = collapse[f"{site}_active_units"].values.astype(int)
+        if f"{site}_principal_active_units" in collapse:
+            table[f"{site}_principal_au"] = collapse[f"{site}_principal_active_units"].values.astype(int)
         table[f"{site}_kl_total"] = collapse[f"{site}_kl_mean"].sum(f"{site}_dim").values
         table[f"{site}_collapse_level"] = collapse[f"{site}_collapse_fraction"].sel(
             epsilon=epsilon, method="nearest").values
