@@ -32,7 +32,7 @@ EXPERIMENTS: dict[str, str] = {
     "cvae_mlp_beta_eta": "6.3 ReLU MLP CVAE: collapse, KL, AU and NLL over beta and eta_dec",
     "correlation_levels": "6.4 input-output correlation (synthetic): stronger correlation, more collapse",
     "collapse_per_class": "6.5 collapse level per digit class against its x-y correlation",
-    "mhvae_beta1_beta2": "6.6 ReLU MLP MHVAE: collapse of z1 and z2 over beta1, beta2 and eta_dec",
+    "mhvae_beta1_beta2": "6.6 ReLU MLP MHVAE (sigma1 fixed): collapse of z2 over beta1 and beta2, the eta_enc sweep",
     "vae_fixed_vs_learnable_variance": "6.7 VAE with learnable vs fixed encoder variance",
     "mitigations": "6.8 derived predictions, not an experiment of the paper: decorrelated CVAE input, MHVAE skip "
                    "path x -> z2 (learned prior reported)",

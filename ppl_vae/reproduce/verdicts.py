@@ -219,8 +219,10 @@ def spearman_check(label: str, predictor: Sequence[float], per_seed: np.ndarray,
     Check
         ``measured`` is the Spearman correlation of the predictor with the seed
         means, ``se`` the bootstrap standard deviation (resampling seeds); the
-        check passes when the lower end of the ``level`` bootstrap interval is
-        above zero (with one seed: when the correlation itself is).
+        check passes when the correlation of the seed means is significant
+        over the groups (one-sided p < ``1 - level - 0.05``, i.e. 0.05 by
+        default: a few groups can line up by chance) and the lower end of the
+        ``level`` bootstrap interval over seeds is above zero.
     """
     from scipy import stats
 
@@ -232,15 +234,21 @@ def spearman_check(label: str, predictor: Sequence[float], per_seed: np.ndarray,
             return 0.0
         return float(stats.spearmanr(predictor, values).statistic)
 
-    point = rho(per_seed.mean(axis=0))
+    means = per_seed.mean(axis=0)
+    point = rho(means)
+    alpha = max(1.0 - level - 0.05, 0.01)
+    p_value = (float(stats.spearmanr(predictor, means, alternative="greater").pvalue)
+               if np.ptp(means) > 0 and np.ptp(predictor) > 0 else 1.0)
     n = per_seed.shape[0]
     if n < 2:
-        return Check(label, point, float("nan"), "> 0 (one seed: no interval)", bool(point > 0))
+        return Check(label, point, float("nan"), f"one-sided p < {alpha:g} (got {p_value:.3f}; one seed)",
+                     bool(p_value < alpha))
     draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     boot = np.array([rho(per_seed[d].mean(axis=0)) for d in draws])
     low = float(np.quantile(boot, (1 - level) / 2))
-    return Check(label, point, float(boot.std(ddof=1)), f"{level:.0%} bootstrap lower end > 0 (got {low:.2f})",
-                 bool(low > 0))
+    return Check(label, point, float(boot.std(ddof=1)),
+                 f"one-sided p < {alpha:g} (got {p_value:.3f}) and {level:.0%} bootstrap lower end > 0 "
+                 f"(got {low:.2f})", bool(p_value < alpha and low > 0))
 
 
 def format_mean(mean: float, se: float, digits: int = 3) -> str:
