@@ -26,7 +26,8 @@ import xarray as xr
 from ppl_vae.diagnostics import theory_group
 from ppl_vae.models import CVAEConfig
 from ppl_vae.models.readout import readout_summary
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, bound_check, close_check, image_data,
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, bound_check, close_check, image_batch_threads,
+                               image_data,
                                relative_error_above_floor, run_replicates, run_script, seed_summary, seed_trends,
                                series, trend_checks)
 
@@ -81,8 +82,9 @@ def run(settings) -> ClaimCheck:
     base = CVAEConfig(train.x.shape[1], train.y.shape[1], latent, eta_dec=ETA_DEC)
     # the residual spectrum of images spans a factor ~20: the small modes need a longer, gentler schedule
     steps = settings.steps(40, 8000, 20000)
-    result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings, kind="linear",
-                            steps=steps, lr=0.02, lr_decay=float(np.exp(np.log(0.05) / steps)))
+    with image_batch_threads(settings):
+        result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings, kind="linear",
+                                steps=steps, lr=0.02, lr_decay=float(np.exp(np.log(0.05) / steps)))
 
     groups, rows = [], []
     for config, seed, model in zip(result.configs, result.seeds, result.models):

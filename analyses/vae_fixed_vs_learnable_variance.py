@@ -27,6 +27,7 @@ collapse curves at beta = 1.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 
@@ -34,9 +35,11 @@ import numpy as np
 import pandas as pd
 
 from ppl_vae import plots
+from ppl_vae.diagnostics.collapse import AU_THRESHOLD
 from ppl_vae.models import VAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, close_check, collapse_table, combine_runs,
-                               diagnose_runs, image_data, order_check, run_replicates, run_script, seed_summary,
+                               diagnose_runs, image_batch_threads, image_data, order_check, run_replicates,
+                               run_script, seed_summary,
                                seed_trends)
 from ppl_vae.theory import linear_vae
 
@@ -51,9 +54,14 @@ MLP_VARIANCES = ("learnable", "fixed_0.5")
 
 
 def predicted_counts(x, latent: int, beta: float, std: float | None) -> dict[str, float]:
-    """Closed-form active means and completely collapsed dimensions of the linear VAE (SPEC 4.1 / 4.2)."""
+    """Closed-form active units and completely collapsed dimensions of the linear VAE (SPEC 4.1 / 4.2).
+
+    The encoder means' covariance over the data has eigenvalues lambda_i^2 (the encoder singular values), so
+    the closed form's active-unit count is #{lambda_i^2 > 0.01}: a mode just above its collapse threshold
+    is active but may fall below the AU cut.
+    """
     theory = linear_vae(x, latent, beta=beta, eta_enc=ETA_ENC, eta_dec=ETA_DEC, encoder_std=std)
-    return {"predicted_active_units": float(latent - theory.attrs["n_collapsed"]),
+    return {"predicted_active_units": float((theory.encoder_sv.values ** 2 > AU_THRESHOLD).sum()),
             "predicted_complete_collapse": float(theory.attrs["n_complete_collapse"])}
 
 
@@ -120,8 +128,9 @@ def run(settings) -> ClaimCheck:
             steps = settings.steps(40, 2500, 20000)
             overrides = ({"steps": steps, "lr": 0.05, "lr_decay": float(np.exp(np.log(3e-3) / steps)),
                           "batch_size": settings.pick(None, None, 512)} if arch == "linear" else {})
-            result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings, kind=arch,
-                                    **overrides)
+            with image_batch_threads(settings) if arch == "linear" else contextlib.nullcontext():
+                result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings,
+                                        kind=arch, **overrides)
             idatas += diagnose_runs(result, train, test, settings)
             names += [f"{arch},{variance},beta={c.beta:g}" for c in result.configs]
             seeds += result.seeds

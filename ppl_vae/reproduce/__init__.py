@@ -41,12 +41,13 @@ from ppl_vae.reproduce.runner import (
 )
 from ppl_vae.reproduce.verdicts import (Check, Verdict, allowance, bound_check, close_check, order_check,
                                        seed_summary, spearman_check, trend_checks)
-from ppl_vae.reproduce.settings import (SCALES, Settings, compute_threads, experiment_parser, parse_settings,
+from ppl_vae.reproduce.settings import (SCALES, Settings, compute_threads, experiment_parser, image_batch_threads,
+                                       parse_settings,
                                        run_script)
 
 __all__ = [
     "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "Settings",
-    "check_names", "collapse_table", "compute_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
+    "check_names", "collapse_table", "compute_threads", "image_batch_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
     "experiment_parser", "find_analyses_dir", "image_data", "is_monotone", "load_script", "mnist_available",
     "run_script", "relative_error_above_floor", "combine_runs", "diagnose_runs", "replicates", "run_replicates", "Check", "Verdict", "allowance", "bound_check", "close_check",
     "order_check", "seed_summary", "spearman_check", "trend_checks",

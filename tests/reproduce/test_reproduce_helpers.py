@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ import torch
 import xarray as xr
 
 from ppl_vae.data import load_digits
+from ppl_vae.reproduce.settings import image_batch_threads
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, MissingDataError, Settings, compute_threads, image_data,
                                is_monotone, parse_settings, read_manifest, series, spearman, subsample)
 
@@ -28,7 +31,12 @@ def test_settings_round_trip_through_the_command_line(tmp_path):
 
 def test_compute_threads_is_restored(tmp_path):
     before = torch.get_num_threads()
+    with compute_threads(Settings("tiny", tmp_path)):
+        assert torch.get_num_threads() == 1
     with compute_threads(Settings("quick", tmp_path)):
+        assert torch.get_num_threads() == 1
+        with image_batch_threads(Settings("quick", tmp_path)):
+            assert torch.get_num_threads() == min(2, os.cpu_count())
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 
