@@ -74,7 +74,7 @@ def run(settings) -> ClaimCheck:
     for arch in ("linear", "mlp"):
         options = training_options(settings, kind=arch)
         if arch == "linear":
-            options["steps"] = settings.pick(40, 4000, 12000)
+            options["steps"] = settings.steps(40, 4000, 12000)
             options["lr"], options["lr_decay"] = 0.02, float(np.exp(np.log(0.05) / options["steps"]))
         steps = options.pop("steps")
         base = CVAEConfig(train.x.shape[1], train.y.shape[1], latent, arch=arch, beta=BETA, eta_dec=ETA_DEC,
