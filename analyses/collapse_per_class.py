@@ -33,8 +33,8 @@ import pandas as pd
 
 from ppl_vae import plots
 from ppl_vae.models import CVAEConfig
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, collapse_table, combine_runs, diagnose_runs,
-                               image_data, run_replicates, run_script, seed_summary, seed_trends, spearman_check)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, RunCollector, Verdict, image_data, run_replicates,
+                               run_script, seed_summary, seed_trends, spearman_check)
 from ppl_vae.theory import linear_cvae
 
 NAME = "collapse_per_class"
@@ -80,7 +80,7 @@ def run(settings) -> ClaimCheck:
     classes = settings.pick([0, 1, 9], list(range(10)), list(range(10)))
     latent, eta_dec = settings.pick(4, 16, 16), settings.pick(0.25, 0.25, 0.5)
     hidden = settings.pick((16,), (100,), (100,))
-    idatas, names, seeds, rows = [], [], [], []
+    runs = RunCollector(settings)
     for digit in classes:
         train, test = image_data(settings, split="quadrant", classes=[digit])
         side = int(round((4 * train.x.shape[1]) ** 0.5))  # x is one quadrant of a square image
@@ -91,15 +91,12 @@ def run(settings) -> ClaimCheck:
                                 image_shape=(side, side) if arch == "cnn" else None, split="quadrant")
             result = run_replicates([config], train, settings, kind="linear" if arch == "linear" else "mlp",
                                     **({} if arch == "linear" else {"steps": class_steps(settings, arch)}))
-            idatas += diagnose_runs(result, train, test, settings)
-            names += [f"{arch},digit {digit}"] * len(result.models)
-            seeds += result.seeds
-            rows += [{"arch": arch, "digit": digit, "n_train": train.n,
-                      "predicted_collapsed": int(theory.attrs["n_collapsed"]),
-                      "theta_mean": float(theory.theta.mean())}] * len(result.models)
-    combined = combine_runs(idatas, names, seeds)
+            runs.add(result, train, test, f"{arch},digit {digit}",
+                     {"arch": arch, "digit": digit, "n_train": train.n,
+                      "predicted_collapsed": int(theory.attrs["n_collapsed"]), "theta_mean": float(theory.theta.mean())})
+    combined = runs.combined()
     out.inference_data("diagnostics", combined, "diagnose() of every architecture, class and seed, along run")
-    table = pd.concat([pd.DataFrame(rows), collapse_table(combined)], axis=1)
+    table = runs.table(combined)
     out.table("runs", table, "per architecture, class and seed: Theorem 2's collapsed count and mean theta, the "
               "measured collapsed dimensions, collapse level, active units and held-out NLL")
     summary = seed_summary(table, ["arch", "digit", "predicted_collapsed", "theta_mean"],

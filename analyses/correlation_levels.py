@@ -33,9 +33,8 @@ import pandas as pd
 from ppl_vae import plots
 from ppl_vae.data import CORRELATION_LEVELS, synthetic_pairs, train_test_split
 from ppl_vae.models import CVAEConfig
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, close_check, collapse_table, combine_runs,
-                               diagnose_runs, order_check, run_replicates, run_script, seed_summary, seed_trends,
-                               trend_checks)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, RunCollector, Verdict, close_check, order_check,
+                               run_replicates, run_script, seed_summary, seed_trends, trend_checks)
 from ppl_vae.theory import linear_cvae
 
 NAME = "correlation_levels"
@@ -82,7 +81,7 @@ def run(settings) -> ClaimCheck:
     out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
     n, dim = settings.pick(200, 1000, 1000), settings.pick(4, 16, 128)
     mlp_options = {"steps": settings.steps(30, 6000, 62500), "batch_size": settings.pick(16, 64, 16)}
-    idatas, names, seeds, rows = [], [], [], []
+    runs = RunCollector(settings)
     for level, a in CORRELATION_LEVELS.items():
         pairs = synthetic_pairs(n, dim, correlation=level, spectrum=np.ones(dim), seed=settings.seed)
         train, test = train_test_split(pairs, test_fraction=0.1, seed=settings.seed)
@@ -93,15 +92,12 @@ def run(settings) -> ClaimCheck:
                                 eta_dec=ETA_DEC)
             result = run_replicates([config], train, settings, kind=arch,
                                     **(mlp_options if arch == "mlp" else {}))
-            idatas += diagnose_runs(result, train, test, settings)
-            names += [f"{level},{arch}"] * len(result.models)
-            seeds += result.seeds
-            rows += [{"level": level, "a": a, "arch": arch,
-                      "predicted_collapsed": float(predicted.attrs["n_collapsed"]),
-                      "theta_mean": float(predicted.theta.mean())}] * len(result.models)
-    combined = combine_runs(idatas, names, seeds)
+            runs.add(result, train, test, f"{level},{arch}",
+                     {"level": level, "a": a, "arch": arch, "predicted_collapsed": float(predicted.attrs["n_collapsed"]),
+                      "theta_mean": float(predicted.theta.mean())})
+    combined = runs.combined()
     out.inference_data("diagnostics", combined, "diagnose() of every level, architecture and seed, along run")
-    table = pd.concat([pd.DataFrame(rows), collapse_table(combined)], axis=1)
+    table = runs.table(combined)
     out.table("runs", table, "per level, architecture and seed: Theorem 2's collapsed count, measured collapsed "
               "dimensions (mean KL < 0.01), collapse level, active units, held-out NLL")
     summary = seed_summary(table, ["arch", "level", "a", "predicted_collapsed"],

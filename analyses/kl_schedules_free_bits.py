@@ -36,8 +36,8 @@ from ppl_vae.inference.schedules import schedule_curve
 from ppl_vae.models import CVAEConfig
 from ppl_vae.plots import plot_kl_schedule
 from ppl_vae.reproduce import (Check, ClaimCheck, ExperimentOutput, Verdict, bound_check, close_check,
-                               diagnose_options, image_data, run_script, subsample, training_options)
-from ppl_vae.sweep import run_sweep
+                               diagnose_options, image_data, run_replicates, run_script, seed_summary, subsample,
+                               training_options)
 from ppl_vae.theory.closed_form import linear_cvae
 
 NAME = "kl_schedules_free_bits"
@@ -69,7 +69,6 @@ def run(settings) -> ClaimCheck:
     train, test = image_data(settings, split="quadrant")
     test = subsample(test, settings.seed)
     latent = settings.pick(4, 16, 64)
-    seeds = settings.seeds
     rows, curves = [], {}
     for arch in ("linear", "mlp"):
         options = training_options(settings, kind=arch)
@@ -80,10 +79,9 @@ def run(settings) -> ClaimCheck:
         base = CVAEConfig(train.x.shape[1], train.y.shape[1], latent, arch=arch, beta=BETA, eta_dec=ETA_DEC,
                           hidden_dims=(settings.pick(8, 64, 128),))
         named = variants(steps)
-        configs = [dataclasses.replace(base, **fields) for fields in named.values() for _ in seeds]
-        labels = [name for name in named for _ in seeds]
-        options.pop("seed")
-        result = run_sweep(None, configs, train, seeds=seeds * len(named), steps=steps, **options)
+        result = run_replicates([dataclasses.replace(base, **fields) for fields in named.values()], train, settings,
+                                kind=arch, steps=steps, **options)
+        labels = [name for name in named for _ in settings.seeds]
         for label, config, seed, model in zip(labels, result.configs, result.seeds, result.models):
             idata = diagnose(model, train, test_data=test, theory=False, **diagnose_options(settings))
             kl = idata.collapse["z_kl_mean"].values
@@ -136,10 +134,7 @@ def predicted(train, latent: int) -> dict[str, float | bool]:
 def summarise(table: pd.DataFrame, predictions: dict[str, float]) -> pd.DataFrame:
     """Seed means and standard errors per architecture and variant, with the theory's numbers (linear)."""
     metrics = ["n_collapsed", "active_units", "min_kl", "n_at_floor", "iw_log_likelihood"]
-    grouped = table.groupby(["arch", "variant"], sort=False)
-    summary = grouped[metrics].mean().add_suffix("_mean").join(grouped[metrics].sem(ddof=1).add_suffix("_se"))
-    summary = summary.join(grouped["free_bits"].first()).join(grouped["seed"].count().rename("n_seeds"))
-    summary = summary.reset_index()
+    summary = seed_summary(table, ["arch", "variant", "free_bits"], metrics)
     summary["predicted_collapsed"] = np.where(summary.free_bits > 0, 0.0, predictions["fixed"])
     summary["predicted_at_floor"] = [predictions.get(f"at_floor {lam:g}", 0.0) for lam in summary.free_bits]
     summary["prediction_certified"] = [bool(predictions.get(f"certified {lam:g}", True)) for lam in summary.free_bits]

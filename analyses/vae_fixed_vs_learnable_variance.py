@@ -37,10 +37,8 @@ import pandas as pd
 from ppl_vae import plots
 from ppl_vae.diagnostics.collapse import AU_THRESHOLD
 from ppl_vae.models import VAEConfig
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, close_check, collapse_table, combine_runs,
-                               diagnose_runs, image_batch_threads, image_data, order_check, run_replicates,
-                               run_script, seed_summary,
-                               seed_trends)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, RunCollector, Verdict, close_check, image_batch_threads,
+                               image_data, order_check, run_replicates, run_script, seed_summary, seed_trends)
 from ppl_vae.theory import linear_vae
 
 NAME = "vae_fixed_vs_learnable_variance"
@@ -117,7 +115,8 @@ def run(settings) -> ClaimCheck:
     betas = settings.pick([0.5, 2.0], [0.5, 1.0, 2.0, 4.0], [0.5, 1.0, 2.0, 4.0])
     latent = settings.pick(4, 16, 64)
     hidden = settings.pick((16,), (64,), (256,))
-    idatas, names, seeds, rows = [], [], [], []
+    runs = RunCollector(settings)
+    x = train.x.double()
     for arch in ("linear", "mlp"):
         variants = VARIANCES if arch == "linear" else {k: VARIANCES[k] for k in MLP_VARIANCES}
         for variance, std in variants.items():
@@ -131,16 +130,13 @@ def run(settings) -> ClaimCheck:
             with image_batch_threads(settings) if arch == "linear" else contextlib.nullcontext():
                 result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings,
                                         kind=arch, **overrides)
-            idatas += diagnose_runs(result, train, test, settings)
-            names += [f"{arch},{variance},beta={c.beta:g}" for c in result.configs]
-            seeds += result.seeds
-            x = train.x.double()
-            rows += [{"arch": arch, "variance": variance, **(predicted_counts(x, latent, c.beta, std)
-                                                             if arch == "linear" else {})}
-                     for c in result.configs]
-    combined = combine_runs(idatas, names, seeds)
+            runs.add(result, train, test, [f"{arch},{variance},beta={c.beta:g}" for c in result.configs],
+                     [{"arch": arch, "variance": variance,
+                       **(predicted_counts(x, latent, c.beta, std) if arch == "linear" else {})}
+                      for c in result.configs])
+    combined = runs.combined()
     out.inference_data("diagnostics", combined, "diagnose() of every architecture, variance, beta and seed")
-    table = pd.concat([pd.DataFrame(rows), collapse_table(combined)], axis=1)
+    table = runs.table(combined)
     out.table("runs", table, "per architecture, variance, beta and seed: active units, dimensions with mean KL < "
               "0.01, total KL, held-out NLL; for the linear VAE the closed forms' active units and complete collapse")
     summary = seed_summary(table.fillna({"predicted_active_units": -1, "predicted_complete_collapse": -1}),

@@ -9,13 +9,13 @@ one-page report.
 
 from ppl_vae.reproduce.analysis import (
     MissingDataError,
+    RunCollector,
     collapse_table,
     combine_runs,
     diagnose_runs,
     diagnose_options,
     diagnose_sweep,
     image_data,
-    is_monotone,
     mnist_available,
     relative_error_above_floor,
     replicates,
@@ -23,7 +23,6 @@ from ppl_vae.reproduce.analysis import (
     run_replicates,
     select_runs,
     subsample,
-    spearman,
     training_options,
 )
 from ppl_vae.reproduce.figures import seed_trends, series
@@ -46,11 +45,12 @@ from ppl_vae.reproduce.settings import (SCALES, Settings, compute_threads, exper
                                        run_script)
 
 __all__ = [
-    "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "Settings",
+    "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "RunCollector",
+    "Settings",
     "check_names", "collapse_table", "compute_threads", "image_batch_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
-    "experiment_parser", "find_analyses_dir", "image_data", "is_monotone", "load_script", "mnist_available",
+    "experiment_parser", "find_analyses_dir", "image_data", "load_script", "mnist_available",
     "run_script", "relative_error_above_floor", "combine_runs", "diagnose_runs", "replicates", "run_replicates", "Check", "Verdict", "allowance", "bound_check", "close_check",
     "order_check", "seed_summary", "spearman_check", "trend_checks",
     "parse_settings", "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "select_runs",
-    "seed_trends", "series", "spearman", "subsample", "training_options", "write_index",
+    "seed_trends", "series", "subsample", "training_options", "write_index",
 ]

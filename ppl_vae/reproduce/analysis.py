@@ -4,7 +4,8 @@
 - :func:`training_options` gives the SVI options of a scale for a model kind.
 - :func:`diagnose_sweep` diagnoses every model of a sweep and stacks the runs.
 - :func:`collapse_table` flattens those diagnostics into one row per run.
-- :func:`is_monotone` / :func:`spearman` are the tests the claim checks apply.
+- :class:`RunCollector` gathers the diagnostics of several sweeps (one per data set or variant) into one
+  table; the verdict rules that read it live in :mod:`ppl_vae.reproduce.verdicts`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from ppl_vae.data import MNIST_FILES, DataBundle, load_digits, load_mnist, train_test_split
 from ppl_vae.reproduce.settings import Settings
@@ -180,6 +180,44 @@ def diagnose_runs(result, train: DataBundle, test: DataBundle | None, settings: 
     return [diagnose(model, train, test_data=test, theory=theory, **options) for model in result.models]
 
 
+class RunCollector:
+    """Diagnostics, labels and extra columns of several sweeps, gathered into one combined table.
+
+    An experiment that trains one sweep per data set or variant (a correlation
+    level, a digit class, an encoder variance) adds each sweep's result with
+    :meth:`add`; :meth:`combined` stacks every run along ``run`` (with
+    ``seed`` as a coordinate) and :meth:`table` gives one row per run: the
+    extra columns, then :func:`collapse_table`.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.idatas: list[Any] = []
+        self.names: list[str] = []
+        self.seeds: list[int] = []
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, result, train: DataBundle, test: DataBundle | None, names: str | Sequence[str],
+            columns: dict[str, Any] | Sequence[dict[str, Any]]) -> None:
+        """Diagnose every model of ``result`` (:func:`diagnose_runs`) and record its label and columns.
+
+        ``names`` and ``columns`` are one per model, or one for all of them.
+        """
+        n = len(result.models)
+        self.idatas += diagnose_runs(result, train, test, self.settings)
+        self.names += [names] * n if isinstance(names, str) else list(names)
+        self.rows += [dict(columns)] * n if isinstance(columns, dict) else [dict(c) for c in columns]
+        self.seeds += list(result.seeds)
+
+    def combined(self):
+        """Every run along ``run`` (:func:`combine_runs`)."""
+        return combine_runs(self.idatas, self.names, self.seeds)
+
+    def table(self, combined) -> pd.DataFrame:
+        """One row per run: the recorded columns, then :func:`collapse_table` of ``combined``."""
+        return pd.concat([pd.DataFrame(self.rows), collapse_table(combined)], axis=1)
+
+
 def combine_runs(idatas: Sequence[Any], names: Sequence[str] | None, seeds: Sequence[int]):
     """:func:`ppl_vae.diagnostics.combine` with ``seed`` as a coordinate on ``run`` of the collapse and metrics
     groups; names gain ``,seed=<s>`` when the seeds differ."""
@@ -248,17 +286,3 @@ def relative_error_above_floor(group, floor: float) -> float:
         expected, learned = group[name].values[clear], group[f"learned_{name}"].values[clear]
         errors.extend(np.abs(learned - expected) / expected)
     return float(np.max(errors))
-
-
-def is_monotone(values: Sequence[float], *, increasing: bool = True, tolerance: float = 0.0) -> bool:
-    """Whether ``values`` never step against the direction by more than ``tolerance``."""
-    steps = np.diff(np.asarray(values, dtype=float))
-    return bool(np.all(steps >= -tolerance) if increasing else np.all(steps <= tolerance))
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (NaN when either input is constant)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(stats.spearmanr(a, b).statistic)

@@ -21,6 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from ppl_vae._io import atomic_write, atomic_write_json, atomic_write_text, prepare_run_dir, write_netcdf
+from ppl_vae.reproduce.verdicts import EVIDENCE_COLUMNS
 
 MANIFEST = "manifest.json"
 CLAIM = "claim.json"
@@ -81,7 +82,7 @@ class ClaimCheck:
 
     def evidence_table(self) -> pd.DataFrame:
         """The checks as a table (empty when the rule recorded none)."""
-        return pd.DataFrame(self.evidence, columns=["check", "measured", "se", "expected", "ok"])
+        return pd.DataFrame(self.evidence, columns=list(EVIDENCE_COLUMNS))
 
     def to_dict(self) -> dict[str, Any]:
         return _plain({"experiment": self.experiment, "claim": self.claim, "agrees": bool(self.agrees),

@@ -26,6 +26,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+#: Columns of a verdict's table of checks (:meth:`Verdict.table`, :meth:`ppl_vae.reproduce.ClaimCheck.evidence_table`).
+EVIDENCE_COLUMNS = ("check", "measured", "se", "expected", "ok")
+
 #: Standard errors of a difference that a step against the claimed direction may reach and still be noise.
 N_SE = 2.0
 
@@ -73,7 +76,7 @@ class Verdict:
 
     def table(self) -> pd.DataFrame:
         """One row per check: ``check, measured, se, expected, ok``."""
-        return pd.DataFrame([c.row() for c in self.checks], columns=["check", "measured", "se", "expected", "ok"])
+        return pd.DataFrame(self.evidence(), columns=list(EVIDENCE_COLUMNS))
 
     def evidence(self) -> list[dict]:
         return [c.row() for c in self.checks]
@@ -250,9 +253,3 @@ def spearman_check(label: str, predictor: Sequence[float], per_seed: np.ndarray,
                  f"one-sided p < {alpha:g} (got {p_value:.3f}) and {level:.0%} bootstrap lower end > 0 "
                  f"(got {low:.2f})", bool(p_value < alpha and low > 0))
 
-
-def format_mean(mean: float, se: float, digits: int = 3) -> str:
-    """``'0.42 +/- 0.03'`` (``'0.42'`` when the spread is unknown)."""
-    if se is None or not np.isfinite(se):
-        return f"{mean:.{digits}g}"
-    return f"{mean:.{digits}g} +/- {se:.2g}"

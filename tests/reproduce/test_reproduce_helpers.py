@@ -13,7 +13,7 @@ import xarray as xr
 from ppl_vae.data import load_digits
 from ppl_vae.reproduce.settings import image_batch_threads
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, MissingDataError, Settings, compute_threads, image_data,
-                               is_monotone, parse_settings, read_manifest, series, spearman, subsample)
+                               parse_settings, read_manifest, series, subsample)
 
 
 def test_settings_round_trip_through_the_command_line(tmp_path):
@@ -61,16 +61,6 @@ def test_claim_check_is_json_safe():
     data = check.to_dict()
     assert data["agrees"] is True and data["numbers"] == {"x": None, "y": [0, 1], "z": 3}
     assert ClaimCheck.from_dict(data).agrees is True
-
-
-def test_monotone_and_rank_correlation():
-    assert is_monotone([0, 1, 1, 2])
-    assert not is_monotone([0, 2, 1])
-    assert is_monotone([0, 2, 1.95], tolerance=0.1)
-    assert is_monotone([3, 2, 2], increasing=False) and not is_monotone([1, 2], increasing=False)
-    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
 
 
 def test_image_data_scales(tmp_path):
