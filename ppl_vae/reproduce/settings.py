@@ -130,11 +130,15 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
 
 def parse_settings(description: str, argv: Sequence[str] | None = None) -> Settings:
     """Parse ``argv`` (default ``sys.argv[1:]``) into :class:`Settings`."""
-    args = experiment_parser(description).parse_args(argv)
+    parser = experiment_parser(description)
+    args = parser.parse_args(argv)
     scale = "tiny" if args.tiny else "quick" if args.quick else "full"
-    return Settings(scale=scale, out=Path(args.out), seed=args.seed, device=args.device,
-                    mnist_dir=Path(args.mnist_dir), overwrite=args.overwrite, n_seeds=args.seeds,
-                    max_steps=args.max_steps)
+    try:
+        return Settings(scale=scale, out=Path(args.out), seed=args.seed, device=args.device,
+                        mnist_dir=Path(args.mnist_dir), overwrite=args.overwrite, n_seeds=args.seeds,
+                        max_steps=args.max_steps)
+    except ValueError as err:  # a usage error: one line and exit status 2, not a traceback
+        parser.error(str(err))
 
 
 #: Torch CPU threads of the compute-bound runs at the quick scale (:func:`image_batch_threads`).

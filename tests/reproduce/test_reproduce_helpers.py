@@ -89,3 +89,19 @@ def test_series_draws_one_line_per_variable_and_hue():
     assert len(fig.axes[0].lines) == 4
     with pytest.raises(ValueError, match="missing"):
         series(data, "beta", ["absent"])
+
+
+@pytest.mark.parametrize("argv, message", [(["--seeds", "0"], "n_seeds must be an integer >= 1"),
+                                           (["--seed", "-1"], "seed must be an integer >= 0"),
+                                           (["--max-steps", "0"], "max_steps must be an integer >= 1")])
+def test_bad_script_arguments_are_one_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings("an experiment", ["--quick", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_seeds_default_by_scale_and_count_from_the_first_seed(tmp_path):
+    assert parse_settings("x", ["--quick", "--seed", "4"]).seeds == [4, 5, 6]
+    assert parse_settings("x", ["--tiny", "--seeds", "1"]).seeds == [0]
+    assert Settings("full", tmp_path).n_seeds == 5
