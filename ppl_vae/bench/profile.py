@@ -3,11 +3,11 @@
 ``python -m ppl_vae.bench.profile [digits|mnist_shaped]`` prints
 
 1. an *ablation* of :func:`ppl_vae.inference.fit` on the MLP CVAE at batch
-   128: the plain-PyTorch step, ``fit`` as it is, and ``fit`` with the ELBO
-   of :mod:`ppl_vae.inference.elbo` (Pyro traces of model and guide) swapped
-   for the hand-written loss of :mod:`ppl_vae.bench.reference`: the difference
-   is what the Pyro machinery costs inside the engine, the rest is the
-   engine's own loop (batches, noise, schedule, clipping, bookkeeping);
+   128: the plain-PyTorch step, ``fit`` as it is, and ``fit`` with its loss
+   (:class:`~ppl_vae.inference.traced.TracedLoss`: the Pyro program's ELBO,
+   traced) swapped for the hand-written loss of :mod:`ppl_vae.bench.reference`:
+   the difference is what the Pyro loss costs inside the engine, the rest is
+   the engine's own loop (batches, noise, schedule, clipping, bookkeeping);
 2. a pyinstrument call tree of ``fit``'s step (when pyinstrument is installed).
 
 The ablation patches the trainer *for the duration of one timed block only*
@@ -38,11 +38,16 @@ def _patched(owner, name: str, value) -> Iterator[None]:
         setattr(owner, name, original)
 
 
-def _plain_per_config_loss(model_fn, guide_fn, *batch, **_) -> torch.Tensor:
-    """The engine's ``per_config_loss`` computed by the plain-PyTorch reference loss (one model)."""
-    from ppl_vae.bench.reference import plain_loss
+class _PlainLoss:
+    """Stands in for the engine's :class:`~ppl_vae.inference.traced.TracedLoss`: the plain-PyTorch loss (one model)."""
 
-    return plain_loss(model_fn.__self__, *batch, data_size=batch[0].shape[-2]).reshape(1)
+    def __init__(self, module, parameters, **_):
+        self.module = module
+
+    def __call__(self, batch, kl_multipliers=None) -> torch.Tensor:
+        from ppl_vae.bench.reference import plain_loss
+
+        return plain_loss(self.module, *batch, data_size=batch[0].shape[-2]).reshape(1)
 
 
 @contextlib.contextmanager
@@ -51,7 +56,7 @@ def _ablation(plain_elbo: bool) -> Iterator[None]:
 
     with contextlib.ExitStack() as stack:
         if plain_elbo:
-            stack.enter_context(_patched(trainer, "per_config_loss", _plain_per_config_loss))
+            stack.enter_context(_patched(trainer, "TracedLoss", _PlainLoss))
         yield
 
 

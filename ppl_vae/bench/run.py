@@ -276,7 +276,9 @@ def run_bench(device: str | torch.device = "cpu", *, quick: bool = False, thread
 
 
 def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
-    repeats, steps, warmup = (3, 10, 2) if quick else (7, 30, 5)
+    # Blocks of a short run's length: ``fit`` is timed end to end, set-up included, and a
+    # few-step block would time its set-up (a trace of the loss per batch shape) rather than training.
+    repeats, steps, warmup = (3, 100, 2) if quick else (5, 300, 5)
     variants = list(variants or ("plain", "pyro", "pyro_svi", "fit"))
     if "fit" in variants and not _fit_available():
         variants.remove("fit")
@@ -286,11 +288,11 @@ def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
         for case in cases or default_cases(quick):
             if case.data not in data:
                 data[case.data] = bench_data(case.data, n_synthetic=1024 if quick else 60000)
-            # Full batch on 60,000 MNIST-shaped pairs: fewer, longer steps.
+            # Full batch on MNIST-shaped pairs: fewer, longer steps.
             big = case.batch_size is None and data[case.data].name == "synthetic"
             rows += throughput_rows(case, data[case.data], device, variants=variants,
                                     warmup=1 if big else warmup, repeats=min(repeats, 3) if big else repeats,
-                                    steps=2 if big else steps,
+                                    steps=(10 if quick else 4) if big else steps,
                                     log=log)
     if "time_to_theory" in sections:
         # One problem size in both modes: with 16 dims the closely spaced residual
@@ -301,10 +303,11 @@ def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
     if "overhead" in sections and _fit_available() and device.type == "cpu":
         rows += overhead_rows(quick, log)
     if "sweep" in sections:
-        rows += sweep_rows(device, n_configs=16, steps=150 if quick else 1000, batch_size=128,
+        rows += sweep_rows(device, n_configs=16, steps=500 if quick else 2000, batch_size=128,
                            repeats=3 if quick else 5, separate=_fit_available(), log=log)
     if "grid" in sections:
-        rows += grid_rows(device, epochs=5 if quick else 50, log=log)
+        # 50 epochs in both modes: with fewer the figure would time set-up and diagnostics, not training.
+        rows += grid_rows(device, epochs=50, log=log)
     if "elbo_variance" in sections:
         rows += gradient_variance_rows(draws=100 if quick else 300, log=log)
     return rows
@@ -321,7 +324,7 @@ def overhead_rows(quick: bool, log: Callable[[str], None]) -> list[dict]:
     rows = []
     for data in ("digits", "mnist_shaped"):
         try:
-            table = overhead_breakdown(data, steps=10 if quick else 40, repeats=3 if quick else 9,
+            table = overhead_breakdown(data, steps=100 if quick else 300, repeats=3 if quick else 9,
                                        n_synthetic=1024 if quick else 4096)
         except AttributeError as err:  # the patched internals moved
             log(f"  overhead ablation unavailable: {err}")

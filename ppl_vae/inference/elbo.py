@@ -28,16 +28,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
+import math
+
 import torch
-from pyro import poutine
-from pyro.distributions import Independent
+from pyro.distributions import Independent, Normal
 from pyro.distributions.kl import kl_divergence
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+from torch.distributions import Normal as TorchNormal
 
 from ppl_vae.inference.free_bits import free_bits_kl
 
 ANALYTIC = "analytic"
 SAMPLED = "sampled"
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def site_estimators(model) -> dict[str, str]:
@@ -72,11 +76,156 @@ def estimator_name(estimators: Mapping[str, str]) -> str:
     return f"Trace_ELBO+analytic_KL({','.join(analytic)})"
 
 
-def _per_dimension(fn):
-    """The distribution with its event dimensions turned back into batch dimensions."""
+class _SiteCollector(Messenger):
+    """The part of a Pyro trace the ELBO reads: each sample site's distribution, value and scale.
+
+    ``poutine.trace`` keeps a copy of every message and a graph of nodes; the loss needs
+    four fields of each site, and on a small model that bookkeeping costs as much as
+    the networks. With ``replay`` (a guide's collected sites) every latent site of the
+    model takes the guide's value, as ``poutine.replay`` does. Plates' subsample sites
+    are skipped: they carry no density.
+    """
+
+    def __init__(self, replay: dict[str, dict] | None = None):
+        super().__init__()
+        self.sites: dict[str, dict] = {}
+        self.replay = replay
+
+    def _pyro_sample(self, msg) -> None:
+        if self.replay is None or msg["is_observed"] or site_is_subsample(msg):
+            return
+        guide_site = self.replay.get(msg["name"])
+        if guide_site is None:
+            raise ValueError(f"the model's latent site {msg['name']!r} has no site of that name in the guide")
+        msg["value"] = guide_site["value"]
+        msg["done"] = True
+
+    def _pyro_post_sample(self, msg) -> None:
+        if site_is_subsample(msg):
+            return
+        if msg["name"] in self.sites:
+            raise ValueError(f"sample site {msg['name']!r} appears twice in one run of the program")
+        self.sites[msg["name"]] = {"fn": msg["fn"], "value": msg["value"], "scale": msg["scale"],
+                                   "is_observed": msg["is_observed"]}
+
+
+def collect_sites(model: Callable, guide: Callable, *args, **kwargs) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Run the guide, then the model with its latent sites replayed from the guide.
+
+    Returns
+    -------
+    (dict, dict)
+        The model's and the guide's sample sites in program order, name -> ``fn``,
+        ``value``, ``scale``, ``is_observed``: what ``poutine.trace`` of the guide and
+        of ``poutine.replay(model)`` hold in those fields.
+    """
+    with _SiteCollector() as guide_sites:
+        guide(*args, **kwargs)
+    with _SiteCollector(replay=guide_sites.sites) as model_sites:
+        model(*args, **kwargs)
+    return model_sites.sites, guide_sites.sites
+
+
+def _unwrap(fn) -> tuple[object, int]:
+    """The distribution inside any ``Independent`` wrappers, and how many event dimensions they add."""
+    event_dims = 0
     while isinstance(fn, Independent):
+        event_dims += fn.reinterpreted_batch_ndims
         fn = fn.base_dist
-    return fn
+    return fn, event_dims
+
+
+def _compact(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` without the dimensions it was expanded along (stride 0), kept at size 1.
+
+    A Normal built from a float std (``Normal(loc, 0.5)``) or a ``(K, 1, 1)`` one holds
+    it expanded to the full ``(K, B, d)`` shape; its log and square need not be taken
+    K B d times.
+    """
+    for dim, (size, stride) in enumerate(zip(tensor.shape, tensor.stride())):
+        if stride == 0 and size > 1:
+            tensor = tensor.narrow(dim, 0, 1)
+    return tensor
+
+
+def _event_sum(tensor: torch.Tensor, shape: torch.Size, event_dims: int) -> torch.Tensor:
+    """Sum of ``tensor.expand(shape)`` over its last ``event_dims`` dimensions, without expanding it.
+
+    ``tensor`` broadcasts to ``shape``; the result broadcasts to ``shape[:-event_dims]``.
+    """
+    if event_dims == 0:
+        return tensor
+    tensor = tensor.reshape((1,) * (len(shape) - tensor.dim()) + tuple(tensor.shape))
+    repeats = 1
+    for dim in range(len(shape) - event_dims, len(shape)):
+        if tensor.shape[dim] == 1:
+            repeats *= shape[dim]
+    summed = tensor.sum(tuple(range(-event_dims, 0)))
+    return summed if repeats == 1 else summed * repeats
+
+
+def _is_normal(fn) -> bool:
+    return type(fn) in (Normal, TorchNormal)
+
+
+def log_density(fn, value: torch.Tensor, *, per_dimension: bool = False) -> torch.Tensor:
+    """``fn.log_prob(value)``; for a (reinterpreted) Normal computed on its compact std.
+
+    Parameters
+    ----------
+    fn
+        A distribution; a Normal inside any ``Independent`` wrappers takes the fast path.
+    value
+        A value of ``fn``'s shape.
+    per_dimension
+        Leave the event dimensions of ``Independent`` unsummed (one term per dimension).
+
+    Returns
+    -------
+    torch.Tensor
+        Batch shape of ``fn`` (``per_dimension``: batch and event shape), nats.
+    """
+    base, event_dims = _unwrap(fn)
+    if not _is_normal(base):
+        return base.log_prob(value) if per_dimension else fn.log_prob(value)
+    event_dims = 0 if per_dimension else event_dims
+    scale = _compact(base.scale)
+    loc = base.loc
+    if loc.shape != value.shape:  # data shared by K configurations: (B, d) against (K, B, d)
+        loc, value = torch.broadcast_tensors(loc, value)
+    # mse_loss: (value - loc)^2 as one kernel, forward and backward
+    squares = torch.nn.functional.mse_loss(loc, value, reduction="none")
+    shape = squares.shape
+    batch_dims = max(scale.dim() - event_dims, 0)
+    if event_dims and all(size == 1 for size in scale.shape[batch_dims:]):
+        # One std across the event (a decoder's eta_dec): divide the sum, not every element.
+        quadratic = _event_sum(squares, shape, event_dims) / scale.reshape(scale.shape[:batch_dims]).square()
+    else:
+        quadratic = _event_sum(squares / scale.square(), shape, event_dims)
+    return -0.5 * quadratic - _event_sum(scale.log() + _HALF_LOG_2PI, shape, event_dims)
+
+
+def kl_to_prior(guide_fn, model_fn, *, per_dimension: bool = False) -> torch.Tensor:
+    """``KL(guide_fn || model_fn)``; for two Normals computed on their compact stds.
+
+    Same shapes as :func:`log_density`; other pairs go to Pyro's ``kl_divergence``.
+    """
+    q, q_event_dims = _unwrap(guide_fn)
+    p, p_event_dims = _unwrap(model_fn)
+    if not (_is_normal(q) and _is_normal(p)) or q_event_dims != p_event_dims:
+        return kl_divergence(q, p) if per_dimension else kl_divergence(guide_fn, model_fn)
+    event_dims = 0 if per_dimension else q_event_dims
+    p_scale = _compact(p.scale)
+    variance_ratio = (_compact(q.scale) / p_scale).square()
+    mean_term = ((q.loc - p.loc) / p_scale).square()
+    shape = torch.broadcast_shapes(mean_term.shape, variance_ratio.shape)
+    return 0.5 * (_event_sum(mean_term, shape, event_dims)
+                  + _event_sum(variance_ratio - 1.0 - variance_ratio.log(), shape, event_dims))
+
+
+def _scaled(term: torch.Tensor, scale) -> torch.Tensor:
+    """``term * scale``, skipping the multiplication by a plain 1.0 (no ``poutine.scale`` around the site)."""
+    return term if isinstance(scale, float) and scale == 1.0 else term * scale
 
 
 def elbo_terms(model: Callable, guide: Callable, *args, estimators: Mapping[str, str],
@@ -107,29 +256,26 @@ def elbo_terms(model: Callable, guide: Callable, *args, estimators: Mapping[str,
     (str, torch.Tensor)
         Site name and its term, of the site's batch shape (``(B,)`` or ``(K, B)``).
     """
-    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    for name, site in model_trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
+    model_sites, guide_sites = collect_sites(model, guide, *args, **kwargs)
+    for name, site in model_sites.items():
         if site["is_observed"]:
-            yield name, -site["fn"].log_prob(site["value"]) * site["scale"]
+            yield name, _scaled(-log_density(site["fn"], site["value"]), site["scale"])
             continue
-        guide_site = guide_trace.nodes[name]
+        guide_site = guide_sites[name]
         floor = None if free_bits is None else free_bits.get(name)
         if estimators[name] == ANALYTIC:
-            kl = kl_divergence(guide_site["fn"] if floor is None else _per_dimension(guide_site["fn"]),
-                               site["fn"] if floor is None else _per_dimension(site["fn"]))
-            term = (kl if floor is None else _floored(kl, floor)) * guide_site["scale"]
+            kl = kl_to_prior(guide_site["fn"], site["fn"], per_dimension=floor is not None)
+            term = _scaled(kl if floor is None else _floored(kl, floor), guide_site["scale"])
         elif floor is None:
-            term = (guide_site["fn"].log_prob(guide_site["value"]) * guide_site["scale"]
-                    - site["fn"].log_prob(site["value"]) * site["scale"])
+            term = (_scaled(log_density(guide_site["fn"], guide_site["value"]), guide_site["scale"])
+                    - _scaled(log_density(site["fn"], site["value"]), site["scale"]))
         else:
             # One-sample estimate of each dimension's KL at the guide's draw (log q_j - log p_j), floored
             # like the analytic one; a site's KL weight is the same in model and guide.
             value = guide_site["value"]
-            kl = (_per_dimension(guide_site["fn"]).log_prob(value) - _per_dimension(site["fn"]).log_prob(value))
-            term = _floored(kl, floor) * guide_site["scale"]
+            kl = (log_density(guide_site["fn"], value, per_dimension=True)
+                  - log_density(site["fn"], value, per_dimension=True))
+            term = _scaled(_floored(kl, floor), guide_site["scale"])
         if kl_multipliers is not None and name in kl_multipliers:
             term = term * kl_multipliers[name]
         yield name, term

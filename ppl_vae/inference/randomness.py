@@ -112,26 +112,28 @@ class ConfigNoise(Messenger):
         self.generators = list(generators)
 
     def _pyro_sample(self, msg) -> None:
-        if msg["is_observed"] or msg["value"] is not None or site_is_subsample(msg):
-            return
-        fn = msg["fn"]
-        base = fn
-        while isinstance(base, Independent):
-            base = base.base_dist
-        if not isinstance(base, Normal):
-            raise NotImplementedError(f"per-configuration noise needs a Normal latent; site {msg['name']!r} "
-                                      f"is {type(base).__name__}")
-        shape = fn.shape()
-        loc = base.loc
+        base = _latent_normal(msg)
+        if base is not None:
+            msg["value"] = base.loc + base.scale * self.draw(msg["fn"].shape(), msg["name"], base.loc)
+
+    def draw(self, shape: torch.Size, name: str, like: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise of one site: ``(B, ...)`` from generator 0, or ``(K, B, ...)`` slice k from generator k.
+
+        Parameters
+        ----------
+        shape
+            The site's full shape (batch and event).
+        name
+            The site (for the error message).
+        like
+            A tensor of the device and dtype to draw in.
+        """
         if len(self.generators) == 1 and (len(shape) < 3 or shape[0] != 1):
-            eps = torch.randn(shape, generator=self.generators[0], device=loc.device, dtype=loc.dtype)
-        else:
-            if shape[0] != len(self.generators):
-                raise ValueError(f"site {msg['name']!r} has {shape[0]} configurations, "
-                                 f"expected {len(self.generators)}")
-            eps = torch.stack([torch.randn(shape[1:], generator=g, device=loc.device, dtype=loc.dtype)
-                               for g in self.generators])
-        msg["value"] = loc + base.scale * eps
+            return torch.randn(shape, generator=self.generators[0], device=like.device, dtype=like.dtype)
+        if shape[0] != len(self.generators):
+            raise ValueError(f"site {name!r} has {shape[0]} configurations, expected {len(self.generators)}")
+        return torch.stack([torch.randn(shape[1:], generator=g, device=like.device, dtype=like.dtype)
+                            for g in self.generators])
 
     def state_dict(self) -> dict[str, Any]:
         return {"generators": [g.get_state() for g in self.generators]}
@@ -139,3 +141,57 @@ class ConfigNoise(Messenger):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for generator, saved in zip(self.generators, state["generators"]):
             generator.set_state(saved.cpu())
+
+
+class GivenNoise(Messenger):
+    """Draw every latent site's value as ``loc + scale * eps`` with ``eps`` given, by site name.
+
+    The same draw as :class:`ConfigNoise` with the noise made outside the program
+    (a traced loss takes it as an input; see :mod:`ppl_vae.inference.traced`).
+    """
+
+    def __init__(self, noise: dict[str, torch.Tensor]):
+        super().__init__()
+        self.noise = noise
+
+    def _pyro_sample(self, msg) -> None:
+        base = _latent_normal(msg)
+        if base is not None:
+            msg["value"] = base.loc + base.scale * self.noise[msg["name"]]
+
+
+def _latent_normal(msg) -> Normal | None:
+    """The Normal inside a latent site still to be drawn; None for observed, drawn or subsample sites."""
+    if msg["is_observed"] or msg["value"] is not None or site_is_subsample(msg):
+        return None
+    base = msg["fn"]
+    while isinstance(base, Independent):
+        base = base.base_dist
+    if not isinstance(base, Normal):
+        raise NotImplementedError(f"per-configuration noise needs a Normal latent; site {msg['name']!r} "
+                                  f"is {type(base).__name__}")
+    return base
+
+
+class _NoiseShapes(Messenger):
+    """Record each latent site's noise shape in program order, drawing nothing (the value is the mean)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes: dict[str, torch.Size] = {}
+
+    def _pyro_sample(self, msg) -> None:
+        base = _latent_normal(msg)
+        if base is not None:
+            self.shapes[msg["name"]] = msg["fn"].shape()
+            msg["value"] = base.loc.expand(msg["fn"].shape())
+
+
+def noise_shapes(guide, *args, **kwargs) -> dict[str, torch.Size]:
+    """Latent site -> the shape of the noise :class:`ConfigNoise` draws for it, in the order it draws them.
+
+    Runs ``guide`` once without gradients and without touching any generator.
+    """
+    with torch.no_grad(), _NoiseShapes() as probe:
+        guide(*args, **kwargs)
+    return probe.shapes

@@ -41,9 +41,10 @@ from ppl_vae.data import train_test_split
 from ppl_vae.inference import convergence, runs
 from ppl_vae.inference.batched import BatchedModel, can_vectorise, clip_per_config_
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from ppl_vae.inference.elbo import estimator_name, per_config_loss, site_estimators
+from ppl_vae.inference.elbo import estimator_name, site_estimators
 from ppl_vae.inference.randomness import NOISE_STREAM, ConfigBatches, ConfigNoise, make_generators
 from ppl_vae.inference.schedules import kl_weight
+from ppl_vae.inference.traced import TracedLoss
 from ppl_vae.models.config import as_training_data
 
 OPTIMIZERS = ("adam", "clipped_adam")
@@ -140,7 +141,8 @@ def _make_optimizer(name: str, parameters, lr: float, clip_norm: float | None) -
         # ClippedAdam clamps each gradient element to [-clip_norm, clip_norm] (Pyro's default 10);
         # element-wise, so it never mixes configurations.
         return ClippedAdam(parameters, lr=lr, clip_norm=10.0 if clip_norm is None else clip_norm)
-    return torch.optim.Adam(parameters, lr=lr)
+    # The fused kernel updates every tensor in one pass: the same Adam, a fraction of the per-step cost.
+    return torch.optim.Adam(parameters, lr=lr, fused=True)
 
 
 def _seeds(seed: int | Sequence[int], n_configs: int) -> tuple[int, ...]:
@@ -351,6 +353,8 @@ def fit(
         **(provenance or {}),
     }
     opt = _make_optimizer(optimizer, trainee.parameters, lr, clip_norm)
+    loss_fn = TracedLoss(trainee.module, trainee.parameters, estimators=estimators, free_bits=floors or None,
+                         noise=noise)
 
     with _claimed(run_dir):
         history: list[np.ndarray] = []
@@ -394,7 +398,7 @@ def fit(
         began = time.perf_counter()
         trainee.module.train()
         # Argument checks and param-store registration each cost more than a small model's step.
-        with pyro.validation_enabled(False), _unregistered(trainee.module), noise:
+        with pyro.validation_enabled(False), _unregistered(trainee.module):
             for step in range(start_step, total_steps):
                 batch = trainee.batch(tensors, sampler.indices(step))
                 for group in opt.param_groups:
@@ -402,9 +406,7 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 multipliers = {site: kl_weight(step, *schedule, validate=False)
                                for site, schedule in schedules.items()}
-                losses = per_config_loss(trainee.module.model, trainee.module.guide, *batch, estimators=estimators,
-                                         kl_multipliers=multipliers or None, free_bits=floors or None,
-                                         ) / batch[0].shape[-2]
+                losses = loss_fn(batch, multipliers) / batch[0].shape[-2]
                 if diverged:
                     torch.where(stopped, 0.0, losses).sum().backward()
                     trainee.freeze(stopped)

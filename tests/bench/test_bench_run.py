@@ -122,9 +122,9 @@ def test_overhead_ablation_reports_each_variant_and_restores_the_internals():
     from ppl_vae.bench.profile import ABLATIONS, overhead_breakdown
     from ppl_vae.inference import trainer
 
-    loss = trainer.per_config_loss
+    loss = trainer.TracedLoss
     table = overhead_breakdown("digits", steps=2, repeats=1)
     assert list(table.variant) == ["plain", *ABLATIONS]
     assert table.set_index("variant").ratio_to_plain["plain"] == 1.0
     assert np.isfinite(table.ms_per_step).all()
-    assert trainer.per_config_loss is loss
+    assert trainer.TracedLoss is loss

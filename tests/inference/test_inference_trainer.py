@@ -98,16 +98,17 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
 
     fit(model, gaussian, steps=20, lr=0.01, run_dir=run_dir, checkpoint_every=10, progress=False, device="cpu")
     good = {k: v.clone() for k, v in model.state_dict().items()}
-    # an infinite decoder weight makes the next loss NaN/inf; the resumed run must stop at that step
-    original_forward = model.decoder.forward
-    calls = {"n": 20}
+    # An infinite gradient in the step before makes the decoder weight, and so the loss of step
+    # `poisoned_at`, non-finite; the resumed run must stop at that step. (A hook, not a patched
+    # forward: the loss's operations are recorded once, its gradients flow through autograd.)
+    backward_calls = {"n": 20}
 
-    def exploding_forward(z):
-        calls["n"] += 1
-        out = original_forward(z)
-        return out * float("inf") if calls["n"] > poisoned_at else out
+    def exploding_gradient(grad):
+        backward_calls["n"] += 1
+        return grad * float("inf") if backward_calls["n"] == poisoned_at else grad
 
-    model.decoder.forward = exploding_forward
+    decoder_weight = next(p for name, p in model.named_parameters() if name.startswith("decoder"))
+    decoder_weight.register_hook(exploding_gradient)
     with pytest.raises(TrainingDivergedError, match=f"step {poisoned_at}") as info:
         fit(model, gaussian, steps=40, lr=0.01, run_dir=run_dir, resume=True, checkpoint_every=10,
             progress=False, device="cpu")
