@@ -5,8 +5,10 @@ the suite's models) into an :class:`arviz.InferenceData` (layout in
 :mod:`ppl_vae.diagnostics.core`); :func:`save` / :func:`load` round trip it
 through netCDF; :func:`combine` stacks several runs along ``run`` with their
 hyper-parameters as coordinates; :func:`compare_heldout` compares runs by
-their held-out log-likelihood with :func:`arviz.compare`. The building blocks
-are exposed too.
+their held-out log-likelihood with :func:`arviz.compare`;
+:func:`diagnose_group` diagnoses K configurations of one architecture in
+batched passes (configuration k's result equals ``diagnose`` of its model).
+The building blocks are exposed too.
 """
 
 from .collapse import (
@@ -22,6 +24,7 @@ from .collapse import (
 from .compare import compare_heldout, heldout_elpd
 from .core import diagnose
 from .draws import draw_groups, select_observations
+from .group import diagnose_group
 from .io import combine, load, save
 from .likelihood import evaluation_metrics, iw_log_likelihood
 from .target import PyroTarget, as_target
@@ -36,6 +39,7 @@ __all__ = [
     "combine",
     "compare_heldout",
     "diagnose",
+    "diagnose_group",
     "draw_groups",
     "epsilon_collapse_curve",
     "epsilon_grid",

@@ -7,7 +7,12 @@ p (model trace), including learned priors and conditional priors such as
 p(z1 | z2), whose parameters depend on the sampled parents. S draws per data
 point come from one vectorised call (:mod:`ppl_vae.diagnostics.target`);
 every tensor is then laid out as ``(S, n, d)``: draw, data point, the site's
-values per point flattened.
+values per point flattened. A target batched over K configurations
+(``PyroTarget.n_configs``, :mod:`ppl_vae.diagnostics.group`) gives
+``(S, K, n, d)``: its sites carry the configurations at dim -2 of the batch and
+the draws at dim -3, and every configuration reuses the same standard-normal
+noise (:class:`SharedNoise`), so that configuration k's draws are those of its
+model diagnosed alone with the same seed.
 
 The per-dimension KL is analytic when q and p are Normal in each coordinate
 (``Normal``, possibly under ``Independent`` / ``expand`` / ``mask``), and a
@@ -19,14 +24,17 @@ estimates the KL). A distribution that does not factorise over coordinates
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution, Independent, Normal
 
 from .target import ModelArgs, PyroTarget, trace_pair
@@ -39,12 +47,13 @@ MONTE_CARLO_JOINT = "monte carlo, joint (the distributions do not factorise over
 _WRAPPERS = (Independent, ExpandedDistribution, MaskedDistribution)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LatentDraws:
     """One latent site for a batch: S guide draws per point and what they give.
 
-    Every array is ``(S, n, d)`` or ``(S, n)``; ``d`` is the site's values per
-    point (for a joint Monte Carlo KL, ``kl`` has ``d = 1``).
+    Every array is ``(S, n, d)`` or ``(S, n)`` (``(S, K, n, d)`` / ``(S, K, n)``
+    for K configurations); ``d`` is the site's values per point (for a joint
+    Monte Carlo KL, ``kl`` has ``d = 1``).
     """
 
     value: torch.Tensor
@@ -57,9 +66,13 @@ class LatentDraws:
     p_log_prob_beta: torch.Tensor  # (S, n), times the model site's poutine.scale
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TracedBatch:
-    """Everything the diagnostics read from one (guide, replayed model) pass over a batch."""
+    """Everything the diagnostics read from one (guide, replayed model) pass over a batch.
+
+    Shapes as written are for one model; K configurations add a ``K`` after ``S``
+    (``observed``, the data, is the same for all of them).
+    """
 
     latents: dict[str, LatentDraws]  # the diagnosed latent sites
     log_weight: torch.Tensor  # (S, n): log p(obs | z) + sum over ALL latent sites of log p - log q (beta = 1)
@@ -69,9 +82,9 @@ class TracedBatch:
     predictive: torch.Tensor | None  # (S, n, d_obs) draws from p(obs | z), when asked for
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PriorDraws:
-    """The model run alone (latents from the prior) for a batch, each ``(S, n, d)``."""
+    """The model run alone (latents from the prior) for a batch, each ``(S, n, d)`` (or ``(S, K, n, d)``)."""
 
     latents: dict[str, torch.Tensor]
     predictive: torch.Tensor  # draws of the observed site
@@ -85,18 +98,63 @@ def elementwise(fn: Distribution) -> Distribution | None:
     return fn if fn.event_shape == torch.Size() else None
 
 
-def _per_point(tensor: torch.Tensor, shape: torch.Size, S: int, n: int) -> torch.Tensor:
-    """``tensor`` broadcast to a site's full ``shape`` (rows leading) as ``(S, n, d)``."""
-    return tensor.expand(shape).reshape(S, n, -1)
+def leading_shape(target: PyroTarget, num_samples: int) -> tuple[int, ...]:
+    """The dimensions before the data point: ``(S,)``, or ``(S, K)`` for K configurations."""
+    return (num_samples,) if target.n_configs is None else (num_samples, target.n_configs)
 
 
-def _summed(log_prob: torch.Tensor, batch_shape: torch.Size, S: int, n: int) -> torch.Tensor:
-    """A site's log density summed over everything but the draw and the data point: ``(S, n)``."""
-    return _per_point(log_prob, batch_shape, S, n).sum(-1)
+def compact(tensor: torch.Tensor) -> torch.Tensor:
+    """A view of ``tensor`` without its broadcast copies: size 1 along every stride-0 dimension.
+
+    Broadcasting it back gives ``tensor``; element-wise work on it costs the
+    size of the data actually stored (a scalar std expanded to ``(S, n, d)``
+    costs one element, not ``S n d``).
+    """
+    return tensor[tuple(slice(0, 1) if step == 0 else slice(None) for step in tensor.stride())]
 
 
-def _check_local(site: str, shape: torch.Size, S: int, n: int, vectorize: str) -> None:
-    rows = tuple(shape[:2]) == (S, n) if vectorize == "plate" else (len(shape) > 0 and shape[0] == S * n)
+def site_log_prob(fn: Distribution, value: torch.Tensor) -> torch.Tensor:
+    """``fn.log_prob(value)``, without materialising a Normal's broadcast parameters.
+
+    Pyro broadcasts every site's distribution to its full batch shape, so a
+    likelihood ``Normal(mean, eta_dec)`` carries an ``(S, n, d)`` view of one
+    std, and ``Normal.log_prob`` squares and takes the log of every copy. For
+    a Normal under ``Independent`` / expand wrappers the same formula is
+    evaluated here on the stored parameters (:func:`compact`).
+    """
+    inner, event_dims = fn, 0
+    while isinstance(inner, (Independent, ExpandedDistribution)):
+        event_dims += inner.reinterpreted_batch_ndims if isinstance(inner, Independent) else 0
+        inner = inner.base_dist
+    if not isinstance(inner, Normal) or type(inner).log_prob is not Normal.log_prob:
+        return fn.log_prob(value)
+    loc, scale = inner.loc, compact(inner.scale)
+    squares = (value - loc).square_()
+    shape = torch.broadcast_shapes(squares.shape, scale.shape)
+    if squares.shape != shape:  # a std with more dimensions than the mean: materialise once
+        squares = squares.expand(shape).contiguous()
+    log_density = squares.div_(-2 * scale.square()).sub_(scale.log() + _HALF_LOG_2PI)
+    return log_density.sum(tuple(range(-event_dims, 0))) if event_dims else log_density
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _per_point(tensor: torch.Tensor, shape: torch.Size, lead: tuple[int, ...], n: int) -> torch.Tensor:
+    """``tensor`` broadcast to a site's full ``shape`` (rows leading) as ``(*lead, n, d)``."""
+    return tensor.expand(shape).reshape(*lead, n, -1)
+
+
+def _summed(log_prob: torch.Tensor, batch_shape: torch.Size, lead: tuple[int, ...], n: int) -> torch.Tensor:
+    """A site's log density summed over everything but the draw (configuration) and the data point: ``(*lead, n)``."""
+    return _per_point(log_prob, batch_shape, lead, n).sum(-1)
+
+
+def _check_local(site: str, shape: torch.Size, lead: tuple[int, ...], n: int, vectorize: str) -> None:
+    if vectorize == "plate":
+        rows = tuple(shape[: len(lead) + 1]) == (*lead, n)
+    else:
+        rows = len(shape) > 0 and shape[0] == lead[0] * n
     if not rows:
         raise ValueError(
             f"site {site!r} has shape {tuple(shape)} for {n} data points: the diagnostics need one value per data "
@@ -111,45 +169,101 @@ def _mean(fn: Distribution, like: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def _log_probs(site: dict, value: torch.Tensor, S: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A site's log density of ``value`` per point ``(S, n)``, without and with its ``poutine.scale``."""
-    log_prob = site["fn"].log_prob(value)
+def _log_probs(site: dict, value: torch.Tensor, lead: tuple[int, ...], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A site's log density of ``value`` per point ``(*lead, n)``, without and with its ``poutine.scale``."""
+    log_prob = site_log_prob(site["fn"], value)
     scaled = torch.as_tensor(site["scale"], dtype=log_prob.dtype, device=log_prob.device) * log_prob
     batch_shape = value.shape[: value.dim() - len(site["fn"].event_shape)]
-    return _summed(log_prob, batch_shape, S, n), _summed(scaled, batch_shape, S, n)
+    return _summed(log_prob, batch_shape, lead, n), _summed(scaled, batch_shape, lead, n)
 
 
-def kl_terms(q_fn: Distribution, p_fn: Distribution, value: torch.Tensor, S: int, n: int) -> tuple[torch.Tensor, str]:
-    """Per-coordinate KL terms ``(S, n, d)`` of one site and how they were computed (module docstring)."""
+def kl_terms(q_fn: Distribution, p_fn: Distribution, value: torch.Tensor, lead: tuple[int, ...],
+             n: int) -> tuple[torch.Tensor, str]:
+    """Per-coordinate KL terms ``(*lead, n, d)`` of one site and how they were computed (module docstring)."""
     q_el, p_el = elementwise(q_fn), elementwise(p_fn)
     if isinstance(q_el, Normal) and isinstance(p_el, Normal):
         kl = torch.distributions.kl_divergence(Normal(q_el.loc, q_el.scale), Normal(p_el.loc, p_el.scale))
-        return _per_point(kl, value.shape, S, n), ANALYTIC
+        return _per_point(kl, value.shape, lead, n), ANALYTIC
     if q_el is not None and p_el is not None:
-        return _per_point(q_el.log_prob(value) - p_el.log_prob(value), value.shape, S, n), MONTE_CARLO
+        return _per_point(q_el.log_prob(value) - p_el.log_prob(value), value.shape, lead, n), MONTE_CARLO
     joint = q_fn.log_prob(value) - p_fn.log_prob(value)
-    return _summed(joint, value.shape[: value.dim() - len(q_fn.event_shape)], S, n)[..., None], MONTE_CARLO_JOINT
+    return _summed(joint, value.shape[: value.dim() - len(q_fn.event_shape)], lead, n)[..., None], MONTE_CARLO_JOINT
+
+
+def draw(fn: Distribution, configs_dim: int | None = None) -> torch.Tensor:
+    """One draw from ``fn``; with ``configs_dim``, the same noise for every configuration.
+
+    A Normal (under ``Independent`` / expand / mask wrappers) is drawn as
+    ``loc + eps * scale`` with ``eps`` from ``Tensor.normal_``, exactly as
+    ``Normal.rsample`` does, so a lone model and its slice of a batch of
+    configurations get the same values from the same generator state.
+
+    Parameters
+    ----------
+    fn
+        The site's distribution, broadcast to its full batch shape.
+    configs_dim
+        Index (from the right, negative) of the configurations in ``fn.batch_shape``:
+        ``eps`` is drawn with that dimension of size 1 and broadcast over it.
+        None: a plain draw (any distribution).
+    """
+    base = elementwise(fn)
+    if not isinstance(base, Normal):
+        if configs_dim is None:
+            return fn.sample()
+        raise ValueError(f"the batched diagnostics draw Normal sites only, got {type(base).__name__}")
+    shape = fn.batch_shape + fn.event_shape
+    noise_shape = list(shape)
+    if configs_dim is not None:
+        noise_shape[len(fn.batch_shape) + configs_dim] = 1
+    eps = torch.empty(noise_shape, dtype=base.loc.dtype, device=base.loc.device).normal_()
+    return base.loc.expand(shape) + eps * base.scale.expand(shape)
+
+
+class SharedNoise(Messenger):
+    """Draw every unobserved sample site with :func:`draw`, one noise tensor shared by the configurations.
+
+    Enter it outside the plates, so that each site's distribution is already
+    broadcast to its full batch shape when it gets here.
+    """
+
+    def __init__(self, configs_dim: int):
+        super().__init__()
+        self.configs_dim = configs_dim
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["is_observed"] or msg["value"] is not None or msg["done"] or site_is_subsample(msg):
+            return  # observed, replayed, drawn by an inner handler, or a plate's index
+        msg["value"] = draw(msg["fn"], self.configs_dim)
+
+
+#: Where the configurations sit in a batched target's sites (``BatchedModel``'s plate), and its draws.
+CONFIGS_DIM = -2
+BATCHED_SAMPLES_DIM = -3
 
 
 def _call(target: PyroTarget, batch: ModelArgs, num_samples: int, run: Callable[[tuple], object]):
     """``run(args)`` vectorised over ``num_samples`` draws per row (see :mod:`.target`)."""
+    if target.n_configs is not None:
+        with SharedNoise(CONFIGS_DIM), pyro.plate("samples", num_samples, dim=BATCHED_SAMPLES_DIM):
+            return run(batch.args)
     if target.vectorize == "plate":
         with pyro.plate("samples", num_samples, dim=-2):
             return run(batch.args)
     return run(batch.repeated(num_samples))
 
 
-def _latent(name: str, q_site: dict, p_site: dict, S: int, n: int, vectorize: str) -> LatentDraws:
+def _latent(name: str, q_site: dict, p_site: dict, lead: tuple[int, ...], n: int, vectorize: str) -> LatentDraws:
     value = q_site["value"]
-    _check_local(name, value.shape, S, n, vectorize)
+    _check_local(name, value.shape, lead, n, vectorize)
     q_fn, p_fn = q_site["fn"], p_site["fn"]
-    kl, method = kl_terms(q_fn, p_fn, value, S, n)
+    kl, method = kl_terms(q_fn, p_fn, value, lead, n)
     q_mean = _mean(q_fn, value)
-    (q_log_prob, q_log_prob_beta), (p_log_prob, p_log_prob_beta) = (_log_probs(site, value, S, n)
+    (q_log_prob, q_log_prob_beta), (p_log_prob, p_log_prob_beta) = (_log_probs(site, value, lead, n)
                                                                     for site in (q_site, p_site))
     return LatentDraws(
-        value=_per_point(value, value.shape, S, n),
-        q_mean=_per_point(value if q_mean is None else q_mean, value.shape, S, n),
+        value=_per_point(value, value.shape, lead, n),
+        q_mean=_per_point(value if q_mean is None else q_mean, value.shape, lead, n),
         kl=kl,
         kl_method=method,
         q_log_prob=q_log_prob,
@@ -159,14 +273,22 @@ def _latent(name: str, q_site: dict, p_site: dict, S: int, n: int, vectorize: st
     )
 
 
-def _observed(target: PyroTarget, site: dict, S: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(observed values ``(n, d)``, likelihood mean ``(S, n, d)`` or None, full shape) of the observed site."""
+def _observed(target: PyroTarget, site: dict, lead: tuple[int, ...],
+              n: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(observed values ``(n, d)``, likelihood mean ``(*lead, n, d)`` or None, full shape) of the observed site."""
     fn = site["fn"]
     shape = fn.batch_shape + fn.event_shape
-    _check_local(target.observed_site, shape, S, n, target.vectorize)
-    observed = _per_point(site["value"], shape, S, n)[0]
+    _check_local(target.observed_site, shape, lead, n, target.vectorize)
+    observed = _per_point(site["value"], shape, lead, n)[(0,) * len(lead)]
     mean = _mean(fn, site["value"].expand(shape))
-    return observed, None if mean is None else _per_point(mean, shape, S, n), shape
+    return observed, None if mean is None else _per_point(mean, shape, lead, n), shape
+
+
+def _predictive_draws(target: PyroTarget, fn: Distribution, shape: torch.Size, lead: tuple[int, ...],
+                      n: int) -> torch.Tensor:
+    """Draws of the observed site from ``fn`` as ``(*lead, n, d)``, shared noise across configurations."""
+    configs_dim = None if target.n_configs is None else CONFIGS_DIM
+    return _per_point(draw(fn, configs_dim), shape, lead, n)
 
 
 def trace_batch(target: PyroTarget, batch: ModelArgs, num_samples: int, *, predictive: bool = False) -> TracedBatch:
@@ -183,20 +305,21 @@ def trace_batch(target: PyroTarget, batch: ModelArgs, num_samples: int, *, predi
     predictive
         Also draw the observed site from p(obs | z) for each guide draw.
     """
-    S, n = num_samples, batch.n
-    guide_trace, model_trace = _call(target, batch, S, lambda args: trace_pair(target.model, target.guide, args))
+    lead, n = leading_shape(target, num_samples), batch.n
+    guide_trace, model_trace = _call(target, batch, num_samples,
+                                     lambda args: trace_pair(target.model, target.guide, args))
     obs_site = model_trace.nodes[target.observed_site]
-    observed, mean, shape = _observed(target, obs_site, S, n)
-    log_weight = _summed(obs_site["fn"].log_prob(obs_site["value"]), obs_site["fn"].batch_shape, S, n)
+    observed, mean, shape = _observed(target, obs_site, lead, n)
+    log_weight = _summed(site_log_prob(obs_site["fn"], obs_site["value"]), obs_site["fn"].batch_shape, lead, n)
     log_weight_beta = log_weight
     latents = {}
     for name in target.all_latent_sites:
-        draws = _latent(name, guide_trace.nodes[name], model_trace.nodes[name], S, n, target.vectorize)
+        draws = _latent(name, guide_trace.nodes[name], model_trace.nodes[name], lead, n, target.vectorize)
         log_weight = log_weight + draws.p_log_prob - draws.q_log_prob
         log_weight_beta = log_weight_beta + draws.p_log_prob_beta - draws.q_log_prob_beta
         if name in target.latent_sites:
             latents[name] = draws
-    draws = _per_point(obs_site["fn"].sample(), shape, S, n) if predictive else None
+    draws = _predictive_draws(target, obs_site["fn"], shape, lead, n) if predictive else None
     return TracedBatch(latents=latents, log_weight=log_weight, log_weight_beta=log_weight_beta, decoder_mean=mean,
                        observed=observed, predictive=draws)
 
@@ -207,16 +330,38 @@ def sample_prior(target: PyroTarget, batch: ModelArgs, num_samples: int) -> Prio
     For a conditional model the prior is p(z | condition), so the draws are
     conditional completions; for a VAE / hierarchical VAE, unconditional samples.
     """
-    S, n = num_samples, batch.n
-    trace = _call(target, batch, S, lambda args: poutine.trace(target.model).get_trace(*args))
+    lead, n = leading_shape(target, num_samples), batch.n
+    trace = _call(target, batch, num_samples, lambda args: poutine.trace(target.model).get_trace(*args))
     latents = {}
     for name in target.latent_sites:
         value = trace.nodes[name]["value"]
-        _check_local(name, value.shape, S, n, target.vectorize)
-        latents[name] = _per_point(value, value.shape, S, n)
+        _check_local(name, value.shape, lead, n, target.vectorize)
+        latents[name] = _per_point(value, value.shape, lead, n)
     obs_site = trace.nodes[target.observed_site]
-    _, mean, shape = _observed(target, obs_site, S, n)
-    return PriorDraws(latents=latents, predictive=_per_point(obs_site["fn"].sample(), shape, S, n), mean=mean)
+    _, mean, shape = _observed(target, obs_site, lead, n)
+    return PriorDraws(latents=latents, predictive=_predictive_draws(target, obs_site["fn"], shape, lead, n),
+                      mean=mean)
+
+
+#: Fields that hold the data, shared by every configuration (no configuration dimension).
+_SHARED_FIELDS = ("observed",)
+
+
+def select_config(draws, k: int):
+    """Configuration ``k`` of a batched pass: every ``(S, K, ...)`` tensor inside ``draws`` as ``(S, ...)``.
+
+    ``draws`` is a :class:`TracedBatch`, :class:`PriorDraws` or :class:`LatentDraws`
+    (or a dict of them / of tensors); the slices are views.
+    """
+    if isinstance(draws, torch.Tensor):
+        return draws[:, k]
+    if isinstance(draws, dict):
+        return {name: select_config(value, k) for name, value in draws.items()}
+    if dataclasses.is_dataclass(draws):
+        return dataclasses.replace(draws, **{field.name: select_config(getattr(draws, field.name), k)
+                                             for field in dataclasses.fields(draws)
+                                             if field.name not in _SHARED_FIELDS})
+    return draws  # None, or a label such as kl_method
 
 
 @contextmanager

@@ -10,6 +10,7 @@ arrays: mean KL, active units, the epsilon-collapse curve, and
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .._validate import check_int_range, check_positive
 from ._traces import ANALYTIC, seeded, trace_batch
-from .target import bind
+from .target import ModelArgs, PyroTarget, bind
 
 #: Burda et al.'s active-unit threshold, also the paper's epsilon for "collapsed".
 AU_THRESHOLD = 0.01
@@ -70,33 +71,81 @@ def latent_statistics(
     xr.Dataset
         ``{site}_kl`` and ``{site}_mean``, each ``(obs, {site}_dim)``; KL in nats.
     """
+    target, args = bind(model, data)
+    kl, mean, methods = statistic_tensors(target, args, num_samples=num_samples, batch_size=batch_size, seed=seed,
+                                          progress=progress)
+    return statistics_dataset({name: value.numpy() for name, value in kl.items()},
+                              {name: value.numpy() for name, value in mean.items()}, methods, num_samples)
+
+
+def _draws_matter(target, traced) -> bool:
+    """False when every draw gives the same KL and guide mean: one latent site with an analytic KL.
+
+    With a single latent site neither q nor p has a sampled parent, so their
+    parameters, hence the analytic KL and E_q, are the same for every draw.
+    """
+    return len(target.all_latent_sites) > 1 or any(site.kl_method != ANALYTIC for site in traced.latents.values())
+
+
+def statistic_tensors(
+    target: PyroTarget,
+    args: ModelArgs,
+    *,
+    num_samples: int = 16,
+    batch_size: int = 512,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, str]]:
+    """Per-point, per-dimension KL and guide mean of every latent site, as float64 CPU tensors.
+
+    Returns
+    -------
+    (dict, dict, dict)
+        Site -> KL ``(n, d)``, site -> guide mean ``(n, d)`` (``(K, n, d)`` each for
+        a target batched over K configurations), site -> how the KL was computed.
+    """
     check_int_range("num_samples", num_samples, 1)
     check_int_range("batch_size", batch_size, 1)
-    target, args = bind(model, data)
     kl = {name: [] for name in target.latent_sites}
     mean = {name: [] for name in target.latent_sites}
     methods: dict[str, str] = {}
     batches = list(args.batches(batch_size))
+    draws = num_samples
     with torch.no_grad(), seeded(seed, target.device()):
-        for batch in tqdm(batches, desc="KL per dimension", disable=not progress, leave=False):
-            traced = trace_batch(target, batch, num_samples)
+        for index, batch in enumerate(tqdm(batches, desc="KL per dimension", disable=not progress, leave=False)):
+            if index == 0 and draws > 1:
+                # Probe with one draw: where draws cannot matter the other num_samples - 1 are wasted work.
+                traced = trace_batch(target, batch, 1)
+                if _draws_matter(target, traced):
+                    traced = trace_batch(target, batch, draws)
+                else:
+                    draws = 1
+            else:
+                traced = trace_batch(target, batch, draws)
             for name, site in traced.latents.items():
                 kl[name].append(site.kl.mean(0).double().cpu())
                 mean[name].append(site.q_mean.mean(0).double().cpu())
                 methods[name] = site.kl_method
+    cat = functools.partial(torch.cat, dim=-2)  # along the data points
+    return ({name: cat(parts) for name, parts in kl.items()}, {name: cat(parts) for name, parts in mean.items()},
+            methods)
+
+
+def statistics_dataset(kl: dict[str, np.ndarray], mean: dict[str, np.ndarray], methods: dict[str, str],
+                       num_samples: int) -> xr.Dataset:
+    """:func:`latent_statistics` of one model from its :func:`statistic_tensors` (each ``(n, d)``)."""
     variables = {}
-    for name in target.latent_sites:
+    for name in kl:
         dim = f"{name}_dim"
         method = methods[name] if methods[name] == ANALYTIC else f"{methods[name]} ({num_samples} draws per point)"
         variables[f"{name}_kl"] = xr.DataArray(
-            torch.cat(kl[name]).numpy(), dims=("obs", dim),
+            kl[name], dims=("obs", dim),
             attrs={"units": "nats", "long_name": f"KL(q || p) of {name}", "kl_method": method},
         )
-        variables[f"{name}_mean"] = xr.DataArray(
-            torch.cat(mean[name]).numpy(), dims=("obs", dim), attrs={"long_name": f"E_q[{name}]"}
-        )
-    ds = xr.Dataset(variables, coords={"obs": np.arange(args.n)})
-    return ds.assign_coords({f"{name}_dim": np.arange(ds.sizes[f"{name}_dim"]) for name in target.latent_sites})
+        variables[f"{name}_mean"] = xr.DataArray(mean[name], dims=("obs", dim), attrs={"long_name": f"E_q[{name}]"})
+    n = next(iter(kl.values())).shape[0]
+    ds = xr.Dataset(variables, coords={"obs": np.arange(n)})
+    return ds.assign_coords({f"{name}_dim": np.arange(ds.sizes[f"{name}_dim"]) for name in kl})
 
 
 def kl_per_dimension(model, data, **options) -> xr.Dataset:

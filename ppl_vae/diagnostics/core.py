@@ -250,11 +250,7 @@ def diagnose(
         raise ValueError("data is required: diagnose(model, guide, data) or diagnose(suite_model, data)")
     if guide is None and not is_suite_style(model):
         raise ValueError("diagnose(model, guide, data) needs the guide for a plain Pyro model")
-    check_int_range("n_obs", n_obs, 1)
-    check_int_range("n_draws", n_draws, 1)
-    check_int_range("iw_samples", iw_samples, 1)
-    check_int_range("kl_samples", kl_samples, 1)
-    check_theory_option(theory)
+    check_sizes(n_obs, n_draws, iw_samples, kl_samples, theory)
     if guide is None and hasattr(model, "check_data"):  # the suite's models check their data
         for bundle in (data, test_data):
             if isinstance(bundle, DataBundle):
@@ -267,8 +263,31 @@ def diagnose(
                        vectorize=vectorize)
     obs_index = select_observations(args.n, n_obs, seed)
     groups = draw_groups(target, args, obs_index, n_draws=n_draws, seed=seed)
-
     statistics = latent_statistics(target, args, num_samples=kl_samples, seed=seed + 1, progress=progress)
+    metrics = evaluation_metrics(target, eval_args, iw_samples=iw_samples, seed=seed + 2, progress=progress)
+    return assemble(target, args, groups, statistics, metrics, theory=theory, seed=seed, kl_samples=kl_samples,
+                    metrics_data="test" if test_data is not None else "train", data_spec=data_spec,
+                    device=torch_device)
+
+
+def check_sizes(n_obs: int, n_draws: int, iw_samples: int, kl_samples: int, theory: bool | dict) -> None:
+    """``ValueError`` unless the sizes are positive integers and ``theory`` is a valid option."""
+    check_int_range("n_obs", n_obs, 1)
+    check_int_range("n_draws", n_draws, 1)
+    check_int_range("iw_samples", iw_samples, 1)
+    check_int_range("kl_samples", kl_samples, 1)
+    check_theory_option(theory)
+
+
+def assemble(target: PyroTarget, args: ModelArgs, groups: dict[str, xr.Dataset], statistics: xr.Dataset,
+             metrics: xr.Dataset, *, theory: bool | dict, seed: int, kl_samples: int, metrics_data: str,
+             data_spec: dict | None, device: torch.device) -> az.InferenceData:
+    """One model's ``InferenceData`` from its draw groups, latent statistics and metrics.
+
+    Adds the collapse, theory, log-likelihood and metrics groups and the
+    top-level attributes (module docstring); ``groups`` is not modified.
+    """
+    groups = dict(groups)
     collapse = collapse_dataset(statistics, target.latent_sites).assign_attrs(kl_samples=kl_samples)
     if args.labels is not None:
         collapse = collapse.assign_coords(label=("obs", args.labels.cpu().numpy()))
@@ -282,8 +301,6 @@ def diagnose(
         except ValueError as err:  # no prediction for this model: report it, keep the rest
             theory_note = f"no theory prediction: {err}"
 
-    metrics_data = "test" if test_data is not None else "train"
-    metrics = evaluation_metrics(target, eval_args, iw_samples=iw_samples, seed=seed + 2, progress=progress)
     groups["log_likelihood"] = log_likelihood_group(metrics, variable_name(target.observed_site), metrics_data)
     groups["metrics"] = metrics.drop_vars("iw_log_likelihood_pointwise")
 
@@ -292,8 +309,8 @@ def diagnose(
     attrs = run_attributes(target, args, seed, data_spec, hyperparameters)
     attrs.update(
         metrics_data=metrics_data,
-        iw_samples=int(iw_samples),
-        device=str(torch_device),
+        iw_samples=int(metrics.attrs["iw_samples"]),
+        device=str(device),
         kl_method=collapse.attrs["kl_method"],
     )
     if theory_note:

@@ -23,8 +23,8 @@ import torch
 import xarray as xr
 
 from .._validate import check_int_range
-from ._traces import sample_prior, seeded, trace_batch
-from .target import bind, observed_argument, variable_name
+from ._traces import PriorDraws, TracedBatch, sample_prior, seeded, trace_batch
+from .target import ModelArgs, PyroTarget, bind, observed_argument, variable_name
 
 
 def select_observations(n: int, n_obs: int, seed: int) -> np.ndarray:
@@ -34,28 +34,41 @@ def select_observations(n: int, n_obs: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(n_obs, n), replace=False))
 
 
-def _draws(values: torch.Tensor, dim: str, obs: np.ndarray) -> xr.DataArray:
-    """(S, n, d) tensor -> (chain, draw, obs, dim) DataArray."""
-    array = values.detach().float().cpu().numpy()[None]
-    return xr.DataArray(
-        array,
-        dims=("chain", "draw", "obs", dim),
-        coords={"chain": [0], "draw": np.arange(array.shape[1]), "obs": obs, dim: np.arange(array.shape[-1])},
-    )
+Variable = tuple[tuple[str, ...], np.ndarray, dict]
 
 
-def _points(values: torch.Tensor, dim: str, obs: np.ndarray) -> xr.DataArray:
-    array = values.detach().float().cpu().reshape(values.shape[0], -1).numpy()
-    return xr.DataArray(array, dims=("obs", dim), coords={"obs": obs, dim: np.arange(array.shape[-1])})
+def _draws(values: torch.Tensor, dim: str, **attrs) -> Variable:
+    """(S, n, d) tensor -> a (chain, draw, obs, dim) variable."""
+    return ("chain", "draw", "obs", dim), values.detach().float().cpu().numpy()[None], attrs
 
 
-def _predictive(name: str, draws: torch.Tensor, mean: torch.Tensor | None, obs: np.ndarray) -> xr.Dataset:
+def _points(values: torch.Tensor, dim: str) -> Variable:
+    """(n, ...) tensor -> an (obs, dim) variable."""
+    return ("obs", dim), values.detach().float().cpu().reshape(values.shape[0], -1).numpy(), {}
+
+
+def _dataset(variables: dict[str, Variable], obs: np.ndarray, labels: np.ndarray | None) -> xr.Dataset:
+    """One group: an integer index on every dimension (``obs`` from ``obs``, the others 0, 1, ...).
+
+    ``labels`` (the points' class labels, or None) become a ``label`` coordinate along ``obs``.
+
+    Built in one go: DataArrays with coordinates of their own would each be
+    aligned against the others, which costs more than the data here.
+    """
+    coords = {"obs": obs} if labels is None else {"obs": obs, "label": ("obs", labels)}
+    for dims, array, _ in variables.values():
+        for dim, size in zip(dims, array.shape):
+            coords.setdefault(dim, np.arange(size))
+    return xr.Dataset(variables, coords=coords)
+
+
+def _predictive(name: str, draws: torch.Tensor, mean: torch.Tensor | None) -> dict[str, Variable]:
     """``name`` (draws) and, when the likelihood has one, ``name_mean``."""
     dim = f"{name}_dim"
-    variables = {name: _draws(draws, dim, obs).assign_attrs(long_name=f"draws of {name} from the likelihood")}
+    variables = {name: _draws(draws, dim, long_name=f"draws of {name} from the likelihood")}
     if mean is not None:
-        variables[f"{name}_mean"] = _draws(mean, dim, obs).assign_attrs(long_name=f"likelihood mean of {name}")
-    return xr.Dataset(variables)
+        variables[f"{name}_mean"] = _draws(mean, dim, long_name=f"likelihood mean of {name}")
+    return variables
 
 
 def draw_groups(model, data, obs_index: np.ndarray, *, n_draws: int = 100, seed: int = 0) -> dict[str, xr.Dataset]:
@@ -79,27 +92,43 @@ def draw_groups(model, data, obs_index: np.ndarray, *, n_draws: int = 100, seed:
     dict
         Group name -> Dataset, ready for :class:`arviz.InferenceData` (module docstring).
     """
-    check_int_range("n_draws", n_draws, 1)
     target, args = bind(model, data)
-    subset = args.subset(torch.as_tensor(obs_index, dtype=torch.long, device=target.device()))
+    subset = subset_rows(target, args, obs_index)
+    traced, prior = draw_tensors(target, subset, n_draws=n_draws, seed=seed)
+    return draw_datasets(target, subset, traced, prior, obs_index)
+
+
+def subset_rows(target: PyroTarget, args: ModelArgs, obs_index: np.ndarray) -> ModelArgs:
+    """The rows ``obs_index`` of ``args``, on the target's device."""
+    return args.subset(torch.as_tensor(obs_index, dtype=torch.long, device=target.device()))
+
+
+def draw_tensors(target: PyroTarget, subset: ModelArgs, *, n_draws: int = 100,
+                 seed: int = 0) -> tuple[TracedBatch, PriorDraws]:
+    """Guide draws (with predictive draws) and prior draws for the points ``subset``, seeded by ``seed``."""
+    check_int_range("n_draws", n_draws, 1)
     with torch.no_grad(), seeded(seed, target.device()):
         traced = trace_batch(target, subset, n_draws, predictive=True)
         prior = sample_prior(target, subset, n_draws)
+    return traced, prior
+
+
+def draw_datasets(target: PyroTarget, subset: ModelArgs, traced: TracedBatch, prior: PriorDraws,
+                  obs_index: np.ndarray) -> dict[str, xr.Dataset]:
+    """The groups of :func:`draw_groups` from one model's draws (every tensor ``(S, n, d)``)."""
     obs_name = variable_name(target.observed_site)
     latent = {variable_name(s): s for s in target.latent_sites}
     groups = {
-        "posterior": xr.Dataset({v: _draws(traced.latents[s].value, f"{s}_dim", obs_index) for v, s in latent.items()}),
-        "posterior_predictive": _predictive(obs_name, traced.predictive, traced.decoder_mean, obs_index),
-        "prior": xr.Dataset({v: _draws(prior.latents[s], f"{s}_dim", obs_index) for v, s in latent.items()}),
-        "prior_predictive": _predictive(obs_name, prior.predictive, prior.mean, obs_index),
-        "observed_data": xr.Dataset({obs_name: _points(traced.observed, f"{obs_name}_dim", obs_index)}),
+        "posterior": {v: _draws(traced.latents[s].value, f"{s}_dim") for v, s in latent.items()},
+        "posterior_predictive": _predictive(obs_name, traced.predictive, traced.decoder_mean),
+        "prior": {v: _draws(prior.latents[s], f"{s}_dim") for v, s in latent.items()},
+        "prior_predictive": _predictive(obs_name, prior.predictive, prior.mean),
+        "observed_data": {obs_name: _points(traced.observed, f"{obs_name}_dim")},
     }
     observed_arg = observed_argument(subset, traced.observed)
-    constants = {variable_name(name): _points(tensor, f"{name}_dim", obs_index)
+    constants = {variable_name(name): _points(tensor, f"{name}_dim")
                  for name, tensor in subset.row_tensors().items() if name != observed_arg}
     if constants:
-        groups["constant_data"] = xr.Dataset(constants)
-    if subset.labels is not None:
-        labels = subset.labels.cpu().numpy()
-        groups = {name: ds.assign_coords(label=("obs", labels)) for name, ds in groups.items()}
-    return groups
+        groups["constant_data"] = constants
+    labels = None if subset.labels is None else subset.labels.cpu().numpy()
+    return {name: _dataset(variables, obs_index, labels) for name, variables in groups.items()}

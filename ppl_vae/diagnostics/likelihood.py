@@ -20,7 +20,11 @@ from tqdm.auto import tqdm
 
 from .._validate import check_int_range
 from ._traces import seeded, trace_batch
-from .target import bind
+from .target import ModelArgs, PyroTarget, bind
+
+#: Default draws and points per forward pass of the likelihood (peak memory ~ their product x outputs).
+SAMPLE_CHUNK = 100
+BATCH_SIZE = 256
 
 
 def evaluation_metrics(
@@ -28,8 +32,8 @@ def evaluation_metrics(
     data,
     *,
     iw_samples: int = 1000,
-    sample_chunk: int = 100,
-    batch_size: int = 256,
+    sample_chunk: int = SAMPLE_CHUNK,
+    batch_size: int = BATCH_SIZE,
     seed: int = 0,
     progress: bool = True,
 ) -> xr.Dataset:
@@ -64,19 +68,44 @@ def evaluation_metrics(
         ``attrs['eval_data_sha256']`` identifies the points (pointwise
         comparisons between runs need the same points).
     """
+    target, args = bind(model, data)
+    pointwise = pointwise_metrics(target, args, iw_samples=iw_samples, sample_chunk=sample_chunk,
+                                  batch_size=batch_size, seed=seed, progress=progress)
+    return metrics_dataset({name: values.numpy() for name, values in pointwise.items()}, iw_samples=iw_samples,
+                           seed=seed, digest=args.digest())
+
+
+def pointwise_metrics(
+    target: PyroTarget,
+    args: ModelArgs,
+    *,
+    iw_samples: int = 1000,
+    sample_chunk: int = SAMPLE_CHUNK,
+    batch_size: int = BATCH_SIZE,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The per-point quantities of :func:`evaluation_metrics` as float64 CPU tensors.
+
+    Returns
+    -------
+    dict
+        ``iw_log_likelihood``, ``elbo``, ``elbo_beta``, ``squared_error``: each
+        ``(n,)``, or ``(K, n)`` for a target batched over K configurations.
+    """
     check_int_range("iw_samples", iw_samples, 1)
     check_int_range("sample_chunk", sample_chunk, 1)
     check_int_range("batch_size", batch_size, 1)
-    target, args = bind(model, data)
     device = target.device()
+    configs = () if target.n_configs is None else (target.n_configs,)
     chunks = [min(sample_chunk, iw_samples - start) for start in range(0, iw_samples, sample_chunk)]
     batches = list(args.batches(batch_size))
-    iw, elbo, elbo_beta, sq_err = [], [], [], []
+    iw, sums = [], []
     bar = tqdm(total=len(batches) * len(chunks), desc=f"IW log-likelihood (K={iw_samples})", disable=not progress)
     with torch.no_grad(), seeded(seed, device), bar:
         for batch in batches:
-            log_sum = torch.full((batch.n,), -math.inf, dtype=torch.float64, device=device)
-            sums = torch.zeros(3, batch.n, dtype=torch.float64, device=device)
+            log_sum = torch.full((*configs, batch.n), -math.inf, dtype=torch.float64, device=device)
+            total = torch.zeros(3, *configs, batch.n, dtype=torch.float64, device=device)
             for size in chunks:
                 traced = trace_batch(target, batch, size)
                 log_w, log_w_beta = traced.log_weight.double(), traced.log_weight_beta.double()
@@ -84,24 +113,25 @@ def evaluation_metrics(
                 if traced.decoder_mean is None:
                     err = torch.full_like(log_w, math.nan)
                 else:
-                    err = (traced.decoder_mean - traced.observed).double().pow(2).mean(-1)
-                sums += torch.stack([log_w.sum(0), log_w_beta.sum(0), err.sum(0)])
+                    # squares summed in float64 without a float64 copy of the (draws, points, outputs) array
+                    diff = traced.decoder_mean - traced.observed
+                    err = diff.square_().sum(-1, dtype=torch.float64) / diff.shape[-1]
+                total += torch.stack([log_w.sum(0), log_w_beta.sum(0), err.sum(0)])
                 bar.update()
             iw.append((log_sum - math.log(iw_samples)).cpu())
-            means = (sums / iw_samples).cpu()
-            elbo.append(means[0])
-            elbo_beta.append(means[1])
-            sq_err.append(means[2])
-    pointwise = {
-        "iw_log_likelihood": torch.cat(iw).numpy(),
-        "elbo": torch.cat(elbo).numpy(),
-        "elbo_beta": torch.cat(elbo_beta).numpy(),
-        "squared_error": torch.cat(sq_err).numpy(),
-    }
-    coords = {"eval_obs": np.arange(args.n)}
-    ds = xr.Dataset({f"{k}_pointwise": ("eval_obs", v) for k, v in pointwise.items()}, coords=coords)
+            sums.append((total / iw_samples).cpu())
+    means = torch.cat(sums, dim=-1)
+    return {"iw_log_likelihood": torch.cat(iw, dim=-1), "elbo": means[0], "elbo_beta": means[1],
+            "squared_error": means[2]}
+
+
+def metrics_dataset(pointwise: dict[str, np.ndarray], *, iw_samples: int, seed: int, digest: str) -> xr.Dataset:
+    """The ``metrics`` Dataset of one model from its :func:`pointwise_metrics` (each ``(n,)``)."""
+    n = len(pointwise["iw_log_likelihood"])
+    ds = xr.Dataset({f"{k}_pointwise": ("eval_obs", v) for k, v in pointwise.items()},
+                    coords={"eval_obs": np.arange(n)})
     ds["iw_log_likelihood"] = ds.iw_log_likelihood_pointwise.mean()
-    ds["iw_log_likelihood_se"] = ds.iw_log_likelihood_pointwise.std(ddof=1) / np.sqrt(max(args.n, 1))
+    ds["iw_log_likelihood_se"] = ds.iw_log_likelihood_pointwise.std(ddof=1) / np.sqrt(max(n, 1))
     ds["elbo"] = ds.elbo_pointwise.mean()
     ds["elbo_beta"] = ds.elbo_beta_pointwise.mean()
     ds["reconstruction_mse"] = ds.squared_error_pointwise.mean()
@@ -109,7 +139,7 @@ def evaluation_metrics(
         ds[name].attrs["units"] = "nats per data point"
     ds["elbo_beta"].attrs["long_name"] = "ELBO with each KL term times the training beta"
     ds["elbo_beta_pointwise"].attrs["long_name"] = ds["elbo_beta"].attrs["long_name"]
-    return ds.assign_attrs(iw_samples=iw_samples, n_eval=args.n, seed=seed, eval_data_sha256=args.digest())
+    return ds.assign_attrs(iw_samples=iw_samples, n_eval=n, seed=seed, eval_data_sha256=digest)
 
 
 def iw_log_likelihood(model, data, *, iw_samples: int = 1000, seed: int = 0, **options) -> xr.DataArray:

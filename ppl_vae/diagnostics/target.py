@@ -190,6 +190,10 @@ class PyroTarget:
         The suite's model config (hyper-parameters, closed-form theory), or None.
     source
         The suite's model object, or None for plain callables.
+    n_configs
+        K when the pair runs K configurations at once (a ``BatchedModel``,
+        its sites batched ``(K, n)`` by a plate at dim -2; see
+        :mod:`ppl_vae.diagnostics.group`), else None.
     """
 
     model: Callable
@@ -201,6 +205,7 @@ class PyroTarget:
     modules: tuple[torch.nn.Module, ...] = field(default_factory=tuple)
     config: Any = None
     source: Any = None
+    n_configs: int | None = None
 
     @property
     def is_suite_model(self) -> bool:

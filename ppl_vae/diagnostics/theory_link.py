@@ -18,10 +18,13 @@ Normal likelihood with a fixed std. Hyper-parameters the traces cannot give
 
 from __future__ import annotations
 
+import functools
 import json
+
 import numpy as np
 import torch
 import xarray as xr
+from threadpoolctl import ThreadpoolController
 
 from ..data.bundle import DataBundle
 from ._traces import elementwise
@@ -38,6 +41,19 @@ def predict(config, data: DataBundle) -> xr.Dataset:
 
     Returns the Dataset of :mod:`ppl_vae.theory` (dim ``mode``, float64).
     """
+    # The matrices are (d, d) moments: a multi-threaded BLAS only adds synchronisation,
+    # which costs 10-100x on a busy machine (0.1 s a call measured), so run single-threaded.
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return _closed_form(config, data)
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """One controller for the process: making one scans the loaded libraries (~3 ms)."""
+    return ThreadpoolController()
+
+
+def _closed_form(config, data: DataBundle) -> xr.Dataset:
     from .. import theory  # imported here: the theory layer is optional for the rest of diagnostics
 
     x = data.x.detach().double().cpu().numpy()

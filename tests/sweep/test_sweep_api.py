@@ -112,3 +112,27 @@ def test_sweep_refuses_data_that_does_not_fit_before_training():
     bundle = synthetic_pairs(40, 4, seed=0)
     with pytest.raises(ValueError, match=r"data y must have shape \(n, 6\)"):
         run_sweep(CVAEConfig(4, 6, 2, arch="linear"), {"beta": [0.5, 1.0]}, bundle, steps=1, device="cpu")
+
+
+def test_vectorised_sweep_diagnostics_equal_diagnose_of_each_model():
+    """The batched diagnostics of a vectorised task: configuration k's is diagnose of model k on the held-out rows."""
+    import xarray as xr
+
+    from ppl_vae.diagnostics import diagnose
+    from ppl_vae.sweep.api import held_out_rows
+
+    data = synthetic_pairs(80, 4, seed=0)
+    options = {"iw_samples": 12, "n_obs": 4, "n_draws": 5, "kl_samples": 3, "seed": 1, "max_points": 10}
+    base = CVAEConfig(x_dim=4, y_dim=4, latent_dim=2, arch="mlp", hidden_dims=(6,))
+    result = run_sweep(base, {"beta": [0.5, 1.0, 2.0], "seed": [4]}, data, steps=4, batch_size=16, device="cpu",
+                       test_fraction=0.25, diagnostics=options)
+    assert result.path == "vectorised" and len(result.diagnostics) == 3
+    diagnose_options = dict(options)
+    train, test = held_out_rows(data, 0.25, 0, diagnose_options.pop("max_points"), seed=options["seed"])
+    for model, idata in zip(result.models, result.diagnostics):
+        with model.unregistered():
+            alone = diagnose(model, train, test_data=test, progress=False, **diagnose_options)
+        assert idata.groups() == alone.groups()
+        for group in alone.groups():
+            xr.testing.assert_allclose(idata[group], alone[group], rtol=1e-4, atol=1e-5)
+    assert len({idata.metrics.iw_log_likelihood.item() for idata in result.diagnostics}) == 3
