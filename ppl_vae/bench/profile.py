@@ -47,7 +47,8 @@ class _PlainLoss:
     def __call__(self, batch, kl_multipliers=None) -> torch.Tensor:
         from ppl_vae.bench.reference import plain_loss
 
-        return plain_loss(self.module, *batch, data_size=batch[0].shape[-2]).reshape(1)
+        rows = batch[0].shape[-2]
+        return plain_loss(self.module, *batch, data_size=rows).reshape(1) / rows
 
 
 @contextlib.contextmanager

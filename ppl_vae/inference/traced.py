@@ -29,7 +29,7 @@ from ppl_vae.inference.randomness import ConfigNoise, GivenNoise, noise_shapes
 
 
 class TracedLoss:
-    """``per_config_loss(module.model, module.guide, *batch, ...)`` with noise from ``noise``, traced per batch shape.
+    """``per_config_loss(module.model, module.guide, *batch, ...) / B`` with noise from ``noise``, traced per batch shape.
 
     Parameters
     ----------
@@ -63,7 +63,7 @@ class TracedLoss:
 
     def __call__(self, batch: Sequence[torch.Tensor], kl_multipliers: Mapping[str, torch.Tensor] | None = None
                  ) -> torch.Tensor:
-        """The ``(K,)`` losses of this step (nats, summed over the batch); draws this step's noise.
+        """The ``(K,)`` losses of this step per batch row (nats per sample); draws this step's noise.
 
         Parameters
         ----------
@@ -91,6 +91,7 @@ class TracedLoss:
         shapes = noise_shapes(self.module.guide, *batch)
         sites = tuple(sorted(multipliers))
         n_params, n_batch, n_noise = len(self.parameters), len(batch), len(shapes)
+        rows = batch[0].shape[-2]
 
         def loss(*inputs: torch.Tensor) -> torch.Tensor:
             # The parameters arrive as inputs but the program reads them from the module:
@@ -99,9 +100,10 @@ class TracedLoss:
             eps = inputs[n_params + n_batch:n_params + n_batch + n_noise]
             weights = inputs[n_params + n_batch + n_noise:]
             with GivenNoise(dict(zip(shapes, eps))):
-                return per_config_loss(self.module.model, self.module.guide, *args, estimators=self.estimators,
-                                       kl_multipliers=dict(zip(sites, weights)) or None,
-                                       free_bits=self.free_bits or None)
+                total = per_config_loss(self.module.model, self.module.guide, *args, estimators=self.estimators,
+                                        kl_multipliers=dict(zip(sites, weights)) or None,
+                                        free_bits=self.free_bits or None)
+            return total / rows
 
         return loss, shapes, sites
 

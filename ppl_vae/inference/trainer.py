@@ -406,7 +406,7 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 multipliers = {site: kl_weight(step, *schedule, validate=False)
                                for site, schedule in schedules.items()}
-                losses = loss_fn(batch, multipliers) / batch[0].shape[-2]
+                losses = loss_fn(batch, multipliers)
                 if diverged:
                     torch.where(stopped, 0.0, losses).sum().backward()
                     trainee.freeze(stopped)

@@ -60,7 +60,7 @@ def test_traced_losses_and_gradients_equal_the_eager_loss_bit_for_bit(family, k)
             multipliers = {sites[0]: weights[step]}  # a KL schedule: an input of the record, not a constant
             ours = traced(batch, multipliers)
             eager = per_config_loss(module.model, module.guide, *batch, estimators=estimators,
-                                    kl_multipliers=multipliers)
+                                    kl_multipliers=multipliers) / batch[0].shape[-2]
             assert torch.equal(ours, eager), f"step {step}"
             ours_grads = torch.autograd.grad(ours.sum(), parameters)
             eager_grads = torch.autograd.grad(eager.sum(), parameters)
@@ -76,7 +76,7 @@ def test_each_batch_shape_gets_its_own_record():
     with pyro.validation_enabled(False), module.unregistered(), _noise(1):
         for rows in (16, 16, 7, 16, 7, 7):  # an epoch's ragged last batch comes back at every epoch
             batch = tuple(t[:rows] for t in data.tensors())
-            eager = per_config_loss(module.model, module.guide, *batch, estimators=estimators)
+            eager = per_config_loss(module.model, module.guide, *batch, estimators=estimators) / rows
             assert torch.equal(traced(batch), eager)
     assert sorted(key[0][0][0] for key in traced._records) == [7, 16]
 
@@ -88,7 +88,7 @@ def test_free_bits_floors_are_honoured_by_the_record():
     with pyro.validation_enabled(False), _noise(2):
         for batch in _batches("mlp", 2, steps=3):
             eager = per_config_loss(module.model, module.guide, *batch, estimators=estimators, free_bits=floors)
-            assert torch.equal(traced(batch), eager)
+            assert torch.equal(traced(batch), eager / batch[0].shape[-2])
 
 
 def test_a_program_that_cannot_be_traced_runs_eagerly_with_the_same_numbers(monkeypatch):
@@ -104,5 +104,6 @@ def test_a_program_that_cannot_be_traced_runs_eagerly_with_the_same_numbers(monk
         with pytest.warns(RuntimeWarning, match="could not be traced"):
             losses = [traced(batch) for batch in batches]
         for batch, loss in zip(batches, losses):
-            assert torch.equal(loss, per_config_loss(module.model, module.guide, *batch, estimators=estimators))
+            eager = per_config_loss(module.model, module.guide, *batch, estimators=estimators)
+            assert torch.equal(loss, eager / batch[0].shape[-2])
     assert not traced.traced
