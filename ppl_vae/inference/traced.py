@@ -74,24 +74,41 @@ class TracedLoss:
         """
         batch = tuple(batch)
         multipliers = dict(kl_multipliers or {})
-        key = (tuple(t.shape for t in batch), tuple(sorted(multipliers)))
+        sites = tuple(sorted(multipliers))
+        key = (tuple(t.shape for t in batch), sites)
         if key not in self._records:
             # Seen once, a shape runs eagerly: a record costs several steps' time, which a shape that
             # never comes back (a short run's ragged last batch) would not repay.
-            self._records[key] = (self._eager(batch, multipliers), False)
-        elif not self._records[key][1]:
+            loss, shapes, _ = self._eager(batch, multipliers)
+            inputs = self._inputs(batch, shapes, sites, multipliers)
+            value = loss(*inputs)
+            # The suite's programs read batch sizes off their tensors, so a record made for another
+            # shape usually serves this one too: adopted when it gives this step's numbers bit for bit.
+            self._records[key] = ((loss, shapes, sites), False)
+            for (other_shapes, other_sites), ((graph, _, _), recorded) in list(self._records.items()):
+                if recorded and other_sites == sites and len(other_shapes) == len(batch):
+                    with torch.no_grad(), torch.jit.optimized_execution(False):
+                        if torch.equal(graph(*inputs), value):
+                            self._records[key] = ((graph, shapes, sites), True)
+                    break
+            return value
+        if not self._records[key][1]:
             self._records[key] = (self._record(*self._records[key][0], batch, multipliers), True)
         (graph, shapes, sites), _ = self._records[key]
-        eps = [self.noise.draw(shape, name, batch[0]) for name, shape in shapes.items()]
         with torch.jit.optimized_execution(False):
-            return graph(*self.parameters, *batch, *eps, *(multipliers[site] for site in sites))
+            return graph(*self._inputs(batch, shapes, sites, multipliers))
+
+    def _inputs(self, batch: tuple[torch.Tensor, ...], shapes: dict[str, torch.Size], sites: tuple[str, ...],
+                multipliers: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """A record's inputs for this step: parameters, batch, fresh noise, KL weights."""
+        eps = [self.noise.draw(shape, name, batch[0]) for name, shape in shapes.items()]
+        return (*self.parameters, *batch, *eps, *(multipliers[site] for site in sites))
 
     def _eager(self, batch: tuple[torch.Tensor, ...], multipliers: dict[str, torch.Tensor]):
         """The loss as a plain function of the record's inputs, the noise shapes and the weighted sites."""
         shapes = noise_shapes(self.module.guide, *batch)
         sites = tuple(sorted(multipliers))
         n_params, n_batch, n_noise = len(self.parameters), len(batch), len(shapes)
-        rows = batch[0].shape[-2]
 
         def loss(*inputs: torch.Tensor) -> torch.Tensor:
             # The parameters arrive as inputs but the program reads them from the module:
@@ -103,7 +120,7 @@ class TracedLoss:
                 total = per_config_loss(self.module.model, self.module.guide, *args, estimators=self.estimators,
                                         kl_multipliers=dict(zip(sites, weights)) or None,
                                         free_bits=self.free_bits or None)
-            return total / rows
+            return total / args[0].shape[-2]
 
         return loss, shapes, sites
 

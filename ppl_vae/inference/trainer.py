@@ -7,7 +7,10 @@ Everything a run does is written once here and holds for every K: the held-out s
 minibatches and Monte Carlo noise drawn per configuration from its own seed
 (:mod:`~ppl_vae.inference.randomness`), the learning-rate schedule, gradient clipping on
 each configuration's own norm, divergence handling, progress, checkpoints and
-bit-for-bit resume. The loss is :mod:`~ppl_vae.inference.elbo`'s, the suite's one ELBO.
+bit-for-bit resume. The loss is :mod:`~ppl_vae.inference.elbo`'s, the suite's one ELBO,
+run as a record traced once per batch shape (:class:`~ppl_vae.inference.traced.TracedLoss`:
+the same numbers bit for bit, without Pyro's Python on every step). The optimiser is
+torch's fused Adam (or Pyro's ``ClippedAdam`` on request).
 
 Configuration k of a K-run therefore equals a separate run of model k with seed
 ``s_k`` (to float tolerance: batched matrix products sum in another order), so

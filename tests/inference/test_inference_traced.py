@@ -81,6 +81,60 @@ def test_each_batch_shape_gets_its_own_record():
     assert sorted(key[0][0][0] for key in traced._records) == [7, 16]
 
 
+class _BakedRows(torch.nn.Module):
+    """A toy program whose numbers depend on ``len(x)``, a size a record keeps as a constant."""
+
+    latent_sites = ("z",)
+
+    def __init__(self):
+        super().__init__()
+        self.shift = torch.nn.Parameter(torch.ones(2))
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[-2], dim=-1):
+            z = pyro.sample("z", pyro.distributions.Normal(torch.zeros_like(x), 1.0).to_event(1))
+            pyro.sample("x", pyro.distributions.Normal(z + self.shift * len(x), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[-2], dim=-1):
+            pyro.sample("z", pyro.distributions.Normal(self.shift.expand_as(x), 1.0).to_event(1))
+
+
+def _counting_traces(monkeypatch):
+    calls = []
+    trace = torch.jit.trace
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return trace(*args, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "trace", counted)
+    return calls
+
+
+@pytest.mark.parametrize("program, traces", [("cvae", 1), ("baked", 2)])
+def test_a_record_serves_another_batch_shape_only_if_it_reproduces_it(monkeypatch, program, traces):
+    calls = _counting_traces(monkeypatch)
+    if program == "cvae":
+        module, parameters, estimators = _program("linear", 1)
+        data = synthetic_pairs(40, 5, y_dim=4, seed=3).tensors()
+        context = module.unregistered()
+    else:
+        module = _BakedRows()
+        parameters, estimators = list(module.parameters()), {"z": "sampled"}
+        data = (torch.randn(40, 2, generator=torch.Generator().manual_seed(3)),)
+        context = contextlib.nullcontext()
+    traced = TracedLoss(module, parameters, estimators=estimators, free_bits=None, noise=_noise(1))
+    with pyro.validation_enabled(False), context, _noise(1):
+        for rows in (16, 16, 7, 7, 16, 7):
+            batch = tuple(t[:rows] for t in data)
+            eager = per_config_loss(module.model, module.guide, *batch, estimators=estimators) / rows
+            assert torch.equal(traced(batch), eager)
+    # The CVAE reads its batch size off its tensors: the 16-row record serves the 7-row batches.
+    # The toy bakes len(x) into its record: the 7-row batches get a record of their own.
+    assert len(calls) == traces
+
+
 def test_free_bits_floors_are_honoured_by_the_record():
     module, parameters, estimators = _program("mlp", 2)
     floors = {"z": torch.tensor([[0.0], [50.0]])}
