@@ -19,6 +19,7 @@ last, shorter minibatch gets its own).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -26,6 +27,22 @@ import torch
 
 from ppl_vae.inference.elbo import per_config_loss
 from ppl_vae.inference.randomness import ConfigNoise, GivenNoise, noise_shapes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Record:
+    """How the loss of one batch shape is computed: a function of the record's inputs.
+
+    ``loss`` takes ``(*parameters, *batch, *noise, *kl_weights)``; ``noise_shapes`` is
+    each latent site's noise shape in the guide's drawing order, ``sites`` the sites
+    with a KL weight, and ``recorded`` tells a trace (or a trace adopted from another
+    shape) from the eager function.
+    """
+
+    loss: Callable
+    noise_shapes: dict[str, torch.Size]
+    sites: tuple[str, ...]
+    recorded: bool = False
 
 
 class TracedLoss:
@@ -58,8 +75,12 @@ class TracedLoss:
         self.noise = noise
         #: False once a batch shape could not be traced and its loss runs eagerly.
         self.traced = True
-        # batch shape -> ((loss function, noise shapes, weighted sites), traced yet)
-        self._records: dict[tuple, tuple[tuple[Callable, dict[str, torch.Size], tuple[str, ...]], bool]] = {}
+        self._records: dict[tuple, _Record] = {}  # (batch shapes, weighted sites) -> record
+
+    @property
+    def recorded_shapes(self) -> list[tuple[torch.Size, ...]]:
+        """The batch shapes whose loss runs from a record (traced, or adopted from another shape)."""
+        return [shapes for (shapes, _), record in self._records.items() if record.recorded]
 
     def __call__(self, batch: Sequence[torch.Tensor], kl_multipliers: Mapping[str, torch.Tensor] | None = None
                  ) -> torch.Tensor:
@@ -74,40 +95,43 @@ class TracedLoss:
         """
         batch = tuple(batch)
         multipliers = dict(kl_multipliers or {})
-        sites = tuple(sorted(multipliers))
-        key = (tuple(t.shape for t in batch), sites)
-        if key not in self._records:
+        key = (tuple(t.shape for t in batch), tuple(sorted(multipliers)))
+        record = self._records.get(key)
+        if record is None:
             # Seen once, a shape runs eagerly: a record costs several steps' time, which a shape that
             # never comes back (a short run's ragged last batch) would not repay.
-            loss, shapes, _ = self._eager(batch, multipliers)
-            inputs = self._inputs(batch, shapes, sites, multipliers)
-            value = loss(*inputs)
-            # The suite's programs read batch sizes off their tensors, so a record made for another
-            # shape usually serves this one too: adopted when it gives this step's numbers bit for bit.
-            self._records[key] = ((loss, shapes, sites), False)
-            for (other_shapes, other_sites), ((graph, _, _), recorded) in list(self._records.items()):
-                if recorded and other_sites == sites and len(other_shapes) == len(batch):
-                    with torch.no_grad(), torch.jit.optimized_execution(False):
-                        if torch.equal(graph(*inputs), value):
-                            self._records[key] = ((graph, shapes, sites), True)
-                    break
-            return value
-        if not self._records[key][1]:
-            self._records[key] = (self._record(*self._records[key][0], batch, multipliers), True)
-        (graph, shapes, sites), _ = self._records[key]
+            record = self._records[key] = self._eager(batch, key[1])
+            inputs = self._inputs(record, batch, multipliers)
+            losses = record.loss(*inputs)
+            self._adopt(key, inputs, losses)
+            return losses
+        if not record.recorded:
+            record = self._records[key] = self._trace(record, batch, multipliers)
         with torch.jit.optimized_execution(False):
-            return graph(*self._inputs(batch, shapes, sites, multipliers))
+            return record.loss(*self._inputs(record, batch, multipliers))
 
-    def _inputs(self, batch: tuple[torch.Tensor, ...], shapes: dict[str, torch.Size], sites: tuple[str, ...],
-                multipliers: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def _inputs(self, record: _Record, batch: tuple[torch.Tensor, ...], multipliers: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, ...]:
         """A record's inputs for this step: parameters, batch, fresh noise, KL weights."""
-        eps = [self.noise.draw(shape, name, batch[0]) for name, shape in shapes.items()]
-        return (*self.parameters, *batch, *eps, *(multipliers[site] for site in sites))
+        eps = [self.noise.draw(shape, name, batch[0]) for name, shape in record.noise_shapes.items()]
+        return (*self.parameters, *batch, *eps, *(multipliers[site] for site in record.sites))
 
-    def _eager(self, batch: tuple[torch.Tensor, ...], multipliers: dict[str, torch.Tensor]):
-        """The loss as a plain function of the record's inputs, the noise shapes and the weighted sites."""
+    def _adopt(self, key: tuple, inputs: tuple[torch.Tensor, ...], losses: torch.Tensor) -> None:
+        """Serve ``key`` with another shape's record if it gives this step's ``losses`` bit for bit.
+
+        The suite's programs read batch sizes off their tensors, so one record usually serves
+        every batch shape (an epoch's ragged last batch needs no trace of its own).
+        """
+        for (shapes, sites), other in self._records.items():
+            if other.recorded and sites == key[1] and len(shapes) == len(key[0]):
+                with torch.no_grad(), torch.jit.optimized_execution(False):
+                    if torch.equal(other.loss(*inputs), losses):
+                        self._records[key] = dataclasses.replace(other, noise_shapes=self._records[key].noise_shapes)
+                return
+
+    def _eager(self, batch: tuple[torch.Tensor, ...], sites: tuple[str, ...]) -> _Record:
+        """The loss of ``batch``'s shape as a plain function of the record's inputs."""
         shapes = noise_shapes(self.module.guide, *batch)
-        sites = tuple(sorted(multipliers))
         n_params, n_batch, n_noise = len(self.parameters), len(batch), len(shapes)
 
         def loss(*inputs: torch.Tensor) -> torch.Tensor:
@@ -122,14 +146,14 @@ class TracedLoss:
                                         free_bits=self.free_bits or None)
             return total / args[0].shape[-2]
 
-        return loss, shapes, sites
+        return _Record(loss, shapes, sites)
 
-    def _record(self, loss: Callable, shapes: dict[str, torch.Size], sites: tuple[str, ...],
-                batch: tuple[torch.Tensor, ...], multipliers: dict[str, torch.Tensor]):
-        """``loss`` traced on this step's inputs (zero noise), or ``loss`` itself where tracing fails."""
+    def _trace(self, record: _Record, batch: tuple[torch.Tensor, ...], multipliers: dict[str, torch.Tensor]
+               ) -> _Record:
+        """``record``'s loss traced on this step's inputs (zero noise); itself, eagerly, where tracing fails."""
         examples = (*self.parameters, *batch, *(torch.zeros(shape, dtype=batch[0].dtype, device=batch[0].device)
-                                                 for shape in shapes.values()),
-                    *(multipliers[site] for site in sites))
+                                                 for shape in record.noise_shapes.values()),
+                    *(multipliers[site] for site in record.sites))
         try:
             with warnings.catch_warnings():
                 # Python numbers in the program (a beta, a plate size) become constants of the record,
@@ -139,10 +163,10 @@ class TracedLoss:
                 # (seconds per graph) would cost more than a short run takes; should tracing go away or
                 # fail, the loss runs eagerly below, with the same numbers.
                 warnings.simplefilter("ignore", DeprecationWarning)
-                graph = torch.jit.trace(loss, examples, check_trace=False)
+                graph = torch.jit.trace(record.loss, examples, check_trace=False)
         except (AttributeError, RuntimeError) as err:
             warnings.warn(f"the loss could not be traced ({type(err).__name__}: {err}); it runs eagerly, "
                           "with the same numbers, more slowly", RuntimeWarning, stacklevel=3)
             self.traced = False
-            graph = loss
-        return graph, shapes, sites
+            graph = record.loss
+        return dataclasses.replace(record, loss=graph, recorded=True)

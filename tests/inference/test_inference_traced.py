@@ -65,7 +65,7 @@ def test_traced_losses_and_gradients_equal_the_eager_loss_bit_for_bit(family, k)
             ours_grads = torch.autograd.grad(ours.sum(), parameters)
             eager_grads = torch.autograd.grad(eager.sum(), parameters)
             assert all(torch.equal(a, b) for a, b in zip(ours_grads, eager_grads)), f"step {step}"
-    assert traced.traced and any(recorded for _, recorded in traced._records.values())
+    assert traced.traced and traced.recorded_shapes
     assert noise.generators[0].get_state().equal(traced.noise.generators[0].get_state())
 
 
@@ -78,7 +78,7 @@ def test_each_batch_shape_gets_its_own_record():
             batch = tuple(t[:rows] for t in data.tensors())
             eager = per_config_loss(module.model, module.guide, *batch, estimators=estimators) / rows
             assert torch.equal(traced(batch), eager)
-    assert sorted(key[0][0][0] for key in traced._records) == [7, 16]
+    assert sorted(shapes[0][0] for shapes in traced.recorded_shapes) == [7, 16]
 
 
 class _BakedRows(torch.nn.Module):
