@@ -245,8 +245,8 @@ def run_bench(device: str | torch.device = "cpu", *, quick: bool = False, thread
         ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
     quick
         Small MNIST-shaped data (1,024 pairs), fewer repeats, 300-step timing
-        blocks, a K = 16 sweep of 500 steps and the 50-epoch grid: about three
-        minutes on a 2-core CPU.
+        blocks, a K = 16 sweep of 500 steps and the 50-epoch grid: about four
+        and a half minutes on a 2-core CPU.
     threads
         ``torch.set_num_threads`` for the run (restored afterwards); None:
         leave it. One thread is fastest for these small models on a shared CPU.
