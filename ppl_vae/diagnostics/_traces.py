@@ -25,7 +25,6 @@ estimates the KL). A distribution that does not factorise over coordinates
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -37,6 +36,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution, Independent, Normal
 
+from ..inference.elbo import log_density
 from .target import ModelArgs, PyroTarget, trace_pair
 
 #: How a site's KL was computed (``attrs['kl_method']`` of the collapse group).
@@ -103,43 +103,6 @@ def leading_shape(target: PyroTarget, num_samples: int) -> tuple[int, ...]:
     return (num_samples,) if target.n_configs is None else (num_samples, target.n_configs)
 
 
-def compact(tensor: torch.Tensor) -> torch.Tensor:
-    """A view of ``tensor`` without its broadcast copies: size 1 along every stride-0 dimension.
-
-    Broadcasting it back gives ``tensor``; element-wise work on it costs the
-    size of the data actually stored (a scalar std expanded to ``(S, n, d)``
-    costs one element, not ``S n d``).
-    """
-    return tensor[tuple(slice(0, 1) if step == 0 else slice(None) for step in tensor.stride())]
-
-
-def site_log_prob(fn: Distribution, value: torch.Tensor) -> torch.Tensor:
-    """``fn.log_prob(value)``, without materialising a Normal's broadcast parameters.
-
-    Pyro broadcasts every site's distribution to its full batch shape, so a
-    likelihood ``Normal(mean, eta_dec)`` carries an ``(S, n, d)`` view of one
-    std, and ``Normal.log_prob`` squares and takes the log of every copy. For
-    a Normal under ``Independent`` / expand wrappers the same formula is
-    evaluated here on the stored parameters (:func:`compact`).
-    """
-    inner, event_dims = fn, 0
-    while isinstance(inner, (Independent, ExpandedDistribution)):
-        event_dims += inner.reinterpreted_batch_ndims if isinstance(inner, Independent) else 0
-        inner = inner.base_dist
-    if not isinstance(inner, Normal) or type(inner).log_prob is not Normal.log_prob:
-        return fn.log_prob(value)
-    loc, scale = inner.loc, compact(inner.scale)
-    squares = (value - loc).square_()
-    shape = torch.broadcast_shapes(squares.shape, scale.shape)
-    if squares.shape != shape:  # a std with more dimensions than the mean: materialise once
-        squares = squares.expand(shape).contiguous()
-    log_density = squares.div_(-2 * scale.square()).sub_(scale.log() + _HALF_LOG_2PI)
-    return log_density.sum(tuple(range(-event_dims, 0))) if event_dims else log_density
-
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
 def _per_point(tensor: torch.Tensor, shape: torch.Size, lead: tuple[int, ...], n: int) -> torch.Tensor:
     """``tensor`` broadcast to a site's full ``shape`` (rows leading) as ``(*lead, n, d)``."""
     return tensor.expand(shape).reshape(*lead, n, -1)
@@ -171,7 +134,7 @@ def _mean(fn: Distribution, like: torch.Tensor) -> torch.Tensor | None:
 
 def _log_probs(site: dict, value: torch.Tensor, lead: tuple[int, ...], n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A site's log density of ``value`` per point ``(*lead, n)``, without and with its ``poutine.scale``."""
-    log_prob = site_log_prob(site["fn"], value)
+    log_prob = log_density(site["fn"], value)
     scaled = torch.as_tensor(site["scale"], dtype=log_prob.dtype, device=log_prob.device) * log_prob
     batch_shape = value.shape[: value.dim() - len(site["fn"].event_shape)]
     return _summed(log_prob, batch_shape, lead, n), _summed(scaled, batch_shape, lead, n)
@@ -310,7 +273,7 @@ def trace_batch(target: PyroTarget, batch: ModelArgs, num_samples: int, *, predi
                                      lambda args: trace_pair(target.model, target.guide, args))
     obs_site = model_trace.nodes[target.observed_site]
     observed, mean, shape = _observed(target, obs_site, lead, n)
-    log_weight = _summed(site_log_prob(obs_site["fn"], obs_site["value"]), obs_site["fn"].batch_shape, lead, n)
+    log_weight = _summed(log_density(obs_site["fn"], obs_site["value"]), obs_site["fn"].batch_shape, lead, n)
     log_weight_beta = log_weight
     latents = {}
     for name in target.all_latent_sites:

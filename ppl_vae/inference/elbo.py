@@ -31,11 +31,12 @@ from collections.abc import Callable, Iterator, Mapping
 import math
 
 import torch
-from pyro.distributions import Independent, Normal
+from pyro.distributions import Independent
+from pyro.distributions.torch_distribution import ExpandedDistribution
 from pyro.distributions.kl import kl_divergence
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import Normal as TorchNormal
+from torch.distributions import Normal
 
 from ppl_vae.inference.free_bits import free_bits_kl
 
@@ -127,10 +128,10 @@ def collect_sites(model: Callable, guide: Callable, *args, **kwargs) -> tuple[di
 
 
 def _unwrap(fn) -> tuple[object, int]:
-    """The distribution inside any ``Independent`` wrappers, and how many event dimensions they add."""
+    """The distribution inside any ``Independent`` / expand wrappers, and how many event dimensions they add."""
     event_dims = 0
-    while isinstance(fn, Independent):
-        event_dims += fn.reinterpreted_batch_ndims
+    while isinstance(fn, (Independent, ExpandedDistribution)):
+        event_dims += fn.reinterpreted_batch_ndims if isinstance(fn, Independent) else 0
         fn = fn.base_dist
     return fn, event_dims
 
@@ -165,7 +166,8 @@ def _event_sum(tensor: torch.Tensor, shape: torch.Size, event_dims: int) -> torc
 
 
 def _is_normal(fn) -> bool:
-    return type(fn) in (Normal, TorchNormal)
+    """A Normal whose density is the textbook one (not a subclass with its own ``log_prob``)."""
+    return isinstance(fn, Normal) and type(fn).log_prob is Normal.log_prob
 
 
 def log_density(fn, value: torch.Tensor, *, per_dimension: bool = False) -> torch.Tensor:
@@ -174,7 +176,7 @@ def log_density(fn, value: torch.Tensor, *, per_dimension: bool = False) -> torc
     Parameters
     ----------
     fn
-        A distribution; a Normal inside any ``Independent`` wrappers takes the fast path.
+        A distribution; a Normal inside any ``Independent`` or expand wrappers takes the fast path.
     value
         A value of ``fn``'s shape.
     per_dimension
@@ -195,7 +197,7 @@ def log_density(fn, value: torch.Tensor, *, per_dimension: bool = False) -> torc
         loc, value = torch.broadcast_tensors(loc, value)
     # mse_loss: (value - loc)^2 as one kernel, forward and backward
     squares = torch.nn.functional.mse_loss(loc, value, reduction="none")
-    shape = squares.shape
+    shape = squares.shape if scale.dim() <= squares.dim() else torch.broadcast_shapes(squares.shape, scale.shape)
     batch_dims = max(scale.dim() - event_dims, 0)
     if event_dims and all(size == 1 for size in scale.shape[batch_dims:]):
         # One std across the event (a decoder's eta_dec): divide the sum, not every element.
