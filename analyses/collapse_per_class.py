@@ -94,11 +94,9 @@ def run(settings) -> ClaimCheck:
             runs.add(result, train, test, f"{arch},digit {digit}",
                      {"arch": arch, "digit": digit, "n_train": train.n,
                       "predicted_collapsed": int(theory.attrs["n_collapsed"]), "theta_mean": float(theory.theta.mean())})
-    combined = runs.combined()
-    out.inference_data("diagnostics", combined, "diagnose() of every architecture, class and seed, along run")
-    table = runs.table(combined)
-    out.table("runs", table, "per architecture, class and seed: Theorem 2's collapsed count and mean theta, the "
-              "measured collapsed dimensions, collapse level, active units and held-out NLL")
+    combined, table = runs.write(out, "diagnose() of every architecture, class and seed, along run",
+                                 "per architecture, class and seed: Theorem 2's collapsed count and mean theta, the "
+                                 "measured collapsed dimensions, collapse level, active units and held-out NLL")
     summary = seed_summary(table, ["arch", "digit", "predicted_collapsed", "theta_mean"],
                            ["z_collapse_level", "z_n_collapsed", "z_active_units", "nll"])
     out.table("summary", summary, "seed means and standard errors per architecture and class")

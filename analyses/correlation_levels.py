@@ -95,11 +95,9 @@ def run(settings) -> ClaimCheck:
             runs.add(result, train, test, f"{level},{arch}",
                      {"level": level, "a": a, "arch": arch, "predicted_collapsed": float(predicted.attrs["n_collapsed"]),
                       "theta_mean": float(predicted.theta.mean())})
-    combined = runs.combined()
-    out.inference_data("diagnostics", combined, "diagnose() of every level, architecture and seed, along run")
-    table = runs.table(combined)
-    out.table("runs", table, "per level, architecture and seed: Theorem 2's collapsed count, measured collapsed "
-              "dimensions (mean KL < 0.01), collapse level, active units, held-out NLL")
+    combined, table = runs.write(out, "diagnose() of every level, architecture and seed, along run",
+                                 "per level, architecture and seed: Theorem 2's collapsed count, measured collapsed "
+                                 "dimensions (mean KL < 0.01), collapse level, active units, held-out NLL")
     summary = seed_summary(table, ["arch", "level", "a", "predicted_collapsed"],
                            ["z_collapse_level", "z_n_collapsed", "z_active_units", "nll"])
     out.table("summary", summary, "seed means and standard errors per level and architecture, with Theorem 2's "

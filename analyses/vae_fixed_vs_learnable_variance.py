@@ -134,11 +134,10 @@ def run(settings) -> ClaimCheck:
                      [{"arch": arch, "variance": variance,
                        **(predicted_counts(x, latent, c.beta, std) if arch == "linear" else {})}
                       for c in result.configs])
-    combined = runs.combined()
-    out.inference_data("diagnostics", combined, "diagnose() of every architecture, variance, beta and seed")
-    table = runs.table(combined)
-    out.table("runs", table, "per architecture, variance, beta and seed: active units, dimensions with mean KL < "
-              "0.01, total KL, held-out NLL; for the linear VAE the closed forms' active units and complete collapse")
+    combined, table = runs.write(out, "diagnose() of every architecture, variance, beta and seed",
+                                 "per architecture, variance, beta and seed: active units, dimensions with mean "
+                                 "KL < 0.01, total KL, held-out NLL; for the linear VAE the closed forms' active "
+                                 "units and complete collapse")
     summary = seed_summary(table.fillna({"predicted_active_units": -1, "predicted_complete_collapse": -1}),
                            ["arch", "variance", "beta", "predicted_active_units", "predicted_complete_collapse"],
                            ["z_principal_au", "z_active_units", "z_n_collapsed", "z_kl_total", "nll"])

@@ -117,7 +117,8 @@ class ConfigNoise(Messenger):
             msg["value"] = base.loc + base.scale * self.draw(msg["fn"].shape(), msg["name"], base.loc)
 
     def draw(self, shape: torch.Size, name: str, like: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise of one site: ``(B, ...)`` from generator 0, or ``(K, B, ...)`` slice k from generator k.
+        """Standard normal noise of one site: ``(B, ...)`` from generator 0, or ``(K, B, ...)``, slice k from
+        generator k.
 
         Parameters
         ----------

@@ -46,7 +46,7 @@ class _Record:
 
 
 class TracedLoss:
-    """``per_config_loss(module.model, module.guide, *batch, ...) / B`` with noise from ``noise``, traced per batch shape.
+    """``per_config_loss(module.model, module.guide, *batch, ...) / B``, noise from ``noise``, traced per batch shape.
 
     Parameters
     ----------

@@ -217,6 +217,14 @@ class RunCollector:
         """One row per run: the recorded columns, then :func:`collapse_table` of ``combined``."""
         return pd.concat([pd.DataFrame(self.rows), collapse_table(combined)], axis=1)
 
+    def write(self, out, diagnostics_caption: str, runs_caption: str):
+        """Write :meth:`combined` as ``diagnostics.nc`` and :meth:`table` as ``runs.csv``; return both."""
+        combined = self.combined()
+        out.inference_data("diagnostics", combined, diagnostics_caption)
+        table = self.table(combined)
+        out.table("runs", table, runs_caption)
+        return combined, table
+
 
 def combine_runs(idatas: Sequence[Any], names: Sequence[str] | None, seeds: Sequence[int]):
     """:func:`ppl_vae.diagnostics.combine` with ``seed`` as a coordinate on ``run`` of the collapse and metrics
