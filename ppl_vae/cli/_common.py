@@ -69,13 +69,19 @@ DATA_HELP = ("Data: synthetic (Gaussian), digits (scikit-learn's bundled 8x8 ima
 KEY_OPTIONS = [
     click.option("--x-key", default=None,
                  help="Data file: the array of x (.npz / netCDF), or its columns (.csv / .npy: names or positions "
-                      "separated by commas, or a range a:b). Default: the only array, or the columns not in y."),
+                      "separated by commas, a position range a:b, or a name range first:last such as p00:p77). "
+                      "Default: the only array, or the columns not in y or the labels."),
     click.option("--y-key", default=None, help="Data file: the array or columns of the CVAE output y."),
+    click.option("--label-key", default=None,
+                 help="Data file: the array or column of integer class labels (kept out of x)."),
+    click.option("--image-shape", default=None, metavar="HxW",
+                 help="Data file: rows of x are flattened HxW images (with --model cvae: x and y are the --split "
+                      "pieces of HxW images), so reconstructions are drawn and --arch cnn works."),
 ]
 
 
 def key_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Attach --x-key / --y-key."""
+    """Attach --x-key / --y-key / --label-key / --image-shape."""
     for option in reversed(KEY_OPTIONS):
         func = option(func)
     return func
@@ -104,25 +110,40 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def file_options(data_name: str, *, x_key: str | None, y_key: str | None, **builtin_only) -> dict[str, Any]:
+def file_options(data_name: str, *, x_key: str | None, y_key: str | None, label_key: str | None = None,
+                 image_shape: str | None = None, **builtin_only) -> dict[str, Any]:
     """``load`` options for a data file (or none for a built-in set), refusing options that do not apply."""
+    keys = {"x_key": x_key, "y_key": y_key, "label_key": label_key, "image_shape": image_shape}
     if data_name in DATASETS:
-        if x_key is not None or y_key is not None:
-            raise click.BadParameter("--x-key / --y-key name the arrays of a data file (--data my.npz)")
+        given = [f"--{name.replace('_', '-')}" for name, value in keys.items() if value is not None]
+        if given:
+            raise click.BadParameter(f"{' / '.join(given)} describe a data file (--data my.npz), not the built-in "
+                                     f"{data_name!r} data")
         return {}
     given = [f"--{name.replace('_', '-')}" for name, value in builtin_only.items() if value]
     if given:
         raise click.BadParameter(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to the built-in data "
                                  "sets, not to a data file")
-    return {key: value for key, value in (("x_key", x_key), ("y_key", y_key)) if value is not None}
+    if image_shape is not None:
+        from ppl_vae.data.files import parse_image_shape
+
+        try:
+            keys["image_shape"] = "x".join(map(str, parse_image_shape(image_shape)))
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--image-shape") from None
+    return {key: value for key, value in keys.items() if value is not None}
 
 
 def load_data(family: str, data_name: str, *, split: str, classes, n_samples, dim, correlation, data_seed,
-              mnist_dir: str, x_key: str | None = None, y_key: str | None = None):
+              mnist_dir: str, x_key: str | None = None, y_key: str | None = None, label_key: str | None = None,
+              image_shape: str | None = None):
     """Load the data set (or file) a sub-command asked for, turning bad options into click errors."""
     paired = family == "cvae"
-    options: dict[str, Any] = file_options(data_name, x_key=x_key, y_key=y_key, classes=classes,
-                                           n_samples=n_samples, dim=dim, correlation=correlation)
+    options: dict[str, Any] = file_options(data_name, x_key=x_key, y_key=y_key, label_key=label_key,
+                                           image_shape=image_shape, classes=classes, n_samples=n_samples, dim=dim,
+                                           correlation=correlation)
+    if paired and "image_shape" in options:
+        options["split"] = split
     if data_name == "synthetic":
         options["seed"] = data_seed
         if n_samples is not None:

@@ -41,8 +41,9 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
     if params["data_name"] is not None or "data" not in raw:
         data: dict[str, Any] = {"name": params["data_name"] or "digits"}
         data.update(file_options(data["name"], x_key=params["x_key"], y_key=params["y_key"],
+                                 label_key=params["label_key"], image_shape=params["image_shape"],
                                  n_samples=params["n_samples"], dim=params["dim"]))
-        if data["name"] in ("digits", "mnist") and raw["model"] == "cvae":
+        if (data["name"] in ("digits", "mnist") or "image_shape" in data) and raw["model"] == "cvae":
             data["split"] = params["split"]
         if data["name"] == "synthetic":
             data.update({k: v for k, v in (("n", params["n_samples"]), ("dim", params["dim"])) if v is not None})

@@ -76,7 +76,7 @@ def _describe_setting(family: str, setting: dict[str, float]) -> str:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the prediction(s) as netCDF.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
-def command(family, data_name, x_key, y_key, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
+def command(family, data_name, x_key, y_key, label_key, image_shape, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
             latent_dims, beta, beta1, beta2, eta_dec, eta_enc, encoder_std, sigma1, sigma2, thresholds, out,
             overwrite):
     """Predict which latent modes of a linear VAE, CVAE or MHVAE collapse (closed form, no training).
@@ -97,7 +97,7 @@ def command(family, data_name, x_key, y_key, split, classes, n_samples, dim, cor
 
     bundle = load_data(family, data_name, split=split, classes=classes, n_samples=n_samples, dim=dim,
                        correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir,
-                       x_key=x_key, y_key=y_key)
+                       x_key=x_key, y_key=y_key, label_key=label_key, image_shape=image_shape)
     grid_axes = {"beta1": beta1, "beta2": beta2} if family == "mhvae" else {"beta": beta}
     grid_axes["eta_dec"] = eta_dec
     settings = [dict(zip(grid_axes, values)) for values in itertools.product(*grid_axes.values())]

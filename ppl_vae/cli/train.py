@@ -155,7 +155,7 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
               help="Replace the run in an existing run directory (its files are removed before training starts).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def command(family, arch, data_name, x_key, y_key, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
+def command(family, arch, data_name, x_key, y_key, label_key, image_shape, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
             latent_dims, hidden, beta, beta1, beta2, eta_enc, eta_dec, encoder_std, sigma1, sigma2, prior,
             latent_mapping, kl_warmup, kl_cycle, kl_cycle_ratio, free_bits, steps, epochs, batch_size, lr, lr_decay, optimizer, clip_norm, seed, test_fraction,
             device, out, checkpoint_every, overwrite, resume, progress):
@@ -189,7 +189,7 @@ def command(family, arch, data_name, x_key, y_key, split, classes, n_samples, di
                 raise click.UsageError("give --steps or --epochs")
             bundle = load_data(family, data_name, split=split, classes=classes, n_samples=n_samples, dim=dim,
                                correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir,
-                               x_key=x_key, y_key=y_key)
+                               x_key=x_key, y_key=y_key, label_key=label_key, image_shape=image_shape)
             n_train = bundle.n - (round(test_fraction * bundle.n) if test_fraction > 0 else 0)
             steps_per_epoch = math.ceil(n_train / min(batch_size or n_train, n_train))
             controls = kl_control_fields(family, kl_warmup=kl_warmup, kl_cycle=kl_cycle,

@@ -8,8 +8,16 @@ Two kinds of source:
   further dimensions are flattened (an ``(n, H, W)`` x is kept as images, for
   the report's figures).
 - tables (``.csv`` with a header row, and a 2-D ``.npy``): the keys select
-  columns: comma-separated column names or positions, or position ranges
-  ``a:b`` (``"0:16"``); by default x is every column not taken by y or the labels.
+  columns: comma-separated column names or positions, position ranges
+  ``a:b`` (``"0:16"``, Python's half-open slice) or name ranges (``"p00:p77"``,
+  both ends included, as pandas' ``.loc``); by default x is every column not
+  taken by y or the labels. A CSV column whose name says it holds labels
+  (``label``, ``target``, ``class``, ...) is never silently read as a feature:
+  without ``x_key`` or ``label_key`` naming it, the file is refused.
+
+Flat image files: ``image_shape=(H, W)`` (or ``"HxW"``) says how each row of x
+tiles an image (unpaired data), or how x and y tile it under ``split`` (CVAE
+pairs), so reconstructions are drawn and the CNN architecture can be used.
 
 Every array is checked before use, with errors naming the file and the array:
 numeric dtype, at least one row and one feature, no NaN or inf, the same
@@ -40,8 +48,11 @@ from ppl_vae.data.bundle import DataBundle
 TABLE_SUFFIXES = (".csv", ".npy")
 ARRAY_SUFFIXES = (".npz", ".nc", ".nc4", ".cdf", ".netcdf")
 FILE_SUFFIXES = TABLE_SUFFIXES + ARRAY_SUFFIXES
-FILE_OPTIONS = ("x_key", "y_key", "label_key", "sha256")
+FILE_OPTIONS = ("x_key", "y_key", "label_key", "image_shape", "split", "sha256")
 ROLE_KEYS = {"x": "x_key", "y": "y_key", "labels": "label_key"}
+#: Column names that hold class labels rather than features (compared case-insensitively).
+LABEL_LIKE_NAMES = frozenset({"label", "labels", "target", "targets", "class", "classes", "digit", "category",
+                              "species", "y_true"})
 
 
 class DataFileError(ValueError):
@@ -100,8 +111,26 @@ def _read_table(path: Path) -> tuple[np.ndarray | None, list[str], dict[str, np.
     return None, names, {name: frame[column].to_numpy() for name, column in zip(names, frame.columns)}
 
 
+def _range_end(end: str, columns: list[str], part: str, source: str, *, stop: bool) -> tuple[int | None, bool]:
+    """Position of one end of a column range, and whether it was a name (name ends are inclusive)."""
+    if not end:
+        return None, False
+    if end in columns:
+        return columns.index(end) + (1 if stop else 0), True
+    try:
+        return int(end), False
+    except ValueError:
+        raise DataFileError(f"{source}: column range {part!r}: {end!r} is neither a column name nor a position "
+                            "(ranges are a:b of positions, or first:last of names, e.g. p00:p77)") from None
+
+
 def parse_columns(key: str, columns: list[str], source: str) -> list[int]:
-    """Positions of the columns ``key`` selects: names / positions separated by commas, or ranges ``a:b``."""
+    """Positions of the columns ``key`` selects.
+
+    ``key`` is a comma-separated list of column names, positions, position
+    ranges ``a:b`` (half-open, as a Python slice) and name ranges
+    ``first:last`` (both ends included, as pandas' ``.loc``).
+    """
     positions: list[int] = []
     for part in (p.strip() for p in str(key).split(",")):
         if not part:
@@ -109,11 +138,10 @@ def parse_columns(key: str, columns: list[str], source: str) -> list[int]:
         if part in columns:
             positions.append(columns.index(part))
         elif ":" in part:
-            start, _, stop = part.partition(":")
-            try:
-                positions.extend(range(len(columns))[slice(int(start) if start else None, int(stop) if stop else None)])
-            except ValueError:
-                raise DataFileError(f"{source}: column range {part!r} must be two integers a:b") from None
+            first, _, last = part.partition(":")
+            start, _ = _range_end(first.strip(), columns, part, source, stop=False)
+            stop, _ = _range_end(last.strip(), columns, part, source, stop=True)
+            positions.extend(range(len(columns))[slice(start, stop)])
         elif part.lstrip("-").isdigit() and -len(columns) <= int(part) < len(columns):
             positions.append(int(part) % len(columns))
         else:
@@ -122,6 +150,26 @@ def parse_columns(key: str, columns: list[str], source: str) -> list[int]:
     if not positions:
         raise DataFileError(f"{source}: {key!r} selects no column")
     return positions
+
+
+def parse_image_shape(value) -> tuple[int, int] | None:
+    """``(height, width)`` from ``"HxW"``, ``"H,W"`` or a pair of integers; ``None`` stays ``None``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``image_shape`` and the form it takes.
+    """
+    if value is None:
+        return None
+    parts = str(value).lower().replace(",", "x").split("x") if isinstance(value, str) else list(value)
+    try:
+        height, width = (int(str(p).strip()) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_shape must be HxW with two positive integers (e.g. 28x28), got {value!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"image_shape must be HxW with two positive integers (e.g. 28x28), got {value!r}")
+    return height, width
 
 
 # --- checking -------------------------------------------------------------------------------------------------
@@ -228,11 +276,56 @@ def _from_table(values: np.ndarray | None, columns: list[str], by_name: dict[str
         x_positions = [p for p in range(len(columns)) if p not in used]
         if not x_positions:
             raise DataFileError(f"{source}: no column left for x; name them with x_key (--x-key)")
+        if values is None:  # a CSV: its header names the columns
+            _refuse_label_like([columns[p] for p in x_positions], source)
     chosen["x"] = take(x_positions)
     return _ordered(chosen)
 
 
-def _bundle(raw: dict[str, np.ndarray], *, paired: bool, source: str, name: str, keys: dict, spec: dict) -> DataBundle:
+def _refuse_label_like(x_columns: list[str], source: str) -> None:
+    """Refuse to read a column named like class labels as a feature of x by default."""
+    label_like = [c for c in x_columns if c.strip().lower() in LABEL_LIKE_NAMES]
+    if label_like:
+        column = label_like[0]
+        raise DataFileError(f"{source}: column {column!r} looks like class labels and would be read as a feature "
+                            f"of x; name it with label_key (--label-key {column}), or list x's columns with "
+                            "x_key (--x-key)")
+
+
+def _image_layout(x: np.ndarray, y: np.ndarray | None, image_shape: tuple[int, int] | None, split: str | None,
+                  source: str) -> tuple[tuple[int, int] | None, str | None]:
+    """The bundle's ``(image_shape, split)``, checked against the widths of x (and y).
+
+    Unpaired data: ``H * W`` must equal x's width. Pairs: x and y must be the
+    ``split`` pieces of ``H x W`` images (see :func:`ppl_vae.data.images.split_images`).
+    """
+    if image_shape is None:
+        if split is not None:
+            raise DataFileError(f"{source}: split names how x and y tile an image; give image_shape (--image-shape) too")
+        return None, None
+    height, width = image_shape
+    if y is None:
+        if split is not None:
+            raise DataFileError(f"{source}: split applies to CVAE pairs; unpaired data reads whole images")
+        if x.shape[1] != height * width:
+            raise DataFileError(f"{source}: image_shape {height}x{width} needs {height * width} values per row of x, "
+                                f"got {x.shape[1]}")
+        return (height, width), None
+    from ppl_vae.data.images import split_images
+
+    split = split or "quadrant"
+    try:
+        x_size, y_size = (int(np.prod(piece.shape[1:])) for piece in split_images(np.zeros((1, height, width)), split))
+    except ValueError as err:
+        raise DataFileError(f"{source}: image_shape {height}x{width} with split {split!r}: {err}") from None
+    if (x.shape[1], y.shape[1]) != (x_size, y_size):
+        raise DataFileError(f"{source}: a {split!r} split of {height}x{width} images has x of {x_size} and y of "
+                            f"{y_size} values per row; the file has {x.shape[1]} and {y.shape[1]}")
+    return (height, width), split
+
+
+def _bundle(raw: dict[str, np.ndarray], *, paired: bool, source: str, name: str, keys: dict, spec: dict,
+            image_shape: tuple[int, int] | None = None, split: str | None = None) -> DataBundle:
     """Check the chosen arrays and wrap them in a :class:`DataBundle`."""
     if paired and "y" not in raw:
         raise DataFileError(f"{source}: paired data (CVAE) needs y: name its array or columns with y_key (--y-key)")
@@ -243,13 +336,17 @@ def _bundle(raw: dict[str, np.ndarray], *, paired: bool, source: str, name: str,
                for role, values in raw.items()}
     check_rows({names[role]: values for role, values in checked.items()}, source)
     x_raw = np.asarray(raw["x"])
-    image_shape = tuple(int(s) for s in x_raw.shape[1:]) if x_raw.ndim == 3 and not paired else None
+    if image_shape is None and split is None and x_raw.ndim == 3 and not paired:
+        image_shape = tuple(int(s) for s in x_raw.shape[1:])
+    else:
+        image_shape, split = _image_layout(checked["x"], checked.get("y"), image_shape, split, source)
     return DataBundle(
         name,
         x=torch.from_numpy(checked["x"]),
         y=torch.from_numpy(checked["y"]) if "y" in checked else None,
         labels=torch.from_numpy(checked["labels"]) if "labels" in checked else None,
         image_shape=image_shape,
+        split=split,
         attrs={"source": source, **{k: v for k, v in keys.items() if v is not None}, "spec": spec},
     )
 
@@ -260,7 +357,8 @@ def _keys(x_key, y_key, label_key) -> dict:
 
 
 def load_file(path: str | os.PathLike, *, paired: bool = False, x_key: str | None = None, y_key: str | None = None,
-              label_key: str | None = None, sha256: str | None = None) -> DataBundle:
+              label_key: str | None = None, image_shape=None, split: str | None = None,
+              sha256: str | None = None) -> DataBundle:
     """Data from a ``.npz`` / ``.npy`` / ``.csv`` / netCDF file (module docstring).
 
     Parameters
@@ -272,6 +370,11 @@ def load_file(path: str | os.PathLike, *, paired: bool = False, x_key: str | Non
     x_key, y_key, label_key
         Arrays (``.npz``, netCDF) or columns (``.csv``, ``.npy``) of x, y and
         integer class labels.
+    image_shape
+        ``(height, width)`` or ``"HxW"``: rows of x are flattened images
+        (unpaired), or x and y are the ``split`` pieces of flattened images.
+    split
+        ``'quadrant'`` (default for pairs with ``image_shape``) or ``'half'``.
     sha256
         Expected SHA-256 of the file (from a saved ``attrs["spec"]``): a
         changed file is refused.
@@ -296,25 +399,41 @@ def load_file(path: str | os.PathLike, *, paired: bool = False, x_key: str | Non
                             f"{str(sha256)[:12]}...); the saved run no longer matches its data")
     keys = _keys(x_key, y_key, label_key)
     source = str(path)
+    try:
+        shape = parse_image_shape(image_shape)
+    except ValueError as err:
+        raise DataFileError(f"{source}: {err}") from None
+    if split is not None and split not in ("quadrant", "half"):
+        raise DataFileError(f"{source}: split must be 'quadrant' or 'half', got {split!r}")
     if suffix in TABLE_SUFFIXES:
         raw = _from_table(*_read_table(path), source, keys)
     else:
         raw = _from_arrays(_read_arrays(path), source, keys)
-    spec = {"name": source, "paired": paired, **{k: v for k, v in keys.items() if v is not None}, "sha256": digest}
-    return _bundle(raw, paired=paired, source=source, name=path.name, keys=keys, spec=spec)
+    layout = {k: v for k, v in (("image_shape", None if shape is None else list(shape)), ("split", split))
+              if v is not None}
+    spec = {"name": source, "paired": paired, **{k: v for k, v in keys.items() if v is not None}, **layout,
+            "sha256": digest}
+    return _bundle(raw, paired=paired, source=source, name=path.name, keys=keys, spec=spec, image_shape=shape,
+                   split=split)
 
 
 def load_xarray(dataset: xr.Dataset, *, paired: bool = False, x_key: str | None = None, y_key: str | None = None,
-                label_key: str | None = None) -> DataBundle:
+                label_key: str | None = None, image_shape=None, split: str | None = None) -> DataBundle:
     """Data from an in-memory :class:`xarray.Dataset` (variables named by the keys, rows first).
 
-    The bundle's ``attrs["spec"]`` cannot rebuild in-memory data; save the
-    Dataset as netCDF for runs that must be reloaded.
+    The keys, ``image_shape`` and ``split`` are those of :func:`load_file`. The
+    bundle's ``attrs["spec"]`` cannot rebuild in-memory data; save the Dataset
+    as netCDF for runs that must be reloaded.
     """
     if not isinstance(dataset, xr.Dataset):
         raise DataFileError(f"expected an xarray.Dataset, got {type(dataset).__name__}")
     keys = _keys(x_key, y_key, label_key)
     source = "xarray Dataset"
+    try:
+        shape = parse_image_shape(image_shape)
+    except ValueError as err:
+        raise DataFileError(f"{source}: {err}") from None
     raw = _from_arrays(dataset_arrays(dataset), source, keys)
     spec = {"name": "xarray Dataset (in memory, cannot be reloaded)", "paired": paired}
-    return _bundle(raw, paired=paired, source=source, name="xarray", keys=keys, spec=spec)
+    return _bundle(raw, paired=paired, source=source, name="xarray", keys=keys, spec=spec, image_shape=shape,
+                   split=split)

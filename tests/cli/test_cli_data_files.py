@@ -65,7 +65,8 @@ def test_bad_values_in_a_file_name_the_file_and_the_array(tmp_path):
     missing = invoke("theory", "--data", tmp_path / "absent.npz")
     assert missing.exit_code == 2 and "no data file at" in missing.output
     assert invoke("theory", "--data", "digitz").exit_code == 2
-    assert "--x-key / --y-key name the arrays of a data file" in invoke("theory", "--x-key", "x").output
+    assert "--x-key describe a data file (--data my.npz), not the built-in 'digits' data" in \
+        invoke("theory", "--x-key", "x").output
 
 
 def test_train_and_report_from_a_file_then_a_changed_file_is_refused(digit_pairs, tmp_path):
@@ -92,3 +93,42 @@ def test_sweep_from_a_file(digit_pairs, tmp_path):
     assert result.exit_code == 0, result.output
     spec = json.loads(next((out / "runs").iterdir()).joinpath("config.json").read_text())["data"]
     assert spec["y_key"] == "y" and spec["name"].endswith("my.npz")
+
+
+def _digits_csv(path, *, label_name: str = "label") -> None:
+    """The bundled 8x8 digits as a CSV: pixel columns p00..p77, then the class."""
+    digits = load("digits")
+    names = [f"p{r}{c}" for r in range(8) for c in range(8)]
+    rows = (",".join([*(f"{v:g}" for v in image), str(int(label))])
+            for image, label in zip(digits.x.numpy(), digits.labels.numpy()))
+    path.write_text(",".join([*names, label_name]) + "\n" + "\n".join(rows) + "\n")
+
+
+def test_a_csv_label_column_is_refused_as_a_feature_and_taken_with_label_key(tmp_path):
+    path = tmp_path / "digits.csv"
+    _digits_csv(path)
+    refused = invoke("theory", "--model", "vae", "--data", path, "--latent-dim", "4")
+    assert refused.exit_code == 2 and "column 'label' looks like class labels" in refused.output
+    assert "--label-key label" in refused.output
+    by_label = invoke("theory", "--model", "vae", "--data", path, "--label-key", "label", "--latent-dim", "4")
+    by_range = invoke("theory", "--model", "vae", "--data", path, "--x-key", "p00:p77", "--latent-dim", "4")
+    builtin = invoke("theory", "--model", "vae", "--data", "digits", "--latent-dim", "4")
+    assert by_label.exit_code == 0 and by_range.exit_code == 0, by_label.output + by_range.output
+    assert _tables(by_label.output) == _tables(by_range.output) == _tables(builtin.output)
+
+
+def test_train_a_cnn_on_flat_images_with_image_shape(tmp_path):
+    path = tmp_path / "digits.csv"
+    _digits_csv(path)
+    run = tmp_path / "cnn"
+    trained = invoke("train", "--model", "vae", "--arch", "cnn", "--data", path, "--label-key", "label",
+                     "--image-shape", "8x8", "--latent-dim", "3", "--steps", "3", "--device", "cpu", "--no-progress",
+                     "--out", run)
+    assert trained.exit_code == 0, trained.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["image_shape"] == [8, 8] and config["data"]["image_shape"] == [8, 8]
+    wrong = invoke("train", "--model", "vae", "--arch", "cnn", "--data", path, "--label-key", "label",
+                   "--image-shape", "9x9", "--steps", "3", "--out", tmp_path / "wrong")
+    assert wrong.exit_code == 2 and "image_shape 9x9 needs 81 values per row of x, got 64" in wrong.output
+    builtin = invoke("theory", "--data", "digits", "--image-shape", "8x8")
+    assert builtin.exit_code == 2 and "--image-shape describe a data file" in builtin.output

@@ -135,3 +135,62 @@ def test_object_arrays_are_never_unpickled(tmp_path):
         with pytest.raises(DataFileError, match="object arrays are not read"):
             load(tmp_path / name)
     assert not planted.marker.exists()
+
+
+# --- flat images, name ranges, label-like columns -------------------------------------------------------------
+
+
+def _pixel_csv(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, label_name: str = "label") -> list[str]:
+    names = [f"p{r}{c}" for r in range(images.shape[1]) for c in range(images.shape[2])]
+    rows = [",".join([*map(str, image.reshape(-1)), str(label)]) for image, label in zip(images, labels)]
+    path.write_text(",".join([*names, label_name]) + "\n" + "\n".join(rows) + "\n")
+    return names
+
+
+def test_name_ranges_include_both_ends_and_position_ranges_are_half_open(tmp_path):
+    images = np.random.default_rng(2).integers(0, 17, size=(10, 4, 4))
+    path = tmp_path / "digits.csv"
+    names = _pixel_csv(path, images, np.arange(10) % 3)
+    by_name = load(path, x_key="p00:p33", label_key="label")
+    by_position = load(path, x_key="0:16", label_key="label")
+    assert by_name.x.shape == (10, 16) and torch.equal(by_name.x, by_position.x)
+    assert load(path, x_key="p10:p13", label_key="label").x.shape == (10, 4)
+    assert names[4:8] == ["p10", "p11", "p12", "p13"]
+    with pytest.raises(DataFileError, match=r"range 'p00:zz'.*'zz' is neither a column name nor a position"):
+        load(path, x_key="p00:zz", label_key="label")
+
+
+def test_a_label_like_column_is_never_silently_a_feature(tmp_path):
+    images = np.random.default_rng(3).integers(0, 17, size=(10, 2, 2))
+    path = tmp_path / "table.csv"
+    _pixel_csv(path, images, np.arange(10) % 3, label_name="Target")
+    with pytest.raises(DataFileError, match=r"column 'Target' looks like class labels .*--label-key Target"):
+        load(path)
+    with_labels = load(path, label_key="Target")
+    assert with_labels.x.shape == (10, 4) and with_labels.labels.tolist() == (np.arange(10) % 3).tolist()
+    assert load(path, x_key="0:4").x.shape == (10, 4)  # x named explicitly: the user chose the columns
+
+
+def test_image_shape_for_flat_rows_is_checked_and_recorded_in_the_spec(tmp_path):
+    images = np.random.default_rng(4).random((6, 2, 3))
+    np.save(tmp_path / "flat.npy", images.reshape(6, 6))
+    bundle = load(tmp_path / "flat.npy", image_shape="2x3")
+    assert bundle.image_shape == (2, 3) and bundle.attrs["spec"]["image_shape"] == [2, 3]
+    assert load(**bundle.attrs["spec"]).image_shape == (2, 3)
+    with pytest.raises(DataFileError, match=r"image_shape 3x3 needs 9 values per row of x, got 6"):
+        load(tmp_path / "flat.npy", image_shape=(3, 3))
+    with pytest.raises(DataFileError, match=r"image_shape must be HxW with two positive integers"):
+        load(tmp_path / "flat.npy", image_shape="2 by 3")
+
+
+def test_image_shape_of_pairs_follows_the_split(tmp_path):
+    from ppl_vae.data.images import join_split, split_images
+
+    images = np.random.default_rng(5).random((8, 4, 4))
+    x, y = split_images(images, "quadrant")
+    np.savez(tmp_path / "pairs.npz", x=x.reshape(8, -1), y=y.reshape(8, -1))
+    bundle = load(tmp_path / "pairs.npz", paired=True, x_key="x", y_key="y", image_shape="4x4")
+    assert bundle.image_shape == (4, 4) and bundle.split == "quadrant"
+    np.testing.assert_allclose(join_split(bundle.x.numpy(), bundle.y.numpy(), (4, 4), "quadrant"), images, rtol=1e-6)
+    with pytest.raises(DataFileError, match=r"a 'half' split of 4x4 images has x of 8 and y of 8 values"):
+        load(tmp_path / "pairs.npz", paired=True, x_key="x", y_key="y", image_shape="4x4", split="half")
