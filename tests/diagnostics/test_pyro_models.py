@@ -1,6 +1,7 @@
 """diagnose() on models written the usual Pyro way (pyro_style_models.py), checked against hand computations."""
 
 import json
+import warnings
 
 import numpy as np
 import pyro
@@ -243,3 +244,27 @@ def test_a_two_level_model_gets_the_mhvae_prediction_when_told(two_level):
     assert json.loads(told.theory.attrs["hyperparameter_source"])["sigma1"] == "given"
     wrong = diagnose(two_level.model, two_level.guide, x, theory={**given, "eta_dec": -1.0}, **small)
     assert "theory" not in wrong.groups() and "eta_dec" in wrong.attrs["theory_unavailable"]
+
+
+@pytest.mark.parametrize("learned_prior", [True, False])
+def test_a_given_theory_warns_when_the_traced_model_is_not_the_theorys(learned_prior):
+    """theory={"eta_enc": 1} on a learned-prior CVAE is the standard-prior prediction: said, not silent."""
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(40, 3, generator=gen), torch.randn(40, 5, generator=gen)
+    pyro.clear_param_store()
+    torch.manual_seed(4)
+    cvae = CVAE(3, 5, z_dim=2, hidden=8, learned_prior=learned_prior)
+    options = dict(iw_samples=2, theory={"eta_enc": 1.0}, **SMALL)
+    if learned_prior:
+        with pytest.warns(TheoryMismatchWarning, match="eta_enc: the prior of 'z' is not N"):
+            idata = diagnose(cvae.model, cvae.guide, (x, y), **options)
+        assert "eta_enc" in json.loads(idata.theory.attrs["model_mismatch"])
+    else:  # counterfactual: the standard prior IS the theory's, and the given value is the one the traces read
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TheoryMismatchWarning)
+            idata = diagnose(cvae.model, cvae.guide, (x, y), **options)
+        assert json.loads(idata.theory.attrs["model_mismatch"]) == {}
+    assert idata.theory.attrs["prediction_basis"] == "given and traces"
+    assert json.loads(idata.theory.attrs["hyperparameter_source"])["eta_enc"] == "given"
+    with pytest.warns(TheoryMismatchWarning, match="the traces read eta_dec = 0.5"):
+        diagnose(cvae.model, cvae.guide, (x, y), **{**options, "theory": {"eta_enc": 1.0, "eta_dec": 2.0}})
