@@ -187,7 +187,7 @@ def _constant(values: torch.Tensor | float) -> float | None:
     ``0.2``, not ``0.20000000298...``).
     """
     single = isinstance(values, torch.Tensor) and values.dtype != torch.float64
-    tensor = torch.as_tensor(values, dtype=torch.float64)
+    tensor = torch.as_tensor(values.detach() if isinstance(values, torch.Tensor) else values, dtype=torch.float64)
     first = tensor.reshape(-1)[0]
     if not torch.allclose(tensor, first, rtol=1e-6, atol=0.0):
         return None

@@ -206,3 +206,27 @@ def test_coupled_sites_are_those_whose_prior_follows_a_later_guide_draw():
     # counterfactual: a top-down guide (z2 first) decouples nothing, nor does one latent
     assert coupled_sites(["z2", "z1"], ["z2", "z1"]) == set()
     assert coupled_sites(["z"], ["z"]) == set()
+
+
+@pytest.mark.parametrize("total", [1.0, 7.5])
+def test_a_two_level_models_hyper_parameters_are_read_off_the_traces(mhvae, gaussian_bundle, total):
+    """latent_dims, beta1 / beta2 (scale ratios), eta_enc, eta_dec, sigma1 and a learned sigma2, from traces alone."""
+    from ppl_vae import theory
+
+    def model(x):
+        with poutine.scale(scale=total):
+            mhvae.model(x)
+
+    def guide(x):
+        with poutine.scale(scale=total):
+            mhvae.guide(x)
+
+    idata = diagnose(model, guide, gaussian_bundle.x, iw_samples=2, **{**SMALL, "theory": True})
+    read = json.loads(idata.theory.attrs["hyperparameters"])
+    assert read.pop("latent_dims") == [3, 2]
+    assert read == pytest.approx({"beta1": 0.5, "beta2": 2.0, "eta_enc": 1.0, "eta_dec": 0.8,
+                                  "sigma1": 0.6})  # s2 differs per dimension: sigma2 learned (Theorem 3)
+    assert idata.theory.attrs["prediction_basis"] == "traces"
+    expected = theory.linear_mhvae(gaussian_bundle.x.double().numpy(), (3, 2), beta1=0.5, beta2=2.0, eta_enc=1.0,
+                                   eta_dec=0.8, sigma1=0.6, sigma2=None)
+    np.testing.assert_allclose(idata.theory.z1_encoder_sv, expected.z1_encoder_sv)
