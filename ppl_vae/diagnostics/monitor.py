@@ -11,11 +11,14 @@
 Every ``every`` calls the monitor measures, on a fixed subset of the rows it
 was given, the mean per-dimension KL(q(s_i | .) || p(s_i | .)) of every latent
 site ``s`` (without the beta factor), the number of active units and the
-number of collapsed dimensions. It computes them with the diagnostics' own
-:func:`~ppl_vae.diagnostics.collapse.latent_statistics`,
+number of collapsed dimensions. The per-point KL and guide means come from
+the diagnostics' own :func:`~ppl_vae.diagnostics.collapse.statistic_tensors`
+(analytic KL for Normal pairs), and the counts follow
 :func:`~ppl_vae.diagnostics.collapse.active_units` and
-:func:`~ppl_vae.diagnostics.collapse.collapsed_dimensions`, so a reading equals
-what :func:`~ppl_vae.diagnostics.diagnose` reports for the same rows and seed.
+:func:`~ppl_vae.diagnostics.collapse.collapsed_dimensions` (computed on the
+tensors: building xarray objects would cost as much as the model's forward
+pass), so a reading equals what :func:`~ppl_vae.diagnostics.diagnose` reports
+for the same rows and seed (tested).
 
 A reading leaves no trace on the run it watches (:func:`untouched`): torch's,
 Python's and NumPy's global random states are restored, the modules are put in
@@ -50,7 +53,7 @@ import xarray as xr
 
 from .._io import check_path, write_netcdf
 from .._validate import check_choice, check_int_range, check_positive
-from .collapse import AU_THRESHOLD, COLLAPSE_EPSILON, active_units, collapsed_dimensions, latent_statistics
+from .collapse import AU_THRESHOLD, COLLAPSE_EPSILON, statistic_tensors
 from .target import PyroTarget, as_model_args, as_target, is_suite_style, owner_modules, parameter_device
 
 #: What the monitored rows are (the history's ``rows`` attribute).
@@ -140,16 +143,24 @@ def fixed_rows(n: int, max_rows: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)[:max_rows].sort().values
 
 
-def reading_from(statistics: xr.Dataset, sites: Sequence[str], step: int, *, collapse_epsilon: float,
-                 au_threshold: float) -> CollapseReading:
-    """A :class:`CollapseReading` from :func:`latent_statistics` (``{s}_kl``, ``{s}_mean`` over ``obs``)."""
-    kl, units, collapsed = {}, {}, {}
-    for site in sites:
-        per_point = statistics[f"{site}_kl"]
-        kl[site] = [float(v) for v in per_point.mean("obs").values]
-        units[site] = int(active_units(statistics[f"{site}_mean"], au_threshold))
-        collapsed[site] = [int(i) for i in np.flatnonzero(collapsed_dimensions(per_point, collapse_epsilon).values)]
-    return CollapseReading(step=int(step), kl=kl, active_units=units, collapsed=collapsed)
+def reading_from(kl: dict[str, torch.Tensor], guide_mean: dict[str, torch.Tensor], step: int, *,
+                 collapse_epsilon: float, au_threshold: float) -> CollapseReading:
+    """A :class:`CollapseReading` from :func:`statistic_tensors` (site -> ``(n, d)`` KL and guide mean).
+
+    The definitions of :func:`~ppl_vae.diagnostics.collapse.collapsed_dimensions`
+    (mean KL over rows below ``collapse_epsilon``) and
+    :func:`~ppl_vae.diagnostics.collapse.active_units` (variance over rows of the
+    guide mean, ddof = 1, above ``au_threshold``), on float64 tensors.
+    """
+    kl_mean = {site: values.mean(0) for site, values in kl.items()}
+    variance = {site: mean.var(0, correction=1) for site, mean in guide_mean.items()}
+    return CollapseReading(
+        step=int(step),
+        kl={site: values.tolist() for site, values in kl_mean.items()},
+        active_units={site: int((values > au_threshold).sum()) for site, values in variance.items()},
+        collapsed={site: torch.nonzero(values < collapse_epsilon).flatten().tolist()
+                   for site, values in kl_mean.items()},
+    )
 
 
 def history_dataset(readings: Sequence[CollapseReading], sites: Sequence[str], *, rows: str,
@@ -278,9 +289,9 @@ class CollapseMonitor:
                              f"{self._readings[-1].step}")
         device = self.target.device()
         with untouched(self._modules, device):
-            statistics = latent_statistics(self.target, self.data.to(device), num_samples=self.kl_samples,
-                                           batch_size=self.data.n, seed=self.seed)
-        reading = reading_from(statistics, self.target.latent_sites, step, collapse_epsilon=self.collapse_epsilon,
+            kl, guide_mean, _ = statistic_tensors(self.target, self.data.to(device), num_samples=self.kl_samples,
+                                                  batch_size=self.data.n, seed=self.seed)
+        reading = reading_from(kl, guide_mean, step, collapse_epsilon=self.collapse_epsilon,
                                au_threshold=self.au_threshold)
         self._readings.append(reading)
         if self.writer is not None:
