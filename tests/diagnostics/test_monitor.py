@@ -45,7 +45,7 @@ def rows(n: int, dim: int = 6, seed: int = 0) -> torch.Tensor:
 
 
 def svi_loop(every: int | None, steps: int = 30):
-    """Losses and final state of SVI + Trace_ELBO on minibatches drawn from the global RNG, with or without a monitor."""
+    """Losses and final state of SVI + Trace_ELBO on minibatches from the global RNG, with or without a monitor."""
     pyro.clear_param_store()
     torch.manual_seed(0)
     vae = NoisyVAE()
