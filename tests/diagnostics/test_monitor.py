@@ -14,7 +14,7 @@ import ppl_vae.diagnostics.monitor as monitor_module
 from ppl_vae.diagnostics import CollapseMonitor, diagnose
 from ppl_vae.diagnostics.collapse import collapse_dataset, latent_statistics
 from ppl_vae.diagnostics.io import load, save
-from pyro_style_models import BernoulliVAE, laplace_guide, laplace_model
+from pyro_style_models import CVAE, BernoulliVAE, laplace_guide, laplace_model
 
 
 class NoisyVAE(nn.Module):
@@ -143,6 +143,18 @@ def test_a_two_level_reading_is_the_diagnostics_collapse_group(mhvae, gaussian_b
         np.testing.assert_allclose(reading.kl[site], collapse[f"{site}_kl_mean"].values, rtol=1e-12)
         assert reading.active_units[site] == int(collapse[f"{site}_active_units"])
         assert reading.collapsed[site] == np.flatnonzero(collapse[f"{site}_collapsed"].values).tolist()
+
+
+def test_a_cvae_takes_its_positional_arguments_and_the_kl_is_against_its_learned_prior():
+    torch.manual_seed(0)
+    cvae = CVAE(x_dim=3, y_dim=5, z_dim=2, hidden=8)
+    x, y = rows(40, dim=3), rows(40, dim=5, seed=1)
+    reading = CollapseMonitor(cvae.model, cvae.guide, (x, y), rows="training").measure(0)
+    with torch.no_grad():
+        q = torch.distributions.Normal(*cvae.encoder(torch.cat([x, y], dim=-1)))
+        p = torch.distributions.Normal(*cvae.prior_net(x))
+        expected = torch.distributions.kl_divergence(q, p).mean(0)
+    np.testing.assert_allclose(reading.kl["z"], expected.numpy(), rtol=1e-5)
 
 
 def test_every_counts_calls_and_steps_label_the_readings():
