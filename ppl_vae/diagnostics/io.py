@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import arviz as az
@@ -88,7 +88,36 @@ def run_hyperparameters(idatas: Sequence[az.InferenceData]) -> dict[str, np.ndar
     return {name: np.array([float(hp.get(name, np.nan)) for hp in per_run]) for name in names}
 
 
-def combine(idatas: Sequence[az.InferenceData], run_names: Sequence[str] | None = None) -> az.InferenceData:
+def named_runs(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceData],
+               run_names: Sequence[str] | None = None) -> dict[str, az.InferenceData]:
+    """Run name -> InferenceData from a dict (names = keys) or a list (names ``run_names``, default ``run<i>``).
+
+    Raises
+    ------
+    ValueError
+        ``run_names`` with a dict, names not distinct or not one per run, or
+        something that is not an InferenceData.
+    """
+    if isinstance(idatas, Mapping):
+        if run_names is not None:
+            raise ValueError("run_names is for a list of runs; a dict already names its runs by its keys")
+        names, runs = [str(name) for name in idatas], list(idatas.values())
+    elif isinstance(idatas, (az.InferenceData, str, bytes)) or not isinstance(idatas, Iterable):
+        raise ValueError(f"idatas must be a list of InferenceData or a dict name -> InferenceData, "
+                         f"got {type(idatas).__name__}")
+    else:
+        runs = list(idatas)
+        names = [f"run{i}" for i in range(len(runs))] if run_names is None else [str(n) for n in run_names]
+    if len(names) != len(runs) or len(set(names)) != len(names):
+        raise ValueError(f"run_names must be {len(runs)} distinct labels, got {list(names)!r}")
+    odd = [name for name, run in zip(names, runs) if not isinstance(run, az.InferenceData)]
+    if odd:
+        raise ValueError(f"every run must be an arviz.InferenceData (diagnose / load output); not {odd}")
+    return dict(zip(names, runs))
+
+
+def combine(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceData],
+            run_names: Sequence[str] | None = None) -> az.InferenceData:
     """Stack several runs' diagnostics along a new ``run`` dimension.
 
     Every group present in all runs is concatenated; each run's
@@ -106,16 +135,15 @@ def combine(idatas: Sequence[az.InferenceData], run_names: Sequence[str] | None 
     Parameters
     ----------
     idatas
-        Outputs of :func:`diagnose` (or :func:`load`).
+        Outputs of :func:`diagnose` (or :func:`load`): a list, or a dict run
+        name -> InferenceData (the form :func:`compare_heldout` takes too).
     run_names
-        One label per run (default ``run0``, ``run1``, ...); must be distinct.
+        One label per run of a list (default ``run0``, ``run1``, ...); must be distinct.
     """
-    idatas = list(idatas)
-    if not idatas:
+    runs = named_runs(idatas, run_names)
+    if not runs:
         raise ValueError("idatas must hold at least one InferenceData")
-    names = [f"run{i}" for i in range(len(idatas))] if run_names is None else [str(n) for n in run_names]
-    if len(names) != len(idatas) or len(set(names)) != len(names):
-        raise ValueError(f"run_names must be {len(idatas)} distinct labels, got {list(names)!r}")
+    names, idatas = list(runs), list(runs.values())
     run_coords: dict = {"run": names}
     run_coords.update({name: ("run", values) for name, values in run_hyperparameters(idatas).items()})
     run_coords["family"] = ("run", np.array([str(i.attrs.get("family", "")) for i in idatas]))

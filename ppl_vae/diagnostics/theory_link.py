@@ -9,17 +9,29 @@ of the linear model with the same data and hyper-parameters;
 
 Any other Pyro model / guide pair gets the linear-model prediction when its
 traces say which linear model it corresponds to (:func:`infer_linear_setting`):
-one latent site; the observed values are one of the model's arguments (VAE)
-or one of two (CVAE, the other the condition); beta from the guide site's
-``poutine.scale``; eta_enc from a N(0, eta_enc^2 I) prior; eta_dec from a
-Normal likelihood with a fixed std. Hyper-parameters the traces cannot give
-(a Bernoulli likelihood, a learned prior) may be given by the caller.
+one latent site, the observed values one of the model's arguments (VAE) or
+one of two (CVAE, the other the condition); or two latent sites z2 -> z1 -> x
+with a bottom-up guide q(z1 | x) q(z2 | z1) (MHVAE). Each beta is the
+latent site's ``poutine.scale`` over the observed site's (a scale applied to
+every site, such as the minibatch factor N / B, cancels); eta_enc from a
+N(0, eta_enc^2 I) prior of the top latent; eta_dec from a Normal likelihood
+with a fixed std; the latent sizes from the sites; sigma1 (and sigma2, else
+learned) from a fixed std of q(z1 | x) (q(z2 | z1)).
+
+Hyper-parameters the traces cannot give (a Bernoulli likelihood, a learned
+prior) may be given by the caller. A prediction built from given values says
+so (``attrs['prediction_basis']``, ``attrs['hyperparameter_source']``), and
+when the traces show that the model is not the theory's model (a learned
+prior, a different likelihood, a value the traces read otherwise) a
+:class:`TheoryMismatchWarning` is issued and ``attrs['model_mismatch']``
+records why.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import warnings
 
 import numpy as np
 import torch
@@ -133,6 +145,10 @@ REQUIRED = {"vae": ("latent_dim", "beta", "eta_enc", "eta_dec"), "cvae": ("laten
 THEORY_OPTIONS = frozenset({"family"}.union(*THEORY_FIELDS.values()))
 
 
+class TheoryMismatchWarning(UserWarning):
+    """The traced model differs from the model of the prediction built from the caller's values."""
+
+
 def linear_config(values: dict, bundle: DataBundle):
     """The suite's config of the linear model with ``values`` (family and hyper-parameters) on ``bundle``.
 
@@ -188,17 +204,81 @@ def _normal_std(fn, *, zero_mean: bool) -> float | None:
     return _constant(normal.scale)
 
 
+def _scale_ratio(site: dict, obs_site: dict) -> float | None:
+    """A latent site's ``poutine.scale`` over the observed site's (its KL weight beta), or None if it varies."""
+    ratio = torch.as_tensor(site["scale"], dtype=torch.float64) / torch.as_tensor(obs_site["scale"],
+                                                                                 dtype=torch.float64)
+    return _constant(ratio)
+
+
+def _dim(site: dict, n: int) -> int:
+    return int(site["value"].reshape(n, -1).shape[1])
+
+
+def _read_vae(site: str, q_site: dict, p_site: dict, obs_site: dict, n: int, found: dict,
+              missing: dict[str, str]) -> None:
+    """latent_dim, beta and eta_enc of a one-latent model."""
+    found["latent_dim"] = _dim(q_site, n)
+    beta = _scale_ratio(q_site, obs_site)
+    if beta is None:
+        missing["beta"] = f"the poutine.scale of guide site {site!r} over that of the observed site differs between points"
+    else:
+        found["beta"] = beta
+    eta_enc = _normal_std(p_site["fn"], zero_mean=True)
+    if eta_enc is None:
+        missing["eta_enc"] = (f"the prior of {site!r} is not N(0, eta_enc^2 I) (a learned or conditional prior, "
+                              "or not Normal)")
+    else:
+        found["eta_enc"] = eta_enc
+
+
+def _read_mhvae(guide_trace, model_trace, sites: tuple[str, ...], obs_site: dict, n: int, found: dict,
+                missing: dict[str, str]) -> None:
+    """latent_dims, beta1 / beta2, eta_enc, sigma1 / sigma2 of a two-level model (z2 -> z1 -> x)."""
+    top, bottom = [name for name in model_trace.nodes if name in sites]
+    guide_first = next(name for name in guide_trace.nodes if name in sites)
+    if guide_first != bottom:
+        missing["family"] = (f"the guide samples {top!r} before {bottom!r}: the MHVAE theory's encoder is "
+                             "bottom-up, q(z1 | x) q(z2 | z1)")
+    z1_q, z2_q = guide_trace.nodes[bottom], guide_trace.nodes[top]
+    found["latent_sites"] = (bottom, top)
+    found["latent_dims"] = (_dim(z1_q, n), _dim(z2_q, n))
+    for name, site in (("beta1", z1_q), ("beta2", z2_q)):
+        beta = _scale_ratio(site, obs_site)
+        if beta is None:
+            missing[name] = f"the poutine.scale of guide site {site['name']!r} differs between points"
+        else:
+            found[name] = beta
+    eta_enc = _normal_std(model_trace.nodes[top]["fn"], zero_mean=True)
+    if eta_enc is None:
+        missing["eta_enc"] = f"the prior of {top!r} is not N(0, eta_enc^2 I)"
+    else:
+        found["eta_enc"] = eta_enc
+    found["z1_prior_std"] = _normal_std(model_trace.nodes[bottom]["fn"], zero_mean=False)
+    sigma1 = _normal_std(z1_q["fn"], zero_mean=False)
+    if sigma1 is None:
+        missing["sigma1"] = (f"q({bottom} | x) has a learned or varying std; the closed form needs a fixed "
+                             "isotropic sigma1")
+    else:
+        found["sigma1"] = sigma1
+    sigma2 = _normal_std(z2_q["fn"], zero_mean=False)
+    if sigma2 is not None:
+        found["sigma2"] = sigma2
+
+
 def infer_linear_setting(target: PyroTarget, args: ModelArgs) -> tuple[dict, dict[str, str]]:
     """What the traces say about the matching linear model.
 
     Returns
     -------
     found
-        ``family``, ``latent_dim``, ``beta``, ``eta_enc``, ``eta_dec`` and the
+        ``family``, ``latent_dim`` (``latent_dims``), ``beta`` (``beta1``,
+        ``beta2``), ``eta_enc``, ``eta_dec`` (``sigma1``, ``sigma2``) and the
         data arrays' names ``x_arg`` (and ``y_arg`` for a CVAE), as far as the
         traces give them.
     missing
-        Field -> why the traces do not give it.
+        Field -> why the traces do not give it (``family``: why the model is not
+        one the theory covers).
     """
     example = args.subset(slice(0, 8))
     with torch.no_grad():
@@ -209,32 +289,25 @@ def infer_linear_setting(target: PyroTarget, args: ModelArgs) -> tuple[dict, dic
     observed = obs_site["value"].reshape(example.n, -1)
     obs_arg = observed_argument(example, observed)
     others = [name for name in example.row_tensors() if name != obs_arg]
-    if len(target.all_latent_sites) != 1:
-        missing["family"] = (f"the model has {len(target.all_latent_sites)} latent sites; the inferred linear "
-                             "theory covers one (VAE / CVAE): give theory={'family': 'mhvae', ...}")
-    elif obs_arg is None:
+    sites = target.all_latent_sites
+    if obs_arg is None:
         missing["family"] = ("the observed values are not one of the model's arguments (the model transforms "
                              "them), so the data statistics of the theory cannot be formed")
+    elif len(sites) == 2 and not others:
+        found.update(family="mhvae", x_arg=obs_arg)
+    elif len(sites) != 1:
+        missing["family"] = (f"the model has {len(sites)} latent sites (and {len(others) + 1} data arguments); "
+                             "the linear theory covers one (VAE / CVAE) or two on x alone (MHVAE)")
     elif len(others) > 1:
         missing["family"] = f"the model takes {len(others) + 1} data arguments; the theory knows x (VAE) or x, y (CVAE)"
     else:
         found["family"] = "cvae" if others else "vae"
         found.update({"x_arg": others[0], "y_arg": obs_arg} if others else {"x_arg": obs_arg})
-    if len(target.all_latent_sites) == 1:
-        site = target.all_latent_sites[0]
-        q_site, p_site = guide_trace.nodes[site], model_trace.nodes[site]
-        found["latent_dim"] = int(q_site["value"].reshape(example.n, -1).shape[1])
-        beta = _constant(q_site["scale"])
-        if beta is None:
-            missing["beta"] = f"the poutine.scale of guide site {site!r} differs between points"
-        else:
-            found["beta"] = beta
-        eta_enc = _normal_std(p_site["fn"], zero_mean=True)
-        if eta_enc is None:
-            missing["eta_enc"] = (f"the prior of {site!r} is not N(0, eta_enc^2 I) (a learned or conditional prior, "
-                                  "or not Normal)")
-        else:
-            found["eta_enc"] = eta_enc
+    if len(sites) == 1:
+        _read_vae(sites[0], guide_trace.nodes[sites[0]], model_trace.nodes[sites[0]], obs_site, example.n, found,
+                  missing)
+    elif len(sites) == 2:
+        _read_mhvae(guide_trace, model_trace, sites, obs_site, example.n, found, missing)
     eta_dec = _normal_std(obs_site["fn"], zero_mean=False)
     if eta_dec is None:
         missing["eta_dec"] = (f"the likelihood of {target.observed_site!r} is "
@@ -242,7 +315,38 @@ def infer_linear_setting(target: PyroTarget, args: ModelArgs) -> tuple[dict, dic
                               "a fixed std")
     else:
         found["eta_dec"] = eta_dec
+    z1_std = found.pop("z1_prior_std", "absent")
+    if z1_std != "absent" and (z1_std is None or eta_dec is None or not np.isclose(z1_std, eta_dec, rtol=1e-5)):
+        missing.setdefault("family", f"p({found['latent_sites'][0]} | {found['latent_sites'][1]}) has std "
+                                     f"{z1_std}, not the likelihood's eta_dec = {eta_dec}: the MHVAE theory "
+                                     "uses eta_dec for both")
+    if "family" in missing:
+        found.pop("family", None)
     return found, missing
+
+
+def _same(read, given) -> bool:
+    """Whether a value read off the traces equals the one the caller gave."""
+    if isinstance(read, (tuple, list)) or isinstance(given, (tuple, list)):
+        return tuple(np.atleast_1d(read).tolist()) == tuple(np.atleast_1d(given).tolist())
+    try:
+        return bool(np.isclose(float(read), float(given), rtol=1e-5))
+    except (TypeError, ValueError):
+        return read == given
+
+
+def model_mismatch(given: dict, found: dict, missing: dict[str, str]) -> dict[str, str]:
+    """Given hyper-parameter -> how the traced model differs from the theory's model on it (empty: it does not).
+
+    A given value the traces could not read because the model is of another
+    form (a learned prior for ``eta_enc``, a Bernoulli likelihood for
+    ``eta_dec``, ...) or that the traces read as something else.
+    """
+    mismatch = {name: missing[name] for name in given if name in missing}
+    for name, value in given.items():
+        if name in found and not _same(found[name], value):
+            mismatch[name] = f"the traces read {name} = {found[name]!r}, the theory was given {value!r}"
+    return mismatch
 
 
 def _array(args: ModelArgs, name: str) -> np.ndarray:
@@ -272,6 +376,7 @@ def inferred_theory_group(target: PyroTarget, args: ModelArgs, given: dict | Non
     """
     given = check_theory_option(given or {})
     found, missing = inferred if inferred is not None else infer_linear_setting(target, args)
+    mismatch = model_mismatch(given, found, missing)
     values = {**{k: v for k, v in found.items() if k in THEORY_OPTIONS}, **given}
     family = values.get("family")
     if family not in REQUIRED:
@@ -289,8 +394,17 @@ def inferred_theory_group(target: PyroTarget, args: ModelArgs, given: dict | Non
                         y=None if y is None else torch.as_tensor(y))
     used = {name: values[name] for name in THEORY_FIELDS[family] if name in values}
     source = {name: ("given" if name in given else "inferred from the traces") for name in ("family", *used)}
-    return predict(linear_config(values, bundle), bundle).assign_attrs(
+    predicted = predict(linear_config(values, bundle), bundle)
+    if mismatch:
+        warnings.warn(f"theory: the traced model differs from the linear {family} of the prediction built from the "
+                      f"given values ({'; '.join(f'{k}: {v}' for k, v in sorted(mismatch.items()))}); the theory "
+                      "group is that model's prediction, not this model's", TheoryMismatchWarning, stacklevel=4)
+    kinds = set(source.values())
+    basis = "given" if kinds == {"given"} else "traces" if "given" not in kinds else "given and traces"
+    return predicted.assign_attrs(
         prediction=PYRO_PREDICTION,
+        prediction_basis=basis,
         hyperparameters=json.dumps(used, sort_keys=True),
         hyperparameter_source=json.dumps(source, sort_keys=True),
+        model_mismatch=json.dumps(mismatch, sort_keys=True),
     )

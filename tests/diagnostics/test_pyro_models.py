@@ -10,6 +10,7 @@ import torch
 from ppl_vae import theory
 from ppl_vae.data import load
 from ppl_vae.diagnostics import diagnose
+from ppl_vae.diagnostics.theory_link import TheoryMismatchWarning
 from pyro_style_models import CVAE, BernoulliVAE, TwoLevel, laplace_guide, laplace_model, train
 
 SMALL = dict(n_obs=4, n_draws=6, kl_samples=2, progress=False, device="cpu")
@@ -70,7 +71,7 @@ def test_bernoulli_vae_sites_kl_and_groups(bernoulli_vae, binary_digits):
     np.testing.assert_array_equal(idata.observed_data.obs_site.values, x.numpy()[idata.observed_data.obs.values])
     assert "constant_data" not in idata.groups()  # the only argument is the observed one
     assert idata.prior.latent.dims == ("chain", "draw", "obs", "latent_dim")
-    assert json.loads(idata.attrs["hyperparameters"]) == {"beta": 1.0, "eta_enc": 1.0}
+    assert json.loads(idata.attrs["hyperparameters"]) == {"beta": 1.0, "eta_enc": 1.0, "latent_dim": 6}
     assert json.loads(idata.attrs["model_config"])["arch"] == "BernoulliVAE"
 
 
@@ -78,7 +79,7 @@ def test_bernoulli_vae_iw_log_likelihood_matches_a_hand_estimate(bernoulli_vae, 
     x = binary_digits[:40]
     K = 3000
     idata = diagnose(bernoulli_vae.model, bernoulli_vae.guide, x, iw_samples=K, **SMALL)
-    ours = idata.log_likelihood.obs_site.values.reshape(-1)
+    ours = idata.metrics.iw_log_likelihood_pointwise.values
     hand = hand_iw(bernoulli_vae, x, K, seed=123)
     np.testing.assert_allclose(ours, hand, atol=0.15)
     assert float(idata.metrics.elbo) < float(idata.metrics.iw_log_likelihood)
@@ -164,7 +165,7 @@ def test_two_level_model_kl_and_marginal_likelihood(two_level):
     np.testing.assert_allclose(idata.collapse.z2_kl.values, expected, rtol=0.05, atol=5e-3)
     assert idata.collapse.z2_collapsed.values.tolist() == [False, True]
     exact = two_level.marginal().log_prob(x).numpy()
-    ours = idata.log_likelihood.x.values.reshape(-1)
+    ours = idata.metrics.iw_log_likelihood_pointwise.values
     assert np.all(ours < exact + 0.02)
     np.testing.assert_allclose(ours, exact, atol=0.05)
 
@@ -227,10 +228,15 @@ def test_a_two_level_model_gets_the_mhvae_prediction_when_told(two_level):
     x = two_level.marginal().sample(torch.Size((60,)))
     small = dict(n_obs=2, n_draws=2, iw_samples=2, kl_samples=2, progress=False, device="cpu")
     plain = diagnose(two_level.model, two_level.guide, x, **small)
-    assert "theory" not in plain.groups() and "2 latent sites" in plain.attrs["theory_unavailable"]
+    # the traces read the two-level structure, and that it is not the theory's: p(z1|z2) has std s1 = 0.7,
+    # the likelihood s0 = 0.5 (the theory has eta_dec for both)
+    assert "theory" not in plain.groups() and "p(z1 | z2) has std 0.7" in plain.attrs["theory_unavailable"]
     given = {"family": "mhvae", "latent_dims": (3, 2), "beta1": 1.0, "beta2": 1.0, "eta_enc": 1.0, "eta_dec": 0.5,
              "sigma1": 0.7}
-    told = diagnose(two_level.model, two_level.guide, x, theory=given, **small)
+    with pytest.warns(TheoryMismatchWarning, match="differs from the linear mhvae"):
+        told = diagnose(two_level.model, two_level.guide, x, theory=given, **small)
+    assert told.theory.attrs["prediction_basis"] == "given"
+    assert set(json.loads(told.theory.attrs["model_mismatch"])) == {"family", "sigma1"}  # learned q(z1|x) std
     expected = theory.linear_mhvae(x.double().numpy(), (3, 2), beta1=1.0, beta2=1.0, eta_enc=1.0, eta_dec=0.5,
                                    sigma1=0.7, sigma2=None)
     np.testing.assert_allclose(told.theory.z1_encoder_sv, expected.z1_encoder_sv)
