@@ -20,11 +20,12 @@ tensors: building xarray objects would cost as much as the model's forward
 pass), so a reading equals what :func:`~ppl_vae.diagnostics.diagnose` reports
 for the same rows and seed (tested).
 
-A reading leaves no trace on the run it watches (:func:`untouched`): torch's,
+A reading leaves no trace on the run it watches, through the same isolation as
+``diagnose`` (:func:`ppl_vae.diagnostics._isolation.untouched`): torch's,
 Python's and NumPy's global random states are restored, the modules are put in
-eval mode and back, no gradient is recorded, nothing moves device and Pyro's
-parameter store keeps exactly its entries. A loop with the monitor therefore
-gives the same losses as the same loop without it.
+eval mode and back, Pyro's parameter store is left as it was; and no gradient is
+recorded, nothing moves device. A loop with the monitor therefore gives the same
+losses as the same loop without it.
 
 The history is the suite's per-dimension KL history (``kl_history``): one
 variable ``{s}_kl`` per latent site over ``("step", "{s}_dim")`` in nats,
@@ -40,21 +41,19 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro
-import pyro.util
 import torch
 import xarray as xr
 
 from .._io import check_path, write_netcdf
 from .._validate import check_choice, check_int_range, check_positive
 from .collapse import AU_THRESHOLD, COLLAPSE_EPSILON, statistic_tensors
-from .target import PyroTarget, as_model_args, as_target, is_suite_style, owner_modules, parameter_device
+from ._isolation import referenced_modules, untouched
+from .target import PyroTarget, as_model_args, as_target, is_suite_style
 
 #: What the monitored rows are (the history's ``rows`` attribute).
 ROWS_CHOICES = ("given", "held-out", "training")
@@ -109,38 +108,20 @@ class CollapseReading:
         return f"step {self.step}: " + "; ".join(parts)
 
 
-@contextmanager
-def untouched(modules: Sequence[torch.nn.Module], device: torch.device) -> Iterator[None]:
-    """Run a block without leaving a trace on the user's run.
-
-    Inside: no gradient, every module in eval mode. Afterwards: each
-    (sub)module's own training flag back, torch's (CPU and ``device``),
-    Python's and NumPy's random states as they were, and any entry the block
-    added to Pyro's parameter store removed (existing entries are read only).
-    """
-    rng = pyro.util.get_rng_state()
-    store = pyro.get_param_store()
-    names = set(store.keys())
-    modes = [(sub, sub.training) for module in modules for sub in module.modules()]
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-            for module in modules:
-                module.eval()
-            yield
-    finally:
-        for sub, mode in modes:
-            sub.training = mode  # per submodule: train(mode) would recurse over mixed states
-        for name in set(store.keys()) - names:
-            del store[name]
-        pyro.util.set_rng_state(rng)
-
-
 def fixed_rows(n: int, max_rows: int, seed: int) -> torch.Tensor:
     """Sorted indices of at most ``max_rows`` of ``n`` rows, drawn without replacement from ``seed``."""
     if n <= max_rows:
         return torch.arange(n)
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=generator)[:max_rows].sort().values
+
+
+def nan_variance(values: torch.Tensor) -> torch.Tensor:
+    """Variance over rows ``(n, d) -> (d,)`` with ddof = 1, NaN entries skipped (NaN below two values)."""
+    count = (~values.isnan()).sum(0)
+    centred = values - values.nanmean(0)
+    variance = centred.pow(2).nansum(0) / (count - 1).clamp(min=0)
+    return torch.where(count > 1, variance, torch.full_like(variance, float("nan")))
 
 
 def reading_from(kl: dict[str, torch.Tensor], guide_mean: dict[str, torch.Tensor], step: int, *,
@@ -150,10 +131,11 @@ def reading_from(kl: dict[str, torch.Tensor], guide_mean: dict[str, torch.Tensor
     The definitions of :func:`~ppl_vae.diagnostics.collapse.collapsed_dimensions`
     (mean KL over rows below ``collapse_epsilon``) and
     :func:`~ppl_vae.diagnostics.collapse.active_units` (variance over rows of the
-    guide mean, ddof = 1, above ``au_threshold``), on float64 tensors.
+    guide mean, ddof = 1, above ``au_threshold``), on float64 tensors; entries a
+    program masks are NaN there and skipped here, as xarray's reductions skip them.
     """
-    kl_mean = {site: values.mean(0) for site, values in kl.items()}
-    variance = {site: mean.var(0, correction=1) for site, mean in guide_mean.items()}
+    kl_mean = {site: values.nanmean(0) for site, values in kl.items()}
+    variance = {site: nan_variance(mean) for site, mean in guide_mean.items()}
     return CollapseReading(
         step=int(step),
         kl={site: values.tolist() for site, values in kl_mean.items()},
@@ -208,7 +190,8 @@ class CollapseMonitor:
         As for ``diagnose``.
     modules
         Further ``nn.Module`` objects to hold in eval mode during a reading (those the
-        model and guide are methods of are found on their own).
+        model and guide are, are methods of, or name in their closures and globals
+        are found on their own).
     writer, log_dir
         A ``torch.utils.tensorboard.SummaryWriter``, or a directory to open one in
         (closed by :meth:`close`); every reading is logged under ``tag`` (needs ``tensorboard``).
@@ -247,9 +230,9 @@ class CollapseMonitor:
         if args.n < 2:
             raise ValueError(f"data must hold at least 2 rows (active units are a variance over rows), got {args.n}")
         args = args.subset(fixed_rows(args.n, max_rows, self.seed))
-        found = owner_modules(model) if guide is None else owner_modules(model, guide)
+        found = referenced_modules(model) if guide is None else referenced_modules(model, guide)
         self._modules = tuple(found) + tuple(m for m in modules if not any(m is f for f in found))
-        with untouched(self._modules, _device_of(model, guide)):  # finding the sites traces the model once
+        with untouched(self._modules), torch.no_grad():  # finding the sites traces the model once
             self.target: PyroTarget = as_target(model, guide, args, latent_sites=latent_sites,
                                                 observed_site=observed_site, vectorize=vectorize)
         if self.target.n_configs is not None:
@@ -288,7 +271,7 @@ class CollapseMonitor:
             raise ValueError(f"step must increase from one reading to the next: got {step} after "
                              f"{self._readings[-1].step}")
         device = self.target.device()
-        with untouched(self._modules, device):
+        with untouched(self._modules), torch.no_grad():
             kl, guide_mean, _ = statistic_tensors(self.target, self.data.to(device), num_samples=self.kl_samples,
                                                   batch_size=self.data.n, seed=self.seed)
         reading = reading_from(kl, guide_mean, step, collapse_epsilon=self.collapse_epsilon,
@@ -362,11 +345,6 @@ class CollapseMonitor:
                 f"every={self.every}, readings={len(self._readings)})")
 
 
-def _device_of(model, guide) -> torch.device:
-    """Where the parameters live, before the target exists."""
-    return parameter_device(owner_modules(model) if guide is None else owner_modules(model, guide))
-
-
 def _summary_writer(log_dir: str | os.PathLike):
     """A ``SummaryWriter`` in ``log_dir``; a clear error when TensorBoard is not installed."""
     try:
@@ -377,4 +355,4 @@ def _summary_writer(log_dir: str | os.PathLike):
 
 
 __all__ = ["CollapseMonitor", "CollapseReading", "HISTORY_GROUP", "ROWS_CHOICES", "fixed_rows", "history_dataset",
-           "reading_from", "untouched"]
+           "nan_variance", "reading_from"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -14,6 +16,7 @@ import ppl_vae.diagnostics.monitor as monitor_module
 from ppl_vae.diagnostics import CollapseMonitor, diagnose
 from ppl_vae.diagnostics.collapse import collapse_dataset, latent_statistics
 from ppl_vae.diagnostics.io import load, save
+from ppl_vae.diagnostics.monitor import nan_variance
 from pyro_style_models import CVAE, BernoulliVAE, laplace_guide, laplace_model
 
 
@@ -77,7 +80,7 @@ def test_a_loop_with_the_monitor_gives_exactly_the_losses_without_it():
 def test_the_same_loop_diverges_when_the_reading_is_not_isolated(monkeypatch):
     """Counterfactual: without untouched() the guide runs in train mode and BatchNorm's statistics move."""
     plain_losses, plain_state, _, _ = svi_loop(None, steps=12)
-    monkeypatch.setattr(monitor_module, "untouched", lambda modules, device: torch.no_grad())
+    monkeypatch.setattr(monitor_module, "untouched", lambda modules: contextlib.nullcontext())
     losses, state, _, _ = svi_loop(every=3, steps=12)
     assert losses != plain_losses
     assert not torch.equal(state["encoder.1.running_mean"], plain_state["encoder.1.running_mean"])
@@ -155,6 +158,41 @@ def test_a_cvae_takes_its_positional_arguments_and_the_kl_is_against_its_learned
         p = torch.distributions.Normal(*cvae.prior_net(x))
         expected = torch.distributions.kl_divergence(q, p).mean(0)
     np.testing.assert_allclose(reading.kl["z"], expected.numpy(), rtol=1e-5)
+
+
+def masked_model(x):
+    """A latent observed only on the first half of the rows (poutine.mask): the rest stays out of the KL."""
+    weight = pyro.param("w", torch.eye(x.shape[1], 2))
+    keep = torch.arange(x.shape[0]) < x.shape[0] // 2
+    with pyro.plate("data", x.shape[0]), pyro.poutine.mask(mask=keep):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z @ weight.T, 0.5).to_event(1), obs=x)
+
+
+def masked_guide(x):
+    keep = torch.arange(x.shape[0]) < x.shape[0] // 2
+    with pyro.plate("data", x.shape[0]), pyro.poutine.mask(mask=keep):
+        pyro.sample("z", dist.Normal(x[:, :2] * torch.tensor([1.0, 0.0]), 0.5).to_event(1))
+
+
+def test_masked_rows_stay_out_of_a_reading_as_out_of_the_collapse_group():
+    pyro.clear_param_store()
+    x = rows(40, dim=3)
+    monitor = CollapseMonitor(masked_model, masked_guide, x)
+    reading = monitor.measure(0)
+    collapse = collapse_dataset(latent_statistics(monitor.target, x, num_samples=8), ("z",))
+    np.testing.assert_allclose(reading.kl["z"], collapse.z_kl_mean.values, rtol=1e-12)
+    assert reading.active_units["z"] == int(collapse.z_active_units)
+    assert np.isfinite(reading.kl["z"]).all()
+
+
+def test_nan_variance_is_numpys_nanvar_with_one_degree_of_freedom():
+    values = rows(12, dim=4).double()
+    values[::3, 1] = float("nan")
+    values[1:, 3] = float("nan")  # one value left: undefined
+    expected = np.nanvar(values.numpy()[:, :3], axis=0, ddof=1)
+    np.testing.assert_allclose(nan_variance(values)[:3].numpy(), expected, rtol=1e-12)
+    assert nan_variance(values)[3].isnan()
 
 
 def test_every_counts_calls_and_steps_label_the_readings():
