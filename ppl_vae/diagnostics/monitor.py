@@ -51,8 +51,8 @@ import xarray as xr
 
 from .._io import check_path, write_netcdf
 from .._validate import check_choice, check_int_range, check_positive
-from .collapse import AU_THRESHOLD, COLLAPSE_EPSILON, statistic_tensors
 from ._isolation import referenced_modules, untouched
+from .collapse import AU_THRESHOLD, COLLAPSE_EPSILON, statistic_tensors
 from .target import PyroTarget, as_model_args, as_target, is_suite_style
 
 #: What the monitored rows are (the history's ``rows`` attribute).
