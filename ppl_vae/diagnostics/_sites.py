@@ -9,7 +9,7 @@ helpers make that reading follow Pyro's semantics for the idioms users write:
   left out of the per-dimension KL (:func:`coordinate_mask`);
 - ``pyro.plate(..., subsample_size=B)``: per-point diagnostics need every data
   point, so every subsampled plate is run on its full range
-  (:class:`FullPlates`): the guide and the model see the same indices
+  (:func:`full_plates`): the guide and the model see the same indices
   ``0 .. size - 1``, and Pyro's subsample scale ``size / B`` becomes 1;
 - a prior whose parameters depend on latents the guide draws after this site
   (the MHVAE's p(z1 | z2) with z2 ~ q(z2 | z1)): the KL the objective pays is
@@ -22,32 +22,41 @@ these functions are the diagnostics' reading of the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
+from pyro.poutine.subsample_messenger import SubsampleMessenger
 from torch.distributions import Distribution, Independent
 
 
-class FullPlates(Messenger):
-    """Run every subsampled ``pyro.plate`` on its full range: indices ``0 .. size - 1``.
+@contextmanager
+def full_plates() -> Iterator[None]:
+    """Run every subsampled ``pyro.plate`` on its full range, indices ``0 .. size - 1``, inside the block.
 
-    A plate draws its indices from a ``_Subsample`` sample site when it is
-    entered; this handler answers that site with the full range, so the
-    plate's ``subsample_size`` is its ``size`` and the scale Pyro applies,
-    ``size / subsample_size``, is 1. Indices the program passes itself
-    (``pyro.plate(..., subsample=idx)``) are kept.
+    A plate built with ``subsample_size=B`` draws B of its ``size`` indices
+    and scales its sites by ``size / B``; for the block it is built as if
+    ``subsample_size`` were None: every index, in order, scale 1, and the guide
+    and the replayed model agree on them. Indices the program passes itself
+    (``pyro.plate(..., subsample=idx)``) are kept. Pyro offers no handler that
+    changes a plate's ``subsample_size`` (it checks it against the indices a
+    handler returns), so the plate's own helper is wrapped for the block and
+    restored on exit.
     """
+    original = SubsampleMessenger.__dict__["_subsample"]
 
-    def _pyro_sample(self, msg: dict) -> None:
-        if not site_is_subsample(msg) or msg["value"] is not None or msg["done"]:
-            return
-        fn = msg["fn"]
-        msg["value"] = torch.arange(fn.size, device=fn.device)
-        msg["done"] = True
+    def full(name, size=None, subsample_size=None, subsample=None, use_cuda=None, device=None):
+        if size is not None and subsample is None:
+            subsample_size = None
+        return original.__func__(name, size, subsample_size, subsample, use_cuda, device)
+
+    SubsampleMessenger._subsample = staticmethod(full)
+    try:
+        yield
+    finally:
+        SubsampleMessenger._subsample = original
 
 
 def masked_log_prob(site: dict, log_prob: torch.Tensor) -> torch.Tensor:

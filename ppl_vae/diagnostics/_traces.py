@@ -47,7 +47,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution, Independent, Normal
 
 from ..inference.elbo import log_density
-from ._sites import FullPlates, coordinate_mask, coupled_sites, masked_log_prob
+from ._sites import coordinate_mask, coupled_sites, full_plates, masked_log_prob
 from .target import ModelArgs, PyroTarget, trace_pair
 
 #: How a site's KL was computed (``attrs['kl_method']`` of the collapse group).
@@ -75,8 +75,8 @@ class LatentDraws:
     kl_method: str
     q_log_prob: torch.Tensor  # (S, n), without the poutine.scale factor (beta)
     p_log_prob: torch.Tensor  # (S, n)
-    q_log_prob_beta: torch.Tensor  # (S, n), times the guide site's poutine.scale
-    p_log_prob_beta: torch.Tensor  # (S, n), times the model site's poutine.scale
+    q_log_prob_beta: torch.Tensor  # (S, n), times the guide site's poutine.scale over the observed site's
+    p_log_prob_beta: torch.Tensor  # (S, n), times the model site's poutine.scale over the observed site's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,13 +146,18 @@ def _mean(fn: Distribution, like: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def _log_probs(site: dict, value: torch.Tensor, lead: tuple[int, ...], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A site's log density of ``value`` per point ``(*lead, n)``, without and with its ``poutine.scale``.
+def _log_probs(site: dict, value: torch.Tensor, lead: tuple[int, ...], n: int,
+               obs_scale=1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A site's log density of ``value`` per point ``(*lead, n)``, without and with its KL weight.
 
-    Masked entries add nothing (``poutine.mask``, as in Pyro's traces).
+    The weight is the site's ``poutine.scale`` over the observed site's
+    ``obs_scale`` (a factor on every site, such as a minibatch N / B, is not
+    a KL weight). Masked entries add nothing (``poutine.mask``, as in Pyro's traces).
     """
     log_prob = masked_log_prob(site, log_density(site["fn"], value))
-    scaled = torch.as_tensor(site["scale"], dtype=log_prob.dtype, device=log_prob.device) * log_prob
+    weight = (torch.as_tensor(site["scale"], dtype=log_prob.dtype, device=log_prob.device)
+              / torch.as_tensor(obs_scale, dtype=log_prob.dtype, device=log_prob.device))
+    scaled = weight * log_prob
     batch_shape = value.shape[: value.dim() - len(site["fn"].event_shape)]
     return _summed(log_prob, batch_shape, lead, n), _summed(scaled, batch_shape, lead, n)
 
@@ -232,7 +237,7 @@ BATCHED_SAMPLES_DIM = -3
 
 def _call(target: PyroTarget, batch: ModelArgs, num_samples: int, run: Callable[[tuple], object]):
     """``run(args)`` vectorised over ``num_samples`` draws per row (see :mod:`.target`), plates in full."""
-    with FullPlates():
+    with full_plates():
         if target.n_configs is not None:
             with SharedNoise(CONFIGS_DIM), pyro.plate("samples", num_samples, dim=BATCHED_SAMPLES_DIM):
                 return run(batch.args)
@@ -256,13 +261,13 @@ def _masked_out(terms: torch.Tensor, q_site: dict, p_site: dict, shape: torch.Si
 
 
 def _latent(name: str, q_site: dict, p_site: dict, lead: tuple[int, ...], n: int, vectorize: str,
-            coupled: bool = False) -> LatentDraws:
+            coupled: bool = False, obs_scale=1.0) -> LatentDraws:
     value = q_site["value"]
     _check_local(name, value.shape, lead, n, vectorize)
     q_fn, p_fn = q_site["fn"], p_site["fn"]
     kl, method = kl_terms(q_fn, p_fn, value, lead, n, coupled=coupled)
     q_mean = _mean(q_fn, value)
-    (q_log_prob, q_log_prob_beta), (p_log_prob, p_log_prob_beta) = (_log_probs(site, value, lead, n)
+    (q_log_prob, q_log_prob_beta), (p_log_prob, p_log_prob_beta) = (_log_probs(site, value, lead, n, obs_scale)
                                                                     for site in (q_site, p_site))
     mean = _per_point(value if q_mean is None else q_mean, value.shape, lead, n)
     return LatentDraws(
@@ -330,7 +335,7 @@ def trace_batch(target: PyroTarget, batch: ModelArgs, num_samples: int, *, predi
                             [s for s in model_trace.nodes if s in target.all_latent_sites])
     for name in target.all_latent_sites:
         draws = _latent(name, guide_trace.nodes[name], model_trace.nodes[name], lead, n, target.vectorize,
-                        coupled=name in coupled)
+                        coupled=name in coupled, obs_scale=obs_site["scale"])
         log_weight = log_weight + draws.p_log_prob - draws.q_log_prob
         log_weight_beta = log_weight_beta + draws.p_log_prob_beta - draws.q_log_prob_beta
         if name in target.latent_sites:

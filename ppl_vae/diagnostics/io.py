@@ -98,13 +98,13 @@ def named_runs(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceDat
         ``run_names`` with a dict, names not distinct or not one per run, or
         something that is not an InferenceData.
     """
+    if isinstance(idatas, (az.InferenceData, str, bytes)) or not isinstance(idatas, Iterable):
+        raise ValueError(f"idatas must be a list of InferenceData or a dict name -> InferenceData, "
+                         f"got {type(idatas).__name__}")
     if isinstance(idatas, Mapping):
         if run_names is not None:
             raise ValueError("run_names is for a list of runs; a dict already names its runs by its keys")
         names, runs = [str(name) for name in idatas], list(idatas.values())
-    elif isinstance(idatas, (az.InferenceData, str, bytes)) or not isinstance(idatas, Iterable):
-        raise ValueError(f"idatas must be a list of InferenceData or a dict name -> InferenceData, "
-                         f"got {type(idatas).__name__}")
     else:
         runs = list(idatas)
         names = [f"run{i}" for i in range(len(runs))] if run_names is None else [str(n) for n in run_names]
