@@ -186,6 +186,32 @@ def test_masked_rows_stay_out_of_a_reading_as_out_of_the_collapse_group():
     assert np.isfinite(reading.kl["z"]).all()
 
 
+class SubsampledVAE(NoisyVAE):
+    """The same VAE with Pyro's own minibatching: ``pyro.plate(..., subsample_size=8)`` over the full data."""
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0], subsample_size=8) as index:
+            z = pyro.sample("z", dist.Normal(x.new_zeros(len(index), self.z_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.decoder(z), 0.5).to_event(1), obs=x[index])
+
+    def guide(self, x):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0], subsample_size=8) as index:
+            loc, log_scale = self.encoder(x[index]).chunk(2, dim=-1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+def test_a_subsampling_program_is_read_on_every_monitored_row():
+    torch.manual_seed(0)
+    subsampled, plain = SubsampledVAE(), NoisyVAE()
+    plain.load_state_dict(subsampled.state_dict())
+    x = rows(30)
+    reading = CollapseMonitor(subsampled.model, subsampled.guide, x).measure(0)
+    np.testing.assert_allclose(reading.kl["z"], CollapseMonitor(plain.model, plain.guide, x).measure(0).kl["z"],
+                               rtol=1e-6)
+
+
 def test_nan_variance_is_numpys_nanvar_with_one_degree_of_freedom():
     values = rows(12, dim=4).double()
     values[::3, 1] = float("nan")
