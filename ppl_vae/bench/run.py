@@ -32,13 +32,14 @@ from ppl_vae.bench.cases import (
 )
 from ppl_vae.bench.grid import gradient_variance_rows, grid_rows
 from ppl_vae.bench.harness import PeakMemory, repeat_block, synchronise, time_interleaved
+from ppl_vae.bench.monitor import monitor_rows
 from ppl_vae.inference.convergence import NotConvergedWarning
 
 COLUMNS = ["section", "case", "variant", "steps_per_s", "samples_per_s", "ratio_to_plain", "wall_s",
            "peak_host_mb", "peak_device_mb", "note"]
 
 #: What :func:`run_bench` can measure, in order.
-SECTIONS = ("throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance")
+SECTIONS = ("throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance", "monitor")
 
 #: Relative tolerance of "reached the theory": every decoder singular value within 1%.
 THEORY_RTOL = 0.01
@@ -316,6 +317,8 @@ def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
         rows += grid_rows(device, epochs=50, log=log)
     if "elbo_variance" in sections:
         rows += gradient_variance_rows(draws=100 if quick else 300, log=log)
+    if "monitor" in sections:
+        rows += monitor_rows(device, repeats=repeats, log=log)
     return rows
 
 

@@ -28,6 +28,7 @@ from .draws import draw_groups, select_observations
 from .group import diagnose_group
 from .io import combine, load, save
 from .likelihood import evaluation_metrics, iw_log_likelihood
+from .monitor import CollapseMonitor
 from .target import PyroTarget, as_target
 from .theory_link import predict, predicted_collapsed, theory_group
 
