@@ -1,10 +1,11 @@
 """Hyper-parameter thresholds at which linear-model modes collapse (learnable encoder variance).
 
-Mode i of the linear VAE is active iff theta_i >= sqrt(beta) eta_dec (SPEC 4.1);
-of the CVAE iff theta_i >= beta eta_dec^2 (SPEC 4.3).  Since theta is sorted
+Mode i of the linear VAE is active iff theta_i >= sqrt(beta) eta_dec (docs/science.md);
+of the CVAE iff theta_i >= beta eta_dec^2.  Since theta is sorted
 descending, "at least k modes active" is the condition on theta_(k-1) alone,
 which inverts to a largest beta (at fixed eta_dec) and a largest eta_dec (at
 fixed beta).  Neither threshold depends on eta_enc for learnable variance.
+The MHVAE's counterparts are in :mod:`ppl_vae.theory.mhvae_thresholds`.
 """
 
 from __future__ import annotations
@@ -54,14 +55,38 @@ def collapse_thresholds(x, y=None, *, model: str = "cvae", latent_dim: int, beta
         x = as_data_matrix("x", x)
         latent_dim = check_int_range("latent_dim", latent_dim, 1, x.shape[1])
         theta = vae_thetas(x)[:latent_dim]
-        beta_max, eta_dec_max = theta**2 / eta_dec**2, theta / np.sqrt(beta)
-        theta_units = "std of x"
     else:
         if y is None:
             raise ValueError("y is required for model='cvae'")
         x, y = as_paired_data(x, y)
         latent_dim = check_int_range("latent_dim", latent_dim, 1, y.shape[1])
         theta = cvae_thetas(x, y)[:latent_dim]
+    table = thresholds_from_spectrum(theta, model=model, beta=beta, eta_dec=eta_dec)
+    table.attrs.update(eta_enc=eta_enc, n_samples=x.shape[0])
+    return table
+
+
+def thresholds_from_spectrum(theta, *, model: str, beta: float = 1.0, eta_dec: float = 1.0) -> xr.Dataset:
+    """:func:`collapse_thresholds` from the spectrum ``theta`` alone (e.g. a diagnosed run's ``theory.theta``).
+
+    Parameters
+    ----------
+    theta : array_like, shape (latent_dim,), descending, >= 0
+        std units for ``model="vae"``, variance units for ``model="cvae"``.
+    model, beta, eta_dec
+        As :func:`collapse_thresholds`.
+    """
+    model = check_choice("model", model, ("vae", "cvae"))
+    beta = check_positive("beta", beta)
+    eta_dec = check_positive("eta_dec", eta_dec)
+    theta = np.asarray(theta, dtype=np.float64)
+    if theta.ndim != 1 or theta.size < 1 or not np.all(np.isfinite(theta)) or np.any(theta < 0):
+        raise ValueError("theta must be a non-empty finite non-negative vector")
+    latent_dim = theta.size
+    if model == "vae":
+        beta_max, eta_dec_max = theta**2 / eta_dec**2, theta / np.sqrt(beta)
+        theta_units = "std of x"
+    else:
         beta_max, eta_dec_max = theta / eta_dec**2, np.sqrt(theta / beta)
         theta_units = "variance of the residual y - Bx"
 
@@ -79,5 +104,5 @@ def collapse_thresholds(x, y=None, *, model: str = "cvae", latent_dim: int, beta
         },
         coords={"n_active": ("n_active", np.arange(latent_dim + 1), {"description": "number of active modes"})},
         attrs={"model": f"linear_{model}", "encoder_variance": "learnable", "beta": beta, "eta_dec": eta_dec,
-               "eta_enc": eta_enc, "latent_dim": latent_dim, "n_samples": x.shape[0]},
+               "latent_dim": latent_dim},
     )
