@@ -22,12 +22,13 @@ from ppl_vae.theory.numeric import (
     vae_expected_loss,
 )
 from ppl_vae.theory.mhvae_thresholds import mhvae_collapse_thresholds, mhvae_thresholds_from_spectrum
-from ppl_vae.theory.thresholds import collapse_thresholds, thresholds_from_spectrum
+from ppl_vae.theory.thresholds import collapse_thresholds, data_scale_eta_dec, thresholds_from_spectrum
 
 __all__ = [
     "collapse_thresholds",
     "cvae_expected_loss",
     "cvae_thetas",
+    "data_scale_eta_dec",
     "linear_cvae",
     "linear_cvae_free_bits",
     "linear_mhvae",

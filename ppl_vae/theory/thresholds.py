@@ -106,3 +106,38 @@ def thresholds_from_spectrum(theta, *, model: str, beta: float = 1.0, eta_dec: f
         attrs={"model": f"linear_{model}", "encoder_variance": "learnable", "beta": beta, "eta_dec": eta_dec,
                "latent_dim": latent_dim},
     )
+
+
+def data_scale_eta_dec(spectrum, latent_dim: int, *, model: str) -> float:
+    """A decoder noise std that fits the data's scale: probabilistic PCA's noise estimate.
+
+    With ``latent_dim`` latent dimensions, the maximum-likelihood noise variance of
+    probabilistic PCA (Tipping and Bishop, 1999) is the mean variance along the
+    directions the latents leave out.  Here the spectrum is uncentred, as in the
+    theory, so this is the noise level at which the modes that stand out above the
+    discarded ones stay active (at beta = 1), a sensible first answer where eta_dec = 1
+    on pixels in [0, 1] collapses everything.
+
+    Parameters
+    ----------
+    spectrum : array_like, shape (d,), descending, >= 0
+        The whole spectrum: ``vae_thetas(x)`` (std units) for ``model`` "vae" / "mhvae",
+        ``cvae_thetas(x, y)`` (variance units) for "cvae".
+    latent_dim : int, 1 <= latent_dim
+    model : "vae", "cvae" or "mhvae"
+
+    Returns
+    -------
+    float > 0.  When the latents leave no direction out (or only blank ones), a tenth
+    of the root-mean-square spectrum, so that the value is still on the data's scale.
+    """
+    model = check_choice("model", model, ("vae", "cvae", "mhvae"))
+    latent_dim = check_int_range("latent_dim", latent_dim, 1)
+    spectrum = np.asarray(spectrum, dtype=np.float64)
+    variances = spectrum if model == "cvae" else spectrum**2
+    if variances.size == 0 or not np.all(np.isfinite(variances)) or not np.any(variances > 0):
+        raise ValueError("spectrum must be finite with at least one positive value (the data are all zero)")
+    left_out = variances[latent_dim:]
+    if left_out.size and float(left_out.mean()) > 0:
+        return float(np.sqrt(left_out.mean()))
+    return float(0.1 * np.sqrt(variances.mean()))

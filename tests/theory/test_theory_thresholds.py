@@ -5,6 +5,7 @@ import pytest
 
 from ppl_vae.theory import (
     collapse_thresholds,
+    data_scale_eta_dec,
     linear_cvae,
     linear_mhvae,
     linear_vae,
@@ -12,6 +13,7 @@ from ppl_vae.theory import (
     mhvae_thresholds_from_spectrum,
     numeric_linear_mhvae,
     thresholds_from_spectrum,
+    vae_thetas,
 )
 
 RELATIVE_STEP = 1e-6
@@ -209,3 +211,24 @@ def test_thresholds_from_spectrum_agree_with_collapse_thresholds(model):
     again = thresholds_from_spectrum(table.theta.values[1:], model=model, beta=1.3, eta_dec=0.7)
     np.testing.assert_array_equal(table.beta_max.values, again.beta_max.values)
     np.testing.assert_array_equal(table.eta_dec_max.values, again.eta_dec_max.values)
+
+
+def test_data_scale_eta_dec_is_probabilistic_pcas_noise_estimate():
+    """Against scikit-learn's PCA.noise_variance_ (the PPCA ML noise) on centred data, where both agree."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6))
+    x -= x.mean(axis=0)  # the theory's moments are uncentred; sklearn centres: agree on centred data
+    n = x.shape[0]
+    for k in (1, 3, 5):
+        noise_variance = PCA(n_components=k).fit(x).noise_variance_ * (n - 1) / n  # sklearn divides by n - 1
+        eta = data_scale_eta_dec(vae_thetas(x), k, model="vae")
+        assert eta == pytest.approx(np.sqrt(noise_variance), rel=1e-9)
+    # CVAE: theta are variances already; nothing left out -> a tenth of the rms scale, still positive
+    assert data_scale_eta_dec([4.0, 1.0, 0.25], 1, model="cvae") == pytest.approx(np.sqrt(0.625))
+    assert data_scale_eta_dec([4.0, 1.0], 2, model="cvae") == pytest.approx(0.1 * np.sqrt(2.5))
+    with pytest.raises(ValueError, match="spectrum"):
+        data_scale_eta_dec([0.0, 0.0], 1, model="vae")
+    with pytest.raises(ValueError, match="model"):
+        data_scale_eta_dec([1.0], 1, model="pca")
