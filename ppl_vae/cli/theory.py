@@ -135,17 +135,19 @@ def command(family, data_name, x_key, y_key, split, classes, n_samples, dim, cor
     bundle = load_data(family, data_name, split=split, classes=classes, n_samples=n_samples, dim=dim,
                        correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir,
                        x_key=x_key, y_key=y_key)
+    given_eta_dec = eta_dec
     if eta_dec is None:
         eta_dec = (_data_scale_eta_dec(family, bundle, latent_dim, latent_dims),)
-        k = latent_dims[0] if family == "mhvae" else latent_dim
-        click.echo(f"eta_dec not given: using {eta_dec[0]:g}, the noise std that probabilistic PCA with {k} "
-                   "components fits to these data (their scale); --eta-dec sets it")
     grid_axes = {"beta1": beta1, "beta2": beta2} if family == "mhvae" else {"beta": beta}
     grid_axes["eta_dec"] = eta_dec
     settings = [dict(zip(grid_axes, values)) for values in itertools.product(*grid_axes.values())]
 
     shape = f"x {tuple(bundle.x.shape)}" + ("" if bundle.y is None else f", y {tuple(bundle.y.shape)}")
     click.echo(f"data: {bundle.name} ({shape})   model: linear {family}")
+    if given_eta_dec is None:
+        k = latent_dims[0] if family == "mhvae" else latent_dim
+        click.echo(f"eta_dec not given: using {eta_dec[0]:g}, the noise std that probabilistic PCA with {k} "
+                   "components fits to these data (their scale); --eta-dec sets it")
     predictions = []
     for setting in settings:
         try:
