@@ -113,3 +113,13 @@ def test_a_sent_diagnostics_file_with_markup_in_its_attributes(diagnosed, tmp_pa
     path = save(hostile(diagnosed), tmp_path / "evil.nc")
     out = write_report([path], tmp_path / "r.html", progress=False, device="cpu")
     assert_no_markup_from_files(out.read_text())
+
+
+def test_convergence_flag_and_a_kl_history_group_reach_the_page(diagnosed):
+    """Not escaping, but the same tiny run: the flag stands beside the headline; the history group is drawn."""
+    idata = diagnosed.copy()
+    idata.add_groups({"kl_history": kl_history_fixture({"code": 3})})
+    page = build_html({"mine": idata}, converged={"mine": False})
+    assert re.search(r'<p class="headline"><b>mine</b>: [^<]*<span class="flag no">did not converge', page)
+    assert "<figcaption>since when:" in page
+    assert "convergence not judged" in build_html({"mine": diagnosed})
