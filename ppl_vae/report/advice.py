@@ -98,13 +98,13 @@ def format_limit(value: float, relation: str) -> str:
 
 
 def predicted_kl(theory: xr.Dataset, sites: list[str]) -> xr.Dataset:
-    """The theory's per-mode KL (nats, without beta) and active-mode count per latent site.
+    """The theory's per-mode KL at the optimum (nats, without beta) and active-mode count per latent site.
 
     For the linear VAE / CVAE the optimal encoder has, along mode i, a mean
     with second moment ``encoder_sv_i^2`` and std ``encoder_std_i``, so
     KL_i = ((lambda_i^2 + s_i^2) / eta_enc^2 - log(s_i^2 / eta_enc^2) - 1) / 2;
     a collapsed mode has lambda_i = 0 and s_i = eta_enc, KL 0.  For the MHVAE
-    only the active-mode counts are given (``<site>_kl`` is absent).
+    see :func:`mhvae_mode_kl`.
 
     Returns
     -------
@@ -120,7 +120,42 @@ def predicted_kl(theory: xr.Dataset, sites: list[str]) -> xr.Dataset:
         out[f"{site}_kl"] = (f"{site}_rank", np.sort(kl)[::-1], {"units": "nats"})
         out[f"{site}_n_active"] = int(kl.size - int(theory["collapsed"].values.sum()))
     elif model == "linear_mhvae":
+        kls = mhvae_mode_kl(theory)
         for level, site in zip(("z1", "z2"), sites if len(sites) == 2 else ("z1", "z2")):
             in_level = theory[f"in_{level}"].values
+            out[f"{site}_kl"] = (f"{site}_rank", np.sort(kls[level][in_level])[::-1], {"units": "nats"})
             out[f"{site}_n_active"] = int(np.sum(in_level & ~theory[f"{level}_collapsed"].values))
     return out
+
+
+def mhvae_mode_kl(theory: xr.Dataset) -> dict[str, np.ndarray]:
+    """Per-mode expected KL of the linear MHVAE's optimum (nats, without beta), ``{'z1': (n,), 'z2': (n,)}``.
+
+    Along mode i the optimum is diagonal: E[(W1 x)_i^2] = lambda_i^2, z1_i = m1_i + sigma1 e1,
+    the z2 encoder gain is g_i = beta1 omega_i / (beta1 omega_i^2 + beta2 c^2) (c = eta_dec / eta_enc)
+    and z2_i = g_i z1_i + s2_i e2.  Then
+
+    - z2: KL(q(z2_i | z1) || N(0, eta_enc^2)) averaged over z1:
+      ((g^2 (lambda^2 + sigma1^2) + s2^2) / eta_enc^2 - log(s2^2 / eta_enc^2) - 1) / 2;
+    - z1: KL(q(z1_i | x) || p(z1_i | z2)) averaged over z2 ~ q(z2 | z1), whose mean square gap is
+      (1 - omega g)^2 lambda^2 + omega^2 (g^2 sigma1^2 + s2^2):
+      ((sigma1^2 + gap) / eta_dec^2 - log(sigma1^2 / eta_dec^2) - 1) / 2.
+
+    Modes outside a level are NaN for it (a z1 mode without a z2 partner has omega = 0).
+    """
+    attrs = theory.attrs
+    beta1, beta2 = float(attrs["beta1"]), float(attrs["beta2"])
+    eta_enc, eta_dec, sigma1 = float(attrs["eta_enc"]), float(attrs["eta_dec"]), float(attrs["sigma1"])
+    in_z1, in_z2 = theory["in_z1"].values, theory["in_z2"].values
+    lam = np.where(in_z1, np.nan_to_num(theory["z1_encoder_sv"].values), 0.0)
+    omega = np.where(in_z1 & in_z2, np.nan_to_num(theory["z2_decoder_sv"].values), 0.0)
+    if "z2_encoder_std" in theory:
+        s2 = np.nan_to_num(theory["z2_encoder_std"].values, nan=eta_enc)
+    else:
+        s2 = np.full(lam.shape, float(attrs["sigma2"]))
+    c = eta_dec / eta_enc
+    gain = beta1 * omega / (beta1 * omega**2 + beta2 * c**2)
+    z2 = 0.5 * ((gain**2 * (lam**2 + sigma1**2) + s2**2) / eta_enc**2 - np.log(s2**2 / eta_enc**2) - 1.0)
+    gap = (1.0 - omega * gain) ** 2 * lam**2 + omega**2 * (gain**2 * sigma1**2 + s2**2)
+    z1 = 0.5 * ((sigma1**2 + gap) / eta_dec**2 - np.log(sigma1**2 / eta_dec**2) - 1.0)
+    return {"z1": np.where(in_z1, z1, np.nan), "z2": np.where(in_z2, z2, np.nan)}

@@ -86,3 +86,50 @@ def test_reading_a_kl_history_and_the_convergence_flag(tmp_path):
     (tmp_path / KL_HISTORY_NAME).write_bytes(b"not netcdf")
     with pytest.raises(Exception, match=KL_HISTORY_NAME):
         read_kl_history(tmp_path)
+
+
+@pytest.mark.parametrize("dims, sigma2", [((3, 2), None), ((2, 3), None), ((3, 3), 0.6)])
+def test_mhvae_mode_kl_sums_to_the_kl_terms_of_the_expected_loss(dims, sigma2):
+    """The library's expected loss is R + beta1 K1 + beta2 K2 at fixed parameters: K1, K2 by finite differences."""
+    from ppl_vae.report.advice import mhvae_mode_kl
+    from ppl_vae.theory import mhvae_expected_loss
+
+    x = spectrum_data([2.5, 1.4, 0.6, 0.3], seed=3)
+    hyper = dict(beta1=0.8, beta2=1.3, eta_enc=1.2, eta_dec=0.6, sigma1=0.7)
+    theory = linear_mhvae(x, dims, **hyper, sigma2=sigma2)
+    params = closed_form_parameters(x, theory, dims, sigma2, **hyper)
+    loss = lambda b1, b2: float(mhvae_expected_loss(*params, x.T @ x / x.shape[0], beta1=b1, beta2=b2,  # noqa: E731
+                                                    eta_enc=hyper["eta_enc"], eta_dec=hyper["eta_dec"],
+                                                    sigma1=hyper["sigma1"]))
+    k1, k2 = loss(2.0, 1.0) - loss(1.0, 1.0), loss(1.0, 2.0) - loss(1.0, 1.0)
+    kl = mhvae_mode_kl(theory)
+    # The loss scores z1 against a z2 drawn from that same z1; the diagnostics' per-dimension KL integrates z1
+    # afresh against a z2 drawn from another z1 sample (analytic Normal KL): that adds sigma1^2 omega g / eta_dec^2
+    # per mode, g = beta1 omega / (beta1 omega^2 + beta2 c^2) the z2 encoder's gain.
+    omega = np.nan_to_num(theory.z2_decoder_sv.values) * (theory.in_z1.values & theory.in_z2.values)
+    c = hyper["eta_dec"] / hyper["eta_enc"]
+    gain = hyper["beta1"] * omega / (hyper["beta1"] * omega**2 + hyper["beta2"] * c**2)
+    cross = np.sum(hyper["sigma1"] ** 2 * omega * gain / hyper["eta_dec"] ** 2)
+    assert cross > 0.1  # the configurations have coupled, active modes
+    assert np.nansum(kl["z1"]) == pytest.approx(k1 + cross, rel=1e-9, abs=1e-12)
+    assert np.nansum(kl["z2"]) == pytest.approx(k2, rel=1e-9, abs=1e-12)
+
+
+def closed_form_parameters(x, theory, dims, sigma2, *, beta1, beta2, eta_enc, eta_dec, sigma1):
+    """(U1, U2, W1, W2, z2 std) of the closed-form optimum, in the data's eigenbasis (U1, W2 at their exact optima)."""
+    moment = x.T @ x / x.shape[0]
+    phi, basis = np.linalg.eigh(moment)
+    order = np.argsort(phi)[::-1]
+    phi, basis = phi[order], basis[:, order]
+    d1, d2 = dims
+    lam = theory.z1_encoder_sv.values[:d1]
+    encoder1 = (lam / np.sqrt(phi[:d1]))[:, None] * basis[:, :d1].T
+    decoder2 = np.zeros((d1, d2))
+    coupled = min(d1, d2)
+    decoder2[np.arange(coupled), np.arange(coupled)] = theory.z2_decoder_sv.values[:coupled]
+    z2_std = theory.z2_encoder_std.values[:d2] if sigma2 is None else np.full(d2, sigma2)
+    z1_moment = encoder1 @ moment @ encoder1.T + sigma1**2 * np.eye(d1)
+    decoder1 = moment @ encoder1.T @ np.linalg.inv(z1_moment)
+    c = eta_dec / eta_enc
+    encoder2 = np.linalg.solve(beta1 * decoder2.T @ decoder2 + beta2 * c**2 * np.eye(d2), beta1 * decoder2.T)
+    return decoder1, decoder2, encoder1, encoder2, z2_std
