@@ -71,7 +71,7 @@ def line_colours(n: int) -> list:
 def step_axis(ax, steps) -> None:
     """A logarithmic training-step axis that still shows step 0 (linear below 1)."""
     steps = np.asarray(steps)
-    if steps.size and steps.max() > 10:
+    if steps.size and steps.max() > 1:
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlim(left=max(0.0, float(steps.min())))
 
