@@ -194,7 +194,8 @@ def comparison_figures(idatas: Mapping[str, az.InferenceData], losses: Mapping[s
         combined = combine(list(idatas.values()), run_names=list(idatas))
     except (ValueError, KeyError, TypeError) as err:  # runs whose files do not stack (e.g. a non-numeric attr)
         return [{"caption": "figures across these runs", "png": None, "error": str(err)}]
-    figures = [figure_entry(lambda: plots.collapse_curves(combined.collapse), "epsilon-collapse curves, one line per run"),
+    figures = [figure_entry(lambda: plots.collapse_curves(combined.collapse),
+                            "epsilon-collapse curves, one line per run"),
                figure_entry(lambda: plots.kl_per_dimension(combined.collapse),
                             "mean KL per dimension across runs (one colour scale for every panel)")]
     likelihoods = {str(idata.attrs.get("likelihood", "")) for idata in idatas.values()}

@@ -56,7 +56,7 @@ def test_no_table_where_no_threshold_is_derived():
 
 
 def test_predicted_kl_of_an_active_vae_mode_is_log_theta_over_its_threshold():
-    """At the optimum (lambda^2 + s^2) / eta_enc^2 = 1, so KL_i = log(theta_i / (sqrt(beta) eta_dec)); 0 if collapsed."""
+    """At the optimum (lambda^2 + s^2) / eta_enc^2 = 1, so KL_i = log(theta_i / (sqrt(beta) eta_dec)), or 0."""
     theta = np.array([3.0, 2.0, 1.0, 0.5])
     beta, eta_dec = 1.5, 0.9
     theory = linear_vae(spectrum_data(theta), 4, beta=beta, eta_enc=2.0, eta_dec=eta_dec)

@@ -111,7 +111,7 @@ def mhvae_setting(seed):
 
 def closed_form_active(x, dims, hyper):
     result = linear_mhvae(x, dims, **hyper)
-    return {"z1": int((~result.z1_collapsed & result.in_z1).sum()), "z2": int((~result.z2_collapsed & result.in_z2).sum())}
+    return {level: int((~result[f"{level}_collapsed"] & result[f"in_{level}"]).sum()) for level in ("z1", "z2")}
 
 
 def numeric_active(x, dims, hyper, seed):
@@ -169,7 +169,8 @@ def test_mhvae_thresholds_match_direct_minimisation(seed):
 def test_direct_minimisation_settings_cover_every_threshold():
     names = set()
     for seed in (1, 2, 3):
-        names |= {name for name, _, _ in finite_thresholds(mhvae_collapse_thresholds(*mhvae_setting(seed)[:2], **mhvae_setting(seed)[2]))}
+        x, dims, hyper = mhvae_setting(seed)
+        names |= {name for name, _, _ in finite_thresholds(mhvae_collapse_thresholds(x, dims, **hyper))}
     assert names == set(MHVAE_LIMITS)
 
 
