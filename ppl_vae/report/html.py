@@ -198,8 +198,11 @@ def comparison_figures(idatas: Mapping[str, az.InferenceData], losses: Mapping[s
                             "epsilon-collapse curves, one line per run"),
                figure_entry(lambda: plots.kl_per_dimension(combined.collapse),
                             "mean KL per dimension across runs (one colour scale for every panel)")]
-    likelihoods = {str(idata.attrs.get("likelihood", "")) for idata in idatas.values()}
-    if len(likelihoods) == 1:
+    # An NLL axis must not mix likelihoods (a Bernoulli NLL beside Gaussian ones): the suite's families are all
+    # Gaussian; users' Pyro models share an axis only when their files name one and the same likelihood.
+    likelihoods = {str(idata.attrs.get("likelihood", "gaussian" if family_of(idata) != "pyro" else ""))
+                   for idata in idatas.values()}
+    if len(likelihoods) == 1 and "" not in likelihoods:
         for name in _varying_hyperparameters(combined):
             figures.append(figure_entry(
                 lambda name=name: plots.metrics_vs_hyperparameter(combined.collapse, combined.metrics, name),

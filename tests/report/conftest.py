@@ -66,3 +66,14 @@ def mixed_report(cvae_runs, mhvae_run, tmp_path_factory):
     pyro_file = save(idata, root / "my_pyro_model.nc")
     page = write_report([cvae_runs[0], mlp, pyro_file, mhvae_run], root / "report.html", **FAST)
     return page
+
+
+@pytest.fixture(scope="session")
+def diagnosed():
+    """A user's Pyro VAE (latent site ``code``), diagnosed in memory with tiny settings."""
+    from ppl_vae.diagnostics import diagnose
+
+    torch.manual_seed(0)
+    user = PyroVAE(z_dim=3)
+    return diagnose(user.model, user.guide, load("digits", classes=[7]), iw_samples=3, n_obs=6, n_draws=4,
+                    kl_samples=2, progress=False, device="cpu")

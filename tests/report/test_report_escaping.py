@@ -10,15 +10,11 @@ import json
 import re
 from html.parser import HTMLParser
 
-import pytest
-import torch
-
-from ppl_vae.data import load
-from ppl_vae.diagnostics import diagnose, save
+from ppl_vae.diagnostics import save
 from ppl_vae.report import build_html
 from ppl_vae.report.page import CONTENT_SECURITY_POLICY
 from ppl_vae.report.runs import write_report
-from report_testing import PyroVAE, kl_history_fixture
+from report_testing import kl_history_fixture
 
 PAYLOAD = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
 SITE_PAYLOAD = '"><svg><script>alert(4)<b>'  # no space (latent_sites is space-separated), no '/' (netCDF names)
@@ -26,14 +22,6 @@ ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h
                 "dd", "div", "table", "thead", "tbody", "tr", "th", "td", "section", "figure", "img", "figcaption",
                 "code", "span"}
 RAW_MARKERS = ("<script", "<img src=x", "<svg")  # markup only: the escaped text may still read "onerror="
-
-
-@pytest.fixture(scope="module")
-def diagnosed():
-    torch.manual_seed(0)
-    user = PyroVAE(z_dim=3)
-    return diagnose(user.model, user.guide, load("digits", classes=[7]), iw_samples=3, n_obs=6, n_draws=4,
-                    kl_samples=2, progress=False, device="cpu")
 
 
 def renamed_site(idata, old, new):
@@ -114,12 +102,3 @@ def test_a_sent_diagnostics_file_with_markup_in_its_attributes(diagnosed, tmp_pa
     out = write_report([path], tmp_path / "r.html", progress=False, device="cpu")
     assert_no_markup_from_files(out.read_text())
 
-
-def test_convergence_flag_and_a_kl_history_group_reach_the_page(diagnosed):
-    """Not escaping, but the same tiny run: the flag stands beside the headline; the history group is drawn."""
-    idata = diagnosed.copy()
-    idata.add_groups({"kl_history": kl_history_fixture({"code": 3})})
-    page = build_html({"mine": idata}, converged={"mine": False})
-    assert re.search(r'<p class="headline"><b>mine</b>: [^<]*<span class="flag no">did not converge', page)
-    assert "<figcaption>since when:" in page
-    assert "convergence not judged" in build_html({"mine": diagnosed})
