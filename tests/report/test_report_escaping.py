@@ -7,7 +7,6 @@ history), and a figure's error message.
 """
 
 import json
-import re
 from html.parser import HTMLParser
 
 from ppl_vae.diagnostics import save
