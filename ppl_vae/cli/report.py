@@ -26,7 +26,10 @@ def command(run_dirs, out, iw_samples, seed, device, overwrite, progress):
     Each argument is a run directory (ppl-vae train / sweep) or an InferenceData
     file (.nc) saved from ppl_vae.diagnostics.diagnose, for instance of your
     own Pyro model. The page opens with "k of d latent dimensions collapsed; theory predicted m"
-    for every run, then a table of metrics and the figures.
+    for every run (with its convergence flag) and a table of metrics; then, per model family and
+    per run, what to change (the beta / eta_dec that keep k dimensions active), the KL per
+    dimension over training (from the run's kl_history.nc, or the file's kl_history group), and
+    the figures. The page runs no script; see docs/science.md for the words and formulas.
     """
     from ppl_vae.report.runs import write_report
 
