@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import xarray as xr
 
 from ppl_vae._io import write_netcdf
+
+if TYPE_CHECKING:
+    import xarray as xr
 from ppl_vae.cli._common import data_options, load_data, output_path, parse_float_list, parse_int_list
 
 # Variables shown in the per-mode table, in this order, for each model.
@@ -196,6 +199,8 @@ def command(family, data_name, x_key, y_key, label_key, image_shape, split, clas
     if out is not None:
         if len(settings) > 1:
             # One dimension per grid axis, so that "collapse vs beta" is a plain .sel().
+            import xarray as xr
+
             combined = xr.combine_by_coords(
                 [prediction.expand_dims({key: [value] for key, value in setting.items()})
                  for setting, prediction in zip(settings, predictions)],
