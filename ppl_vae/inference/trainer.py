@@ -41,10 +41,11 @@ from ppl_vae._io import check_path, prepare_run_dir
 from ppl_vae._lock import claim_output
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.data import train_test_split
-from ppl_vae.inference import convergence, runs
+from ppl_vae.inference import convergence, kl_history, runs
 from ppl_vae.inference.batched import BatchedModel, can_vectorise, clip_per_config_
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ppl_vae.inference.elbo import estimator_name, site_estimators
+from ppl_vae.inference.program import as_bundle, as_program
 from ppl_vae.inference.randomness import NOISE_STREAM, ConfigBatches, ConfigNoise, make_generators
 from ppl_vae.inference.schedules import kl_weight
 from ppl_vae.inference.traced import TracedLoss
@@ -110,6 +111,11 @@ class FitResult:
         One verdict per configuration of a linear model
         (:func:`ppl_vae.inference.convergence.judge`: ``converged`` True, False or
         None when not judged, and why); None for a non-linear or diverged one.
+    kl_history
+        Per-dimension KL of each latent site every ``kl_every`` steps, on the training
+        batch (:mod:`ppl_vae.inference.kl_history`): ``{site}_kl`` over
+        ``("step", "{site}_dim")``, with a leading ``config`` for a sequence; None
+        with ``kl_every=0``.
     """
 
     models: tuple[Any, ...]
@@ -122,6 +128,7 @@ class FitResult:
     diverged: dict[int, int] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     convergence: list[dict[str, Any] | None] = field(default_factory=list)
+    kl_history: xr.Dataset | None = None
 
     @property
     def model(self):
@@ -161,6 +168,7 @@ class _Trainee:
     def __init__(self, models: Sequence[Any]):
         self.models = tuple(models)
         self.n_configs = len(models)
+        self.program = getattr(models[0].config, "family", None) == "program"
         if self.n_configs == 1:
             self.module = models[0]
         else:
@@ -179,7 +187,7 @@ class _Trainee:
         # index_select on the flat index: the same rows as t[index], several times faster on the CPU
         flat = index.reshape(-1)
         shape = (index.shape[-1],) if self.n_configs == 1 else tuple(index.shape)
-        return tuple(torch.index_select(t, 0, flat).reshape(*shape, t.shape[-1]) for t in tensors)
+        return tuple(torch.index_select(t, 0, flat).reshape(*shape, *t.shape[1:]) for t in tensors)
 
     def clip(self, max_norm: float) -> None:
         if self.n_configs == 1:
@@ -224,7 +232,8 @@ def kl_controls(module) -> tuple[dict[str, tuple], dict[str, torch.Tensor]]:
 
 def fit(
     model,
-    data,
+    guide=None,
+    data=None,
     *,
     steps: int | None = None,
     epochs: int | None = None,
@@ -245,17 +254,35 @@ def fit(
     on_divergence: str = "raise",
     callbacks: Sequence[Callable[[int, Any, Any], None]] | None = None,
     provenance: dict[str, Any] | None = None,
+    jit: bool = True,
+    kl_every: int | None = None,
+    estimator: str = "auto",
+    hyper: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Train one model, or K models of one architecture as one run, by SVI.
+    """Train one model, or K models of one architecture as one run, or a user's Pyro program, by SVI.
+
+    ``fit(model, data, ...)`` trains the suite's models; ``fit(model, guide, data, ...)``
+    (two Pyro callables) or ``fit(program, data, ...)`` (an object with ``.model`` and
+    ``.guide``, e.g. a ``PyroModule``) trains a user's program
+    (:mod:`ppl_vae.inference.program`) with the same checkpoints, resume, held-out
+    split, divergence handling and provenance.
 
     Parameters
     ----------
     model
         A :class:`ppl_vae.models.LatentVariableModel`, or a sequence of K of them
         sharing their architecture (moved to ``device`` in place; trained weights
-        are written back into them).
+        are written back into them); or a Pyro model callable (with ``guide``), or an
+        object with ``.model`` / ``.guide`` methods. A program's parameters (every
+        ``pyro.param``, ``pyro.module`` included, optimised unconstrained as in Pyro)
+        are trained in place.
+    guide
+        The Pyro guide of a model callable; None otherwise. (Passed positionally in
+        the place of ``data``, a bundle is taken as ``data``: ``fit(model, bundle)``.)
     data
-        A :class:`ppl_vae.data.DataBundle` whose ``tensors()`` the models take.
+        A :class:`ppl_vae.data.DataBundle` whose ``tensors()`` the models take; for a
+        program also a tensor or NumPy array ``(n, ...)`` (rows first: the program's
+        one argument) or a tuple ``(x, y)`` of two (float64 is cast to float32).
     steps, epochs
         Length of training, exactly one of them; an epoch is ``ceil(n / batch_size)``
         steps. With ``resume`` they give the total, including steps already done.
@@ -298,6 +325,19 @@ def fit(
         at the end, with ``losses`` the ``(K,)`` per-sample losses of that step.
     provenance
         Extra entries for ``config.json``'s ``train`` section (a sweep's group id).
+    jit
+        Record the loss once per batch shape and replay it
+        (:class:`~ppl_vae.inference.traced.TracedLoss`, checked against the eager loss
+        before it is used); False runs every step eagerly.
+    kl_every
+        Steps between records of the per-dimension KL history (``FitResult.kl_history``,
+        ``kl_history.nc``); None: every 1% of the run; 0: none.
+    estimator
+        A program's estimator (:class:`~ppl_vae.inference.program.Program`):
+        ``'auto'``, ``'Trace_ELBO'`` or ``'TraceMeanField_ELBO'``. The suite's models
+        choose their own.
+    hyper
+        A program's hyper-parameters, recorded as its config (JSON-able).
 
     Raises
     ------
@@ -306,10 +346,17 @@ def fit(
     ValueError
         A bad option (naming it and its allowed range).
     """
+    if data is None and guide is not None and not callable(guide):
+        guide, data = None, guide  # fit(model, data)
+    if data is None:
+        raise ValueError("data is missing: fit(model, data) or fit(model, guide, data)")
     single = not isinstance(model, (list, tuple))
-    models = [model] if single else list(model)
+    program = as_program(model, guide, estimator=estimator, hyper=hyper) if single else None
+    models = [program or model] if single else list(model)
     if not models:
         raise ValueError("model must be a model or a non-empty sequence of models")
+    if program is not None:
+        data = as_bundle(data)
     seeds = _seeds(seed, len(models))
     batch_size = None if batch_size is None else check_int_range("batch_size", batch_size, 1)
     lr = check_positive("lr", lr)
@@ -320,6 +367,7 @@ def fit(
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
     clip_norm = None if clip_norm is None else check_positive("clip_norm", clip_norm)
     checkpoint_every = check_int_range("checkpoint_every", checkpoint_every, 1)
+    kl_every = None if kl_every is None else check_int_range("kl_every", kl_every, 0)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir")
     if resume and not Path(check_path(run_dir, "run_dir")).is_dir():
@@ -347,20 +395,24 @@ def fit(
     estimators = site_estimators(models[0])
     schedules, floors = kl_controls(trainee.module)
     total_steps = _total_steps(steps, epochs, sampler.steps_per_epoch)
+    kl_every = kl_history.kl_every_default(total_steps) if kl_every is None else kl_every
     train_options = {
         "steps": total_steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "lr_decay": lr_decay, "clip_norm": clip_norm, "seeds": list(seeds), "checkpoint_every": checkpoint_every,
         "test_fraction": test_fraction, "split_seed": split_seed, "n_rows": n_rows, "n_train": bundle.n,
         "n_test": n_rows - bundle.n, "estimator": estimator_name(estimators), "site_estimators": estimators,
-        "n_configs": n_configs, "engine": "one model" if n_configs == 1 else "configs plate",
+        "n_configs": n_configs, "engine": "one model" if n_configs == 1 else "configs plate", "jit": bool(jit),
+        "kl_every": kl_every, **({"data_source": bundle.attrs["source"]} if "source" in bundle.attrs else {}),
         **(provenance or {}),
     }
     opt = _make_optimizer(optimizer, trainee.parameters, lr, clip_norm)
     loss_fn = TracedLoss(trainee.module, trainee.parameters, estimators=estimators, free_bits=floors or None,
-                         noise=noise)
+                         noise=noise, jit=jit, row_dim=0 if trainee.program else -2)
 
     with _claimed(run_dir):
         history: list[np.ndarray] = []
+        kl_steps: list[int] = []
+        kl_records: list[dict[str, torch.Tensor]] = []
         stopped = torch.zeros(n_configs, dtype=torch.bool, device=torch_device)
         diverged: dict[int, int] = {}
         start_step, last_checkpoint = 0, None
@@ -381,6 +433,12 @@ def fit(
             stopped = state["stopped"].to(torch_device)
             diverged = {int(k): int(v) for k, v in state["diverged"].items()}
             start_step = last_checkpoint = int(state["step"])
+            kl_steps = [int(s) for s in state.get("kl_steps", torch.zeros(0, dtype=torch.int64)).tolist()]
+            saved_kl = state.get("kl_history", {})
+            kl_records = [{site: values[i].to(torch_device) for site, values in saved_kl.items()}
+                          for i in range(len(kl_steps))]
+            if trainee.program and "global_rng" in state:
+                torch.set_rng_state(state["global_rng"])  # a program's own draws (e.g. subsample plates)
         if run_dir is not None:
             runs.write_config(run_dir, configs if not single else configs[0], bundle, train_options, seeds,
                               torch_device)
@@ -392,6 +450,10 @@ def fit(
                 "sampler_state": sampler.state_dict(), "noise_state": noise.state_dict(),
                 "stopped": stopped.cpu(), "diverged": {str(k): v for k, v in diverged.items()},
                 "configs": configs, "train": train_options,
+                "kl_steps": torch.as_tensor(kl_steps, dtype=torch.int64),
+                "kl_history": {site: torch.stack([r[site] for r in kl_records]).cpu()
+                               for site in (kl_records[0] if kl_records else {})},
+                **({"global_rng": torch.get_rng_state()} if trainee.program else {}),
             })
 
         watch = set(convergence.snapshot_steps(total_steps, start_step) if trainee.linear else ())
@@ -409,7 +471,11 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 multipliers = {site: kl_weight(step, *schedule, validate=False)
                                for site, schedule in schedules.items()}
-                losses = loss_fn(batch, multipliers)
+                kl_out = {} if kl_history.is_record_step(step + 1, kl_every, total_steps) else None
+                losses = loss_fn(batch, multipliers, kl_out) if kl_out is not None else loss_fn(batch, multipliers)
+                if kl_out is not None:
+                    kl_steps.append(step + 1)
+                    kl_records.append(kl_out)
                 if diverged:
                     torch.where(stopped, 0.0, losses).sum().backward()
                     trainee.freeze(stopped)
@@ -459,9 +525,11 @@ def fit(
         with np.errstate(all="ignore"):
             final = np.array([np.nan if k in diverged else float(np.mean(tail[:, k])) for k in range(n_configs)])
         verdicts = _convergence(snapshots, history_array, diverged, trainee)
+        kl = (kl_history.as_dataset(kl_steps, kl_history.stack_records(kl_records), single, diverged)
+              if kl_every > 0 else None)
         result = FitResult(models=tuple(models), loss=loss, final_loss=float(final[0]) if single else final,
                            steps=len(history_array), wall_time=wall_time, device=str(torch_device), run_dir=run_dir,
-                           diverged=diverged, provenance=train_options, convergence=verdicts)
+                           diverged=diverged, provenance=train_options, convergence=verdicts, kl_history=kl)
         if run_dir is not None:
             runs.write_results(run_dir, result, bundle)
         return result
