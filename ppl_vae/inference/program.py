@@ -259,3 +259,44 @@ def check_program(model: Callable, guide: Callable, *args) -> dict[str, Any]:
         "observed_sites": tuple(name for name, site in model_sites.items() if site["is_observed"]),
         "params": unconstrained,
     }
+
+
+def load_program_state(run_dir, model: Any, guide: Callable | None = None, data: Any = None) -> Program:
+    """Put the trained parameters of a program's run back into the program, built again by the caller.
+
+    Nothing from the run directory is executed: the caller builds the model and guide
+    (as for :func:`~ppl_vae.inference.fit`); they run once on ``data`` (which creates
+    their ``pyro.param`` values), then the checkpoint's tensors are copied in.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory written by ``fit(model, guide, data, run_dir=...)``.
+    model, guide
+        As for ``fit``.
+    data
+        Rows the program takes (any rows of the training data's shape).
+
+    Returns
+    -------
+    Program
+        The program, its parameters (param store and modules) set to the checkpoint's.
+    """
+    from pathlib import Path
+
+    from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from ppl_vae.models.config import as_training_data
+
+    if data is None:
+        raise ValueError("data is needed: the program runs once on it to create its parameters")
+    program = as_program(model, guide)
+    if program is None:
+        raise ValueError("model is one of the suite's models: use ppl_vae.inference.load_run")
+    state = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
+    program.check_data(as_training_data(as_bundle(data)))
+    saved = state["configs"][0].get("parameters", {})
+    if saved != program.config.parameters:
+        raise ValueError(f"the program's parameters ({program.config.parameters}) are not those of the run in "
+                         f"{run_dir} ({saved})")
+    program.load_state_dict(state["model_state"])
+    return program

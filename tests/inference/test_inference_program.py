@@ -8,7 +8,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule
 
-from ppl_vae.inference import fit, load_checkpoint, load_run
+from ppl_vae.inference import fit, load_checkpoint, load_program_state, load_run
 from ppl_vae.inference.program import as_bundle, check_program
 
 N, D, Z = 48, 5, 2
@@ -81,6 +81,10 @@ def test_a_programs_run_resumes_bit_for_bit_with_checkpoints_readable_without_pi
     assert (tmp_path / "run" / "kl_history.nc").is_file()
     with pytest.raises(ValueError, match="user's Pyro program"):
         load_run(tmp_path / "run")
+    # The caller builds the program again (other initial weights); nothing in the run directory runs.
+    pyro.clear_param_store()
+    load_program_state(tmp_path / "run", UserVAE(seed=7), data=_data())
+    assert all(torch.equal(pyro.param(k).detach(), resumed[k]) for k in resumed)
 
 
 def _refused(model, guide):
