@@ -70,6 +70,8 @@ def as_dataset(steps: Sequence[int], values: Mapping[str, np.ndarray], single: b
     for site, array in values.items():
         array = np.array(array, dtype=np.float64)
         if not single:
+            if array.ndim == 2:  # a sequence of one model: its sites have no configs dimension
+                array = array[:, None, :]
             for k, bad in (diverged or {}).items():
                 array[steps >= bad, k] = np.nan
             array = np.moveaxis(array, 1, 0)  # (K, S, d)
@@ -78,6 +80,6 @@ def as_dataset(steps: Sequence[int], values: Mapping[str, np.ndarray], single: b
             "units": "nats", "long_name": f"KL(q || p) of each {site} dimension, mean over the training batch"})
     coords = {"step": steps}
     if not single and values:
-        coords["config"] = np.arange(next(iter(values.values())).shape[1])
+        coords["config"] = np.arange(data_vars[next(iter(data_vars))].shape[0])
     return xr.Dataset(data_vars, coords=coords,
                       attrs={"rows": "training", "source": "fit", "collapse_epsilon": COLLAPSE_EPSILON})

@@ -58,6 +58,8 @@ def test_several_configurations_get_a_config_dimension_and_an_mhvae_both_sites(g
     models = [_vae(0), _vae(1)]
     history = fit(models, gaussian, steps=4, seed=[0, 1], kl_every=2, progress=False).kl_history
     assert history["z_kl"].dims == ("config", "step", "z_dim") and history["z_kl"].shape == (2, 2, 3)
+    history = fit([_vae(0)], gaussian, steps=4, seed=[0], kl_every=2, progress=False).kl_history
+    assert history["z_kl"].shape == (1, 2, 3)
     torch.manual_seed(0)
     mhvae = build_model(MHVAEConfig(input_dim=4, latent_dims=(3, 2), arch="mlp", hidden_dims=(5,)))
     history = fit(mhvae, gaussian, steps=4, kl_every=0, progress=False).kl_history
