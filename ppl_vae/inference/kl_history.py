@@ -28,6 +28,20 @@ def kl_every_default(total_steps: int) -> int:
     return max(1, total_steps // DEFAULT_RECORDS)
 
 
+#: Below this many steps a run's loss record computes the KL at every step (see :func:`kl_at_every_step`).
+SHORT_RUN_STEPS = 2000
+
+
+def kl_at_every_step(kl_every: int, steps: int) -> bool:
+    """Whether the loss should output the KL at every step rather than only at the recorded ones.
+
+    Two records of the loss (with and without the KL outputs) cost one more trace and check
+    per run (about the time of a hundred steps); one record with the KL costs a few small
+    kernels per step. The first is cheaper for long runs, the second for short ones.
+    """
+    return 0 < kl_every < steps <= SHORT_RUN_STEPS or (kl_every == 1 and steps > 0)
+
+
 def is_record_step(done: int, kl_every: int, total_steps: int) -> bool:
     """Whether the step that makes ``done`` steps in total records the KL (and the last always does)."""
     return kl_every > 0 and (done % kl_every == 0 or done == total_steps)

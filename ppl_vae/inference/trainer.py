@@ -456,6 +456,9 @@ def fit(
                 **({"global_rng": torch.get_rng_state()} if trainee.program else {}),
             })
 
+        # A short run computes the KL at every step (its record outputs it; a few small kernels a step)
+        # rather than pay for a second record of the loss for the steps that keep it.
+        kl_each_step = kl_history.kl_at_every_step(kl_every, total_steps - start_step)
         watch = set(convergence.snapshot_steps(total_steps, start_step) if trainee.linear else ())
         snapshots: list[list] = []
         bar = _progress_bar(progress, start_step, total_steps, n_configs)
@@ -471,9 +474,10 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 multipliers = {site: kl_weight(step, *schedule, validate=False)
                                for site, schedule in schedules.items()}
-                kl_out = {} if kl_history.is_record_step(step + 1, kl_every, total_steps) else None
+                record_kl = kl_history.is_record_step(step + 1, kl_every, total_steps)
+                kl_out = {} if record_kl or kl_each_step else None
                 losses = loss_fn(batch, multipliers, kl_out) if kl_out is not None else loss_fn(batch, multipliers)
-                if kl_out is not None:
+                if record_kl:
                     kl_steps.append(step + 1)
                     kl_records.append(kl_out)
                 if diverged:

@@ -155,3 +155,26 @@ def test_a_well_behaved_user_program_keeps_the_record(monkeypatch):
     traced, said = _train(_Program, True, data)
     assert not said and made[1].recorded_shapes
     assert all(torch.equal(eager[k], traced[k]) for k in eager)
+
+
+def test_a_long_runs_kl_steps_get_their_own_checked_record(monkeypatch):
+    from ppl_vae.inference import kl_history
+
+    monkeypatch.setattr(kl_history, "SHORT_RUN_STEPS", 4)  # 12 steps count as a long run
+    made = _spy(monkeypatch)
+    data = synthetic_gaussian(40, D, seed=1)
+
+    def run(jit):
+        torch.manual_seed(0)
+        model = build_model(VAEConfig(input_dim=D, latent_dim=Z, arch="mlp", hidden_dims=(5,)))
+        result = fit(model, data, steps=12, batch_size=8, lr=0.01, progress=False, jit=jit, kl_every=3)
+        return model.state_dict(), result.kl_history
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        traced, traced_kl = run(True)
+    eager, eager_kl = run(False)
+    kinds = {key[2] for key, record in made[0]._records.items() if record.recorded}
+    assert kinds == {False, True}  # the plain record and the one with the KL outputs
+    assert all(torch.equal(traced[name], eager[name]) for name in traced)
+    assert traced_kl.identical(eager_kl) and list(traced_kl["step"].values) == [3, 6, 9, 12]
