@@ -1,5 +1,7 @@
 """``fit`` on a user's own Pyro program: callables, PyroModules, raw arrays, params, checks before training."""
 
+import warnings
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -144,3 +146,33 @@ def test_bad_data_is_refused_naming_it():
         as_bundle("not data")
     with pytest.raises(ValueError, match="data is missing"):
         fit(UserVAE(), steps=2)
+
+
+def test_a_subsampled_plate_trains_from_the_record_exactly_as_eagerly():
+    x = torch.randn(N, D, generator=torch.Generator().manual_seed(0))
+    batch = 12
+
+    def run(jit):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        enc, dec = torch.nn.Linear(D, Z), torch.nn.Linear(Z, D)
+
+        def model(x):
+            pyro.module("dec", dec)
+            with pyro.plate("data", N, subsample_size=batch) as idx:
+                z = pyro.sample("z", dist.Normal(torch.zeros(batch, Z), 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(dec(z), 1.0).to_event(1), obs=x[idx])
+
+        def guide(x):
+            pyro.module("enc", enc)
+            with pyro.plate("data", N, subsample_size=batch) as idx:
+                pyro.sample("z", dist.Normal(enc(x[idx]), 0.5).to_event(1))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # the record is trusted: no fallback
+            result = fit(model, guide, x, steps=15, lr=0.05, progress=False, jit=jit)
+        return {k: v.detach().clone() for k, v in pyro.get_param_store().items()}, result
+
+    (traced, traced_fit), (eager, eager_fit) = run(True), run(False)
+    assert all(torch.equal(traced[k], eager[k]) for k in eager)
+    np.testing.assert_array_equal(traced_fit.loss.values, eager_fit.loss.values)
