@@ -53,7 +53,11 @@ def _program(idiom):
         with poutine.scale(scale=scale), pyro.plate("data", size, subsample_size=sub) as idx:
             with poutine.mask(mask=keep if idiom == "mask" else True):
                 h = enc(rows(idx))
-                pyro.sample("z", dist.Normal(h[:, :Z], h[:, Z:].exp() * q_scale).to_event(1))
+                loc = h[:, :Z]
+                if idiom == "auxiliary":  # a guide-only latent pays its log q, as in Pyro
+                    loc = loc + pyro.sample("u", dist.Normal(h[:, :Z], 0.3).to_event(1),
+                                            infer={"is_auxiliary": True})
+                pyro.sample("z", dist.Normal(loc, h[:, Z:].exp() * q_scale).to_event(1))
 
     return model, guide, x
 
@@ -67,7 +71,7 @@ def _loss_and_grads(loss_fn, model, guide, x, seed):
     return loss.detach(), dict(zip(params, grads))
 
 
-@pytest.mark.parametrize("idiom", ["mask", "subsample", "scale", "param", "plain"])
+@pytest.mark.parametrize("idiom", ["mask", "subsample", "scale", "param", "auxiliary", "plain"])
 @pytest.mark.parametrize("pyro_elbo, estimator", [(Trace_ELBO, SAMPLED), (TraceMeanField_ELBO, ANALYTIC)])
 def test_each_idiom_gives_pyros_loss_and_gradients(idiom, pyro_elbo, estimator):
     model, guide, x = _program(idiom)
