@@ -29,7 +29,7 @@ def kl_every_default(total_steps: int) -> int:
 
 
 #: Below this many steps a run's loss record computes the KL at every step (see :func:`kl_at_every_step`).
-SHORT_RUN_STEPS = 2000
+SHORT_RUN_STEPS = 1000
 
 
 def kl_at_every_step(kl_every: int, steps: int) -> bool:
