@@ -47,6 +47,7 @@ from ppl_vae.inference.run_parts import (FitResult, TrainingDivergedError, _conv
                                          _newly_diverged, _Trainee, kl_controls)
 from ppl_vae.inference.schedules import kl_weight
 from ppl_vae.inference.traced import TracedLoss
+from ppl_vae.models.base import LatentVariableModel
 from ppl_vae.models.config import as_training_data
 
 OPTIMIZERS = ("adam", "clipped_adam")
@@ -208,6 +209,9 @@ def fit(
     models = [program or model] if single else list(model)
     if not models:
         raise ValueError("model must be a model or a non-empty sequence of models")
+    if not single and any(as_program(m) is not None for m in models if not isinstance(m, LatentVariableModel)):
+        raise ValueError("a sequence of models must hold the suite's models; a user's program trains one at a time: "
+                         "fit(model, guide, data)")
     if program is not None:
         data = as_bundle(data)
     seeds = _seeds(seed, len(models))

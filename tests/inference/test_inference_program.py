@@ -176,3 +176,8 @@ def test_a_subsampled_plate_trains_from_the_record_exactly_as_eagerly():
     (traced, traced_fit), (eager, eager_fit) = run(True), run(False)
     assert all(torch.equal(traced[k], eager[k]) for k in eager)
     np.testing.assert_array_equal(traced_fit.loss.values, eager_fit.loss.values)
+
+
+def test_a_sequence_of_programs_is_refused_by_name():
+    with pytest.raises(ValueError, match="one at a time"):
+        fit([UserVAE(), UserVAE()], _data(), steps=2, progress=False)
