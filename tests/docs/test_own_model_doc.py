@@ -49,6 +49,8 @@ def test_the_page_runs(tmp_path, monkeypatch):
     readings = namespace["monitor"].readings
     assert readings[0].n_collapsed["z"] < readings[-1].n_collapsed["z"]
     assert all("kl_history" in run.groups() for run in runs.values())
+    comparison = namespace["comparison"]  # az.compare ranks the fixed run first, beyond its standard error
+    assert comparison.index[0] == f"sigma={sigma:g}" and comparison["elpd_diff"].iloc[1] > 2 * comparison["dse"].iloc[1]
     for script in blocks("bash"):
         for command in commands(script):
             result = CliRunner().invoke(main, command[1:])
