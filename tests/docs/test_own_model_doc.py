@@ -30,20 +30,38 @@ def test_the_page_has_code_to_run():
     assert len(blocks("python")) >= 5 and len(blocks("bash")) >= 2
 
 
+def collapsed(idata) -> int:
+    return int(idata.collapse.z_n_collapsed)
+
+
 def test_the_page_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "own_model_doc"}
     for number, code in enumerate(blocks("python")):
         exec(compile(code, f"{PAGE.name}[python block {number}]", "exec"), namespace)
-    assert set(namespace["runs"]) == {1.0, 4.0}
+    runs, sigma, limit = namespace["runs"], namespace["sigma"], namespace["limit"]
+    assert set(runs) == {1.0, sigma} and sigma <= limit < 1.0
+    # the story the page tells: the first attempt collapses, the theory saw it coming, the fix keeps the dimensions
+    first, fixed = runs[1.0], runs[sigma]
+    assert collapsed(first) >= 4 and collapsed(first) > collapsed(fixed)
+    predicted = int(first.theory.collapsed.sum())
+    assert predicted > int(fixed.theory.collapsed.sum())
+    assert collapsed(first) == predicted + 1  # the page explains the one more: the first mode is the mean image
+    # ... and the monitor saw the dimensions die during training: fewer collapsed at the first reading than at the end
+    readings = namespace["monitor"].readings
+    assert readings[0].n_collapsed["z"] < readings[-1].n_collapsed["z"]
+    assert all("kl_history" in run.groups() for run in runs.values())
+    comparison = namespace["comparison"]  # az.compare ranks the fixed run first, beyond its standard error
+    assert comparison.index[0] == f"sigma={sigma:g}" and comparison["elpd_diff"].iloc[1] > 2 * comparison["dse"].iloc[1]
     for script in blocks("bash"):
         for command in commands(script):
             result = CliRunner().invoke(main, command[1:])
             assert result.exit_code == 0, f"{' '.join(command)}\n{result.output}"
     page = (tmp_path / "report.html").read_text()
-    for beta in ("1", "4"):
-        assert f"<b>vae_beta{beta}</b>: " in page
+    for name in ("vae_sigma1", f"vae_sigma{sigma:g}"):
+        assert f"<b>{name}</b>: " in page
     assert "latent dimensions collapsed; theory predicted" in page and "not drawn" not in page
+    assert page.count('alt="since when') == 2 and page.count('class="what-to-change"') == 2
 
 
 if __name__ == "__main__":
