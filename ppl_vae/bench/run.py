@@ -32,13 +32,15 @@ from ppl_vae.bench.cases import (
 )
 from ppl_vae.bench.grid import gradient_variance_rows, grid_rows
 from ppl_vae.bench.harness import PeakMemory, repeat_block, synchronise, time_interleaved
+from ppl_vae.bench.monitor import monitor_rows
 from ppl_vae.inference.convergence import NotConvergedWarning
 
 COLUMNS = ["section", "case", "variant", "steps_per_s", "samples_per_s", "ratio_to_plain", "wall_s",
            "peak_host_mb", "peak_device_mb", "note"]
 
 #: What :func:`run_bench` can measure, in order.
-SECTIONS = ("throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance")
+SECTIONS = ("throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance", "monitor", "cold",
+            "threads")
 
 #: Relative tolerance of "reached the theory": every decoder singular value within 1%.
 THEORY_RTOL = 0.01
@@ -246,14 +248,17 @@ def run_bench(device: str | torch.device = "cpu", *, quick: bool = False, thread
     quick
         Small MNIST-shaped data (1,024 pairs), fewer repeats, 300-step timing
         blocks, a K = 16 sweep of 500 steps and the 50-epoch grid: about four
-        and a half minutes on a 2-core CPU.
+        and a half minutes on a 2-core CPU; the ``cold`` and ``threads`` sections
+        (whole processes, once each in quick mode, three times otherwise) add
+        about three and a half minutes under load (measured), less on an idle machine.
     threads
         ``torch.set_num_threads`` for the run (restored afterwards); None:
         leave it. One thread is fastest for these small models on a shared CPU.
     cases, variants, sections
         Restrict what is measured (defaults: everything). ``'overhead'``
         ablates ``fit``'s Pyro overheads on the CPU (see
-        :mod:`ppl_vae.bench.profile`); it is skipped on CUDA.
+        :mod:`ppl_vae.bench.profile`); it, ``'cold'`` and ``'threads'``
+        (:mod:`ppl_vae.bench.cold`) are skipped on CUDA.
     log
         Called with one progress line per measurement.
 
@@ -316,6 +321,16 @@ def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
         rows += grid_rows(device, epochs=50, log=log)
     if "elbo_variance" in sections:
         rows += gradient_variance_rows(draws=100 if quick else 300, log=log)
+    if "monitor" in sections:
+        rows += monitor_rows(device, repeats=repeats, log=log)
+    if "cold" in sections and device.type == "cpu":
+        from ppl_vae.bench.cold import cold_rows
+
+        rows += cold_rows(epochs=50, repeats=1 if quick else 3, log=log)
+    if "threads" in sections and device.type == "cpu":
+        from ppl_vae.bench.cold import threads_rows
+
+        rows += threads_rows(repeats=1 if quick else 3, log=log)
     return rows
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ppl_vae._device import DEVICE_CHOICES
-from ppl_vae.cli._common import output_path
+from ppl_vae.cli._common import output_path, threads_option
 from ppl_vae.cli._errors import INPUT_ERRORS, input_error
 
 
@@ -17,16 +16,20 @@ from ppl_vae.cli._errors import INPUT_ERRORS, input_error
               help="Importance samples K per point for the held-out log-likelihood.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every diagnostic draw.")
 @click.option("--device", default="auto", show_default=True,
-              help=f"One of {', '.join(DEVICE_CHOICES)} or cuda:N.")
+              help="One of auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@threads_option()
 def command(run_dirs, out, iw_samples, seed, device, overwrite, progress):
     """Diagnose RUN_DIR... (reusing each run's diagnostics.nc when it matches) and write --out.
 
     Each argument is a run directory (ppl-vae train / sweep) or an InferenceData
     file (.nc) saved from ppl_vae.diagnostics.diagnose, for instance of your
     own Pyro model. The page opens with "k of d latent dimensions collapsed; theory predicted m"
-    for every run, then a table of metrics and the figures.
+    for every run (with its convergence flag) and a table of metrics; then, per model family and
+    per run, what to change (the beta / eta_dec that keep k dimensions active), the KL per
+    dimension over training (from the run's kl_history.nc, or the file's kl_history group), and
+    the figures. The page runs no script; see docs/science.md for the words and formulas.
     """
     from ppl_vae.report.runs import write_report
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import xarray as xr
 
 from ppl_vae._io import write_netcdf
+
+if TYPE_CHECKING:
+    import xarray as xr
 from ppl_vae.cli._common import data_options, load_data, output_path, parse_float_list, parse_int_list
 
 # Variables shown in the per-mode table, in this order, for each model.
@@ -47,6 +50,41 @@ def format_table(family: str, prediction: xr.Dataset) -> str:
     return frame.to_string(float_format=lambda value: f"{value:.6g}")
 
 
+def _data_scale_eta_dec(family: str, bundle, latent_dim: int, latent_dims) -> float:
+    """:func:`ppl_vae.theory.data_scale_eta_dec` on the bundle, rounded to three significant digits."""
+    from ppl_vae import theory
+
+    x = bundle.x.numpy()
+    if family == "cvae":
+        spectrum, k = theory.cvae_thetas(x, bundle.y.numpy()), latent_dim
+    else:
+        spectrum, k = theory.vae_thetas(x), (latent_dims[0] if family == "mhvae" else latent_dim)
+    return float(f"{theory.data_scale_eta_dec(spectrum, k, model=family):.3g}")
+
+
+def _all_collapsed_advice(family: str, prediction: xr.Dataset) -> list[str]:
+    """For each level where every mode collapsed: why, and the change that keeps one mode active."""
+    from ppl_vae.report.advice import format_limit, what_to_change
+
+    sites = ["z1", "z2"] if family == "mhvae" else ["z"]
+    try:
+        tables = what_to_change(prediction, sites)
+    except (ValueError, KeyError):
+        return []
+    lines = []
+    for change in tables:
+        if change.predicted_active > 0 or change.table.sizes["n_active"] < 2:
+            continue
+        options = [f"{name} {format_limit(float(change.table[var].sel(n_active=1)), relation)}"
+                   for var, name, relation in change.columns
+                   if float(change.table[var].sel(n_active=1)) not in (0.0, float("inf"))]
+        lines.append(f"{change.site}: every mode collapsed: the strongest theta is below the threshold that "
+                     f"beta and eta_dec set against the data's scale. To keep one mode active: "
+                     + (" or ".join(options) if options else "no single change of beta or eta_dec does")
+                     + " (--thresholds lists every k).")
+    return lines
+
+
 def _describe_setting(family: str, setting: dict[str, float]) -> str:
     keys = ("beta1", "beta2", "eta_dec") if family == "mhvae" else ("beta", "eta_dec")
     return ", ".join(f"{key}={setting[key]:g}" for key in keys)
@@ -65,14 +103,16 @@ def _describe_setting(family: str, setting: dict[str, float]) -> str:
               help="MHVAE KL weight on z1; a list gives a grid.")
 @click.option("--beta2", callback=parse_float_list("--beta2"), default="1", show_default=True,
               help="MHVAE KL weight on z2; a list gives a grid.")
-@click.option("--eta-dec", callback=parse_float_list("--eta-dec"), default="1", show_default=True,
-              help="Decoder noise std; a list gives a grid.")
+@click.option("--eta-dec", callback=parse_float_list("--eta-dec"), default=None,
+              help="Decoder noise std; a list gives a grid.  Default: one on the data's scale (the noise std "
+                   "probabilistic PCA fits with the latent dimension's components).")
 @click.option("--eta-enc", type=float, default=1.0, show_default=True, help="Prior std.")
 @click.option("--encoder-std", callback=parse_float_list("--encoder-std"), default=None,
               help="VAE: fixed encoder std (one value or one per latent dimension); default learnable.")
 @click.option("--sigma1", type=float, default=1.0, show_default=True, help="MHVAE fixed z1 encoder std.")
 @click.option("--sigma2", type=float, default=None, help="MHVAE fixed z2 encoder std; default learnable.")
-@click.option("--thresholds", is_flag=True, help="Also print the largest beta / eta_dec that keep k modes active.")
+@click.option("--thresholds", is_flag=True,
+              help="Also print the largest beta / eta_dec (MHVAE: beta1, beta2, eta_dec) that keep k modes active.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the prediction(s) as netCDF.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
@@ -98,12 +138,19 @@ def command(family, data_name, x_key, y_key, label_key, image_shape, split, clas
     bundle = load_data(family, data_name, split=split, classes=classes, n_samples=n_samples, dim=dim,
                        correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir,
                        x_key=x_key, y_key=y_key, label_key=label_key, image_shape=image_shape)
+    given_eta_dec = eta_dec
+    if eta_dec is None:
+        eta_dec = (_data_scale_eta_dec(family, bundle, latent_dim, latent_dims),)
     grid_axes = {"beta1": beta1, "beta2": beta2} if family == "mhvae" else {"beta": beta}
     grid_axes["eta_dec"] = eta_dec
     settings = [dict(zip(grid_axes, values)) for values in itertools.product(*grid_axes.values())]
 
     shape = f"x {tuple(bundle.x.shape)}" + ("" if bundle.y is None else f", y {tuple(bundle.y.shape)}")
     click.echo(f"data: {bundle.name} ({shape})   model: linear {family}")
+    if given_eta_dec is None:
+        k = latent_dims[0] if family == "mhvae" else latent_dim
+        click.echo(f"eta_dec not given: using {eta_dec[0]:g}, the noise std that probabilistic PCA with {k} "
+                   "components fits to these data (their scale); --eta-dec sets it")
     predictions = []
     for setting in settings:
         try:
@@ -121,6 +168,8 @@ def command(family, data_name, x_key, y_key, label_key, image_shape, split, clas
         click.echo(f"\n{_describe_setting(family, setting)}")
         click.echo(format_table(family, prediction))
         click.echo("collapsed: " + ", ".join(f"{level} {counts[level]} of {n_modes[level]}" for level in counts))
+        for line in _all_collapsed_advice(family, prediction):
+            click.echo(line)
 
     if len(settings) > 1:
         click.echo("\nsummary (collapsed modes per setting):")
@@ -129,9 +178,17 @@ def command(family, data_name, x_key, y_key, label_key, image_shape, split, clas
             click.echo(f"  {_describe_setting(family, setting):<32} "
                        + ", ".join(f"{level}: {count}" for level, count in counts.items()))
 
-    if thresholds:
-        if family == "mhvae":
-            raise click.BadParameter("--thresholds is available for vae and cvae", param_hint="--thresholds")
+    if thresholds and family == "mhvae":
+        table = theory.mhvae_collapse_thresholds(
+            bundle.x.numpy(), tuple(latent_dims), beta1=settings[0]["beta1"], beta2=settings[0]["beta2"],
+            eta_dec=settings[0]["eta_dec"], sigma1=sigma1)
+        if sigma2 is not None:
+            click.echo("\nthresholds: derived for a learnable z2 variance (Theorem 3) only; --sigma2 fixes it")
+        else:
+            click.echo("\nthresholds (z1_*_max / z2_*_max: largest value keeping at least n_active modes of that "
+                       "level active; z2_beta1_min: smallest beta1 doing so):")
+            click.echo(table.to_dataframe().to_string(float_format=lambda value: f"{value:.6g}"))
+    elif thresholds:
         table = theory.collapse_thresholds(
             bundle.x.numpy(), None if bundle.y is None else bundle.y.numpy(), model=family, latent_dim=latent_dim,
             beta=settings[0].get("beta", 1.0), eta_dec=settings[0]["eta_dec"], eta_enc=eta_enc,
@@ -142,6 +199,8 @@ def command(family, data_name, x_key, y_key, label_key, image_shape, split, clas
     if out is not None:
         if len(settings) > 1:
             # One dimension per grid axis, so that "collapse vs beta" is a plain .sel().
+            import xarray as xr
+
             combined = xr.combine_by_coords(
                 [prediction.expand_dims({key: [value] for key, value in setting.items()})
                  for setting, prediction in zip(settings, predictions)],

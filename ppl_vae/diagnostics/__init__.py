@@ -5,7 +5,8 @@ the suite's models) into an :class:`arviz.InferenceData` (layout in
 :mod:`ppl_vae.diagnostics.core`); :func:`save` / :func:`load` round trip it
 through netCDF; :func:`combine` stacks several runs along ``run`` with their
 hyper-parameters as coordinates; :func:`compare_heldout` compares runs by
-their held-out log-likelihood with :func:`arviz.compare`;
+their held-out log-likelihood with :func:`arviz.compare` (:func:`loo` and
+:func:`waic` say why ArviZ's PSIS-LOO / WAIC do not apply);
 :func:`diagnose_group` diagnoses K configurations of one architecture in
 batched passes (configuration k's result equals ``diagnose`` of its model).
 The building blocks are exposed too.
@@ -21,12 +22,13 @@ from .collapse import (
     kl_per_dimension,
     latent_statistics,
 )
-from .compare import compare_heldout, heldout_elpd
+from .compare import compare_heldout, heldout_elpd, loo, waic
 from .core import diagnose
 from .draws import draw_groups, select_observations
 from .group import diagnose_group
 from .io import combine, load, save
 from .likelihood import evaluation_metrics, iw_log_likelihood
+from .monitor import CollapseMonitor
 from .target import PyroTarget, as_target
 from .theory_link import predict, predicted_collapsed, theory_group
 
@@ -49,6 +51,7 @@ __all__ = [
     "kl_per_dimension",
     "latent_statistics",
     "load",
+    "loo",
     "PyroTarget",
     "as_target",
     "predict",
@@ -56,4 +59,5 @@ __all__ = [
     "save",
     "select_observations",
     "theory_group",
+    "waic",
 ]

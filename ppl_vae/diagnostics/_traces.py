@@ -19,12 +19,22 @@ The per-dimension KL is analytic when q and p are Normal in each coordinate
 one-draw Monte Carlo term ``log q(z_i) - log p(z_i)`` per coordinate when both
 factorise over coordinates but are not Normal (averaging over draws and points
 estimates the KL). A distribution that does not factorise over coordinates
-(e.g. a full-covariance Normal) gives one joint Monte Carlo KL per point.
+(e.g. a full-covariance Normal) gives one joint Monte Carlo KL per point. A
+site whose prior depends on its own draw through a later guide draw (the
+MHVAE's p(z1 | z2), z2 ~ q(z2 | z1); :func:`~._sites.coupled_sites`) gets the
+term the objective pays, ``-H(q(z_i)) - log p(z_i | z2)`` at the guide's draws
+(the entropy analytic for a Normal q), never a KL with z2 decoupled from z1.
+
+Pyro's semantics (:mod:`._sites`): masked entries (``poutine.mask``,
+``Distribution.mask``) add nothing to a log density and their KL terms and
+guide means are NaN, so that they stay out of every statistic; subsampled
+plates run on their full range.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -37,12 +47,15 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution, Independent, Normal
 
 from ..inference.elbo import log_density
+from ._sites import coordinate_mask, coupled_sites, full_plates, masked_log_prob
 from .target import ModelArgs, PyroTarget, trace_pair
 
 #: How a site's KL was computed (``attrs['kl_method']`` of the collapse group).
 ANALYTIC = "analytic"
 MONTE_CARLO = "monte carlo"
 MONTE_CARLO_JOINT = "monte carlo, joint (the distributions do not factorise over dimensions)"
+MONTE_CARLO_COUPLED = ("monte carlo at the guide's draws: -H(q) - log p (the prior depends on a latent the guide "
+                       "draws from this one)")
 
 _WRAPPERS = (Independent, ExpandedDistribution, MaskedDistribution)
 
@@ -62,8 +75,8 @@ class LatentDraws:
     kl_method: str
     q_log_prob: torch.Tensor  # (S, n), without the poutine.scale factor (beta)
     p_log_prob: torch.Tensor  # (S, n)
-    q_log_prob_beta: torch.Tensor  # (S, n), times the guide site's poutine.scale
-    p_log_prob_beta: torch.Tensor  # (S, n), times the model site's poutine.scale
+    q_log_prob_beta: torch.Tensor  # (S, n), times the guide site's poutine.scale over the observed site's
+    p_log_prob_beta: torch.Tensor  # (S, n), times the model site's poutine.scale over the observed site's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +93,7 @@ class TracedBatch:
     decoder_mean: torch.Tensor | None  # (S, n, d_obs), None when the likelihood has no mean
     observed: torch.Tensor  # (n, d_obs)
     predictive: torch.Tensor | None  # (S, n, d_obs) draws from p(obs | z), when asked for
+    observed_rows: torch.Tensor | None = None  # (n,) bool: rows with an unmasked observed entry (None: all)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,22 +146,38 @@ def _mean(fn: Distribution, like: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def _log_probs(site: dict, value: torch.Tensor, lead: tuple[int, ...], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A site's log density of ``value`` per point ``(*lead, n)``, without and with its ``poutine.scale``."""
-    log_prob = log_density(site["fn"], value)
-    scaled = torch.as_tensor(site["scale"], dtype=log_prob.dtype, device=log_prob.device) * log_prob
+def _log_probs(site: dict, value: torch.Tensor, lead: tuple[int, ...], n: int,
+               obs_scale=1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A site's log density of ``value`` per point ``(*lead, n)``, without and with its KL weight.
+
+    The weight is the site's ``poutine.scale`` over the observed site's
+    ``obs_scale`` (a factor on every site, such as a minibatch N / B, is not
+    a KL weight). Masked entries add nothing (``poutine.mask``, as in Pyro's traces).
+    """
+    log_prob = masked_log_prob(site, log_density(site["fn"], value))
+    weight = (torch.as_tensor(site["scale"], dtype=log_prob.dtype, device=log_prob.device)
+              / torch.as_tensor(obs_scale, dtype=log_prob.dtype, device=log_prob.device))
+    scaled = weight * log_prob
     batch_shape = value.shape[: value.dim() - len(site["fn"].event_shape)]
     return _summed(log_prob, batch_shape, lead, n), _summed(scaled, batch_shape, lead, n)
 
 
 def kl_terms(q_fn: Distribution, p_fn: Distribution, value: torch.Tensor, lead: tuple[int, ...],
-             n: int) -> tuple[torch.Tensor, str]:
-    """Per-coordinate KL terms ``(*lead, n, d)`` of one site and how they were computed (module docstring)."""
+             n: int, *, coupled: bool = False) -> tuple[torch.Tensor, str]:
+    """Per-coordinate KL terms ``(*lead, n, d)`` of one site and how they were computed (module docstring).
+
+    ``coupled``: p's parameters depend on ``value`` itself (through a later
+    guide draw), so each term is taken at the draw: ``-H(q_i) - log p_i(value)``.
+    """
     q_el, p_el = elementwise(q_fn), elementwise(p_fn)
-    if isinstance(q_el, Normal) and isinstance(p_el, Normal):
+    if coupled and q_el is not None and p_el is not None:
+        q_term = -q_el.entropy() if isinstance(q_el, Normal) else q_el.log_prob(value)
+        term = q_term.expand(value.shape) - p_el.log_prob(value)
+        return _per_point(term, value.shape, lead, n), MONTE_CARLO_COUPLED
+    if isinstance(q_el, Normal) and isinstance(p_el, Normal) and not coupled:
         kl = torch.distributions.kl_divergence(Normal(q_el.loc, q_el.scale), Normal(p_el.loc, p_el.scale))
         return _per_point(kl, value.shape, lead, n), ANALYTIC
-    if q_el is not None and p_el is not None:
+    if q_el is not None and p_el is not None and not coupled:
         return _per_point(q_el.log_prob(value) - p_el.log_prob(value), value.shape, lead, n), MONTE_CARLO
     joint = q_fn.log_prob(value) - p_fn.log_prob(value)
     return _summed(joint, value.shape[: value.dim() - len(q_fn.event_shape)], lead, n)[..., None], MONTE_CARLO_JOINT
@@ -206,28 +236,44 @@ BATCHED_SAMPLES_DIM = -3
 
 
 def _call(target: PyroTarget, batch: ModelArgs, num_samples: int, run: Callable[[tuple], object]):
-    """``run(args)`` vectorised over ``num_samples`` draws per row (see :mod:`.target`)."""
-    if target.n_configs is not None:
-        with SharedNoise(CONFIGS_DIM), pyro.plate("samples", num_samples, dim=BATCHED_SAMPLES_DIM):
-            return run(batch.args)
-    if target.vectorize == "plate":
-        with pyro.plate("samples", num_samples, dim=-2):
-            return run(batch.args)
-    return run(batch.repeated(num_samples))
+    """``run(args)`` vectorised over ``num_samples`` draws per row (see :mod:`.target`), plates in full."""
+    with full_plates():
+        if target.n_configs is not None:
+            with SharedNoise(CONFIGS_DIM), pyro.plate("samples", num_samples, dim=BATCHED_SAMPLES_DIM):
+                return run(batch.args)
+        if target.vectorize == "plate":
+            with pyro.plate("samples", num_samples, dim=-2):
+                return run(batch.args)
+        return run(batch.repeated(num_samples))
 
 
-def _latent(name: str, q_site: dict, p_site: dict, lead: tuple[int, ...], n: int, vectorize: str) -> LatentDraws:
+def _masked_out(terms: torch.Tensor, q_site: dict, p_site: dict, shape: torch.Size, lead: tuple[int, ...],
+                n: int) -> torch.Tensor:
+    """``terms`` ``(*lead, n, d)`` with NaN where the guide or the model masks the coordinate."""
+    masks = [mask for mask in (coordinate_mask(q_site), coordinate_mask(p_site)) if mask is not None]
+    if not masks:
+        return terms
+    keep = masks[0] if len(masks) == 1 else masks[0] & masks[1]
+    keep = _per_point(keep, shape, lead, n)
+    if keep.shape[-1] != terms.shape[-1]:  # one joint term per point: kept if any coordinate is
+        keep = keep.any(-1, keepdim=True)
+    return terms.masked_fill(~keep, math.nan)
+
+
+def _latent(name: str, q_site: dict, p_site: dict, lead: tuple[int, ...], n: int, vectorize: str,
+            coupled: bool = False, obs_scale=1.0) -> LatentDraws:
     value = q_site["value"]
     _check_local(name, value.shape, lead, n, vectorize)
     q_fn, p_fn = q_site["fn"], p_site["fn"]
-    kl, method = kl_terms(q_fn, p_fn, value, lead, n)
+    kl, method = kl_terms(q_fn, p_fn, value, lead, n, coupled=coupled)
     q_mean = _mean(q_fn, value)
-    (q_log_prob, q_log_prob_beta), (p_log_prob, p_log_prob_beta) = (_log_probs(site, value, lead, n)
+    (q_log_prob, q_log_prob_beta), (p_log_prob, p_log_prob_beta) = (_log_probs(site, value, lead, n, obs_scale)
                                                                     for site in (q_site, p_site))
+    mean = _per_point(value if q_mean is None else q_mean, value.shape, lead, n)
     return LatentDraws(
         value=_per_point(value, value.shape, lead, n),
-        q_mean=_per_point(value if q_mean is None else q_mean, value.shape, lead, n),
-        kl=kl,
+        q_mean=_masked_out(mean, q_site, p_site, value.shape, lead, n),
+        kl=_masked_out(kl, q_site, p_site, value.shape, lead, n),
         kl_method=method,
         q_log_prob=q_log_prob,
         p_log_prob=p_log_prob,
@@ -245,6 +291,14 @@ def _observed(target: PyroTarget, site: dict, lead: tuple[int, ...],
     observed = _per_point(site["value"], shape, lead, n)[(0,) * len(lead)]
     mean = _mean(fn, site["value"].expand(shape))
     return observed, None if mean is None else _per_point(mean, shape, lead, n), shape
+
+
+def observed_rows(site: dict, lead: tuple[int, ...], n: int) -> torch.Tensor | None:
+    """``(n,)`` bool: the rows with at least one unmasked entry of the observed site (None: no mask)."""
+    mask = coordinate_mask(site)
+    if mask is None:
+        return None
+    return _per_point(mask, mask.shape, lead, n)[(0,) * len(lead)].any(-1)
 
 
 def _predictive_draws(target: PyroTarget, fn: Distribution, shape: torch.Size, lead: tuple[int, ...],
@@ -273,18 +327,22 @@ def trace_batch(target: PyroTarget, batch: ModelArgs, num_samples: int, *, predi
                                      lambda args: trace_pair(target.model, target.guide, args))
     obs_site = model_trace.nodes[target.observed_site]
     observed, mean, shape = _observed(target, obs_site, lead, n)
-    log_weight = _summed(log_density(obs_site["fn"], obs_site["value"]), obs_site["fn"].batch_shape, lead, n)
+    log_weight = _summed(masked_log_prob(obs_site, log_density(obs_site["fn"], obs_site["value"])),
+                         obs_site["fn"].batch_shape, lead, n)
     log_weight_beta = log_weight
     latents = {}
+    coupled = coupled_sites([s for s in guide_trace.nodes if s in target.all_latent_sites],
+                            [s for s in model_trace.nodes if s in target.all_latent_sites])
     for name in target.all_latent_sites:
-        draws = _latent(name, guide_trace.nodes[name], model_trace.nodes[name], lead, n, target.vectorize)
+        draws = _latent(name, guide_trace.nodes[name], model_trace.nodes[name], lead, n, target.vectorize,
+                        coupled=name in coupled, obs_scale=obs_site["scale"])
         log_weight = log_weight + draws.p_log_prob - draws.q_log_prob
         log_weight_beta = log_weight_beta + draws.p_log_prob_beta - draws.q_log_prob_beta
         if name in target.latent_sites:
             latents[name] = draws
     draws = _predictive_draws(target, obs_site["fn"], shape, lead, n) if predictive else None
     return TracedBatch(latents=latents, log_weight=log_weight, log_weight_beta=log_weight_beta, decoder_mean=mean,
-                       observed=observed, predictive=draws)
+                       observed=observed, predictive=draws, observed_rows=observed_rows(obs_site, lead, n))
 
 
 def sample_prior(target: PyroTarget, batch: ModelArgs, num_samples: int) -> PriorDraws:
@@ -307,7 +365,7 @@ def sample_prior(target: PyroTarget, batch: ModelArgs, num_samples: int) -> Prio
 
 
 #: Fields that hold the data, shared by every configuration (no configuration dimension).
-_SHARED_FIELDS = ("observed",)
+_SHARED_FIELDS = ("observed", "observed_rows")
 
 
 def select_config(draws, k: int):

@@ -4,8 +4,12 @@
 returns, per latent site, the per-dimension KL between guide and prior
 (analytic for Normal pairs, Monte Carlo otherwise) and the guide mean for
 every data point. The rest are pure functions of those
-arrays: mean KL, active units, the epsilon-collapse curve, and
-:func:`collapse_dataset`, which assembles them into the ``collapse`` group.
+arrays: mean KL, active units, the epsilon-collapse curve, the dimensions
+that carry almost no information, and :func:`collapse_dataset`, which
+assembles them into the ``collapse`` group.
+
+Entries a program masks (``poutine.mask``) are NaN in the per-point arrays and
+stay out of every statistic here (means over points skip them).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from .target import ModelArgs, PyroTarget, bind
 #: Burda et al.'s active-unit threshold, also the paper's epsilon for "collapsed".
 AU_THRESHOLD = 0.01
 COLLAPSE_EPSILON = 0.01
+#: Default share of a site's total KL below which a dimension that is not collapsed still
+#: "carries almost no information" (``{s}_low_information``).
+LOW_INFORMATION_SHARE = 0.01
 
 
 def epsilon_grid(num: int = 41, low: float = 1e-4, high: float = 1.0) -> xr.DataArray:
@@ -188,8 +195,9 @@ def principal_active_units(guide_mean: xr.DataArray, threshold: float = AU_THRES
         ``(obs, dim)`` guide means E_q[z | x].
     """
     check_positive("threshold", threshold)
-    centred = guide_mean - guide_mean.mean(obs_dim)
-    values = np.asarray(centred.transpose(obs_dim, ...).values, dtype=np.float64)
+    values = np.asarray(guide_mean.transpose(obs_dim, ...).values, dtype=np.float64)
+    values = values[~np.isnan(values).any(axis=1)]  # masked points
+    values = values - values.mean(axis=0) if len(values) else values
     covariance = values.T @ values / max(values.shape[0] - 1, 1)
     return xr.DataArray(int((np.linalg.eigvalsh(covariance) > threshold).sum()), name="principal_active_units")
 
@@ -210,8 +218,9 @@ def epsilon_collapse_curve(kl: xr.DataArray, epsilons: xr.DataArray | None = Non
         ``(epsilon,)``, values in [0, 1], non-decreasing in epsilon.
     """
     epsilons = epsilon_grid() if epsilons is None else epsilons
-    flat = np.sort(np.asarray(kl).ravel())
-    below = np.searchsorted(flat, np.asarray(epsilons), side="left") / flat.size
+    flat = np.asarray(kl, dtype=np.float64).ravel()
+    flat = np.sort(flat[~np.isnan(flat)])  # masked pairs are NaN
+    below = np.searchsorted(flat, np.asarray(epsilons), side="left") / max(flat.size, 1)
     return xr.DataArray(below, dims="epsilon", coords={"epsilon": np.asarray(epsilons)}, name="collapse_fraction")
 
 
@@ -221,6 +230,36 @@ def collapsed_dimensions(kl: xr.DataArray, epsilon: float = COLLAPSE_EPSILON, ob
     return (kl.mean(obs_dim) < epsilon).rename("collapsed")
 
 
+def check_share(name: str, share: float) -> float:
+    """``share`` if it is a number in (0, 1), else ``ValueError`` naming ``name``."""
+    if isinstance(share, bool) or not isinstance(share, (int, float, np.floating)) or not 0 < float(share) < 1:
+        raise ValueError(f"{name} must be a number in (0, 1) (a share of the total KL), got {share!r}")
+    return float(share)
+
+
+def kl_share(kl_mean: xr.DataArray) -> xr.DataArray:
+    """Each dimension's share of the site's total mean KL, ``(dim,)``, in [0, 1] (0 when the total is 0)."""
+    total = float(kl_mean.sum())
+    return (kl_mean / total if total > 0 else xr.zeros_like(kl_mean)).rename("kl_share")
+
+
+def low_information_dimensions(kl_mean: xr.DataArray, collapsed: xr.DataArray,
+                               share: float = LOW_INFORMATION_SHARE) -> xr.DataArray:
+    """True for each dimension that is not collapsed yet carries less than ``share`` of the site's total KL.
+
+    Parameters
+    ----------
+    kl_mean
+        ``(dim,)`` mean KL per dimension, nats.
+    collapsed
+        ``(dim,)`` bool, the epsilon-collapsed dimensions (:func:`collapsed_dimensions`).
+    share
+        In (0, 1): a fraction of ``kl_mean.sum()``.
+    """
+    share = check_share("low_information_share", share)
+    return ((kl_share(kl_mean) < share) & ~collapsed).rename("low_information")
+
+
 def collapse_dataset(
     statistics: xr.Dataset,
     sites: tuple[str, ...],
@@ -228,14 +267,21 @@ def collapse_dataset(
     epsilons: xr.DataArray | None = None,
     au_threshold: float = AU_THRESHOLD,
     collapse_epsilon: float = COLLAPSE_EPSILON,
+    low_information_share: float = LOW_INFORMATION_SHARE,
 ) -> xr.Dataset:
     """Assemble the ``collapse`` group from :func:`latent_statistics`.
 
     For each site ``s``: ``s_kl`` (obs, s_dim), ``s_kl_mean`` (s_dim),
     ``s_au_stat`` (s_dim), ``s_active_units`` (), ``s_principal_active_units`` (),
-    ``s_collapsed`` (s_dim, bool),
-    ``s_n_collapsed`` (), ``s_collapse_fraction`` (epsilon).
+    ``s_collapsed`` (s_dim, bool: mean KL below ``collapse_epsilon`` nats),
+    ``s_n_collapsed`` (), ``s_kl_share`` (s_dim: share of the site's total KL),
+    ``s_low_information`` (s_dim, bool: not collapsed but below
+    ``low_information_share`` of the total), ``s_n_low_information`` (),
+    ``s_collapse_fraction`` (epsilon). Attributes ``collapse_epsilon`` and
+    ``low_information_share`` record the two thresholds.
     """
+    check_positive("collapse_epsilon", collapse_epsilon)
+    check_share("low_information_share", low_information_share)
     epsilons = epsilon_grid() if epsilons is None else epsilons
     out = {}
     for s in sites:
@@ -249,6 +295,12 @@ def collapse_dataset(
             long_name="eigenvalues of Cov_x(E_q[z]) above the AU threshold (basis-free active units)")
         out[f"{s}_collapsed"] = collapsed
         out[f"{s}_n_collapsed"] = collapsed.sum().rename(None)
+        kl_mean = out[f"{s}_kl_mean"]
+        out[f"{s}_kl_share"] = kl_share(kl_mean).assign_attrs(long_name=f"share of the total KL of {s}")
+        low = low_information_dimensions(kl_mean, collapsed, low_information_share)
+        out[f"{s}_low_information"] = low.assign_attrs(
+            long_name=f"not collapsed, but less than {low_information_share:g} of the total KL of {s}")
+        out[f"{s}_n_low_information"] = low.sum().rename(None)
         out[f"{s}_collapse_fraction"] = epsilon_collapse_curve(kl, epsilons).assign_attrs(
             long_name=f"fraction of (point, dimension) pairs of {s} with KL < epsilon"
         )
@@ -257,7 +309,8 @@ def collapse_dataset(
     methods = {s: str(statistics[f"{s}_kl"].attrs.get("kl_method", ANALYTIC)) for s in sites}
     return ds.assign_attrs(
         au_threshold=au_threshold,
-        collapse_epsilon=collapse_epsilon,
+        collapse_epsilon=float(collapse_epsilon),
+        low_information_share=float(low_information_share),
         latent_sites=" ".join(sites),
         kl_method=json.dumps(methods, sort_keys=True),
         kl_note="KL(q || p) per dimension, without the beta factor; kl_method says, per site, whether it is "

@@ -1,7 +1,9 @@
 """Compare runs by their held-out predictive fit, with ArviZ's :func:`arviz.compare`.
 
-The ``log_likelihood`` group of :func:`~ppl_vae.diagnostics.diagnose` holds,
-for each held-out point i, an importance-weighted estimate of log p(obs_i).
+``metrics.iw_log_likelihood_pointwise`` of :func:`~ppl_vae.diagnostics.diagnose`
+holds, for each held-out point i, an importance-weighted estimate of log p(obs_i)
+(the ``log_likelihood`` group holds the same values for the ``n_obs`` points
+of ``observed_data``).
 Held-out points need no leave-one-out correction: the expected log
 predictive density is their sum, its standard error ``sqrt(n var_i)``, and the
 difference between two runs is the sum of the pointwise differences, with
@@ -9,11 +11,18 @@ the standard error of those differences. :func:`heldout_elpd` packs one run
 as ArviZ's ``ELPDData`` so that :func:`arviz.compare` computes exactly that
 (its columns keep ArviZ's names ``elpd_loo`` / ``p_loo``; here ``p_loo`` is 0
 because nothing is corrected for).
+
+ArviZ's :func:`arviz.loo` and :func:`arviz.waic` need a log-likelihood per
+posterior draw of the model's parameters. A VAE's networks are point
+estimates and its latents are local (one per point): there are no such
+draws, and the ``log_likelihood`` group holds one value per point (chain =
+draw = 1), on which PSIS-LOO has nothing to smooth and WAIC's penalty is 0.
+:func:`loo` and :func:`waic` here say so instead of returning such numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import arviz as az
 import numpy as np
@@ -21,7 +30,28 @@ import pandas as pd
 from arviz.stats.stats_utils import ELPDData
 
 
+#: Why PSIS-LOO and WAIC do not apply to these files (raised by :func:`loo` and :func:`waic`).
+NO_POSTERIOR_DRAWS = (
+    "{name} needs the log-likelihood of each point under many posterior draws of the model's parameters; a VAE's "
+    "networks are point estimates and its latents are per point, so diagnose() stores one importance-weighted "
+    "log p(x_i) per point (chain = draw = 1) and {name} would have nothing to average (p_{short} = 0). These are "
+    "held-out points, which need no leave-one-out correction: use ppl_vae.diagnostics.heldout_elpd(idata) (an "
+    "ELPDData) or compare_heldout(runs), which call arviz.compare on it"
+)
+
+
+def loo(idata: az.InferenceData, *args, **kwargs):
+    """Refuse :func:`arviz.loo` on diagnose output, saying why (module docstring); always raises ``ValueError``."""
+    raise ValueError(NO_POSTERIOR_DRAWS.format(name="PSIS-LOO (arviz.loo)", short="loo"))
+
+
+def waic(idata: az.InferenceData, *args, **kwargs):
+    """Refuse :func:`arviz.waic` on diagnose output, saying why (module docstring); always raises ``ValueError``."""
+    raise ValueError(NO_POSTERIOR_DRAWS.format(name="WAIC (arviz.waic)", short="waic"))
+
+
 def _pointwise(idata: az.InferenceData, var_name: str | None) -> tuple[str, np.ndarray]:
+    """The log_likelihood variable's name and the pointwise held-out values (every held-out point)."""
     if "log_likelihood" not in idata.groups():
         raise ValueError("the InferenceData has no log_likelihood group (diagnose() writes one)")
     group = idata.log_likelihood
@@ -33,7 +63,10 @@ def _pointwise(idata: az.InferenceData, var_name: str | None) -> tuple[str, np.n
     if values.sizes.get("chain", 1) != 1 or values.sizes.get("draw", 1) != 1:
         raise ValueError(f"log_likelihood.{name} must hold one value per point (chain = draw = 1), "
                          f"got sizes {dict(values.sizes)}")
-    return name, np.asarray(values).reshape(-1).astype(np.float64)
+    if "metrics" in idata.groups() and "iw_log_likelihood_pointwise" in idata.metrics:
+        values = idata.metrics["iw_log_likelihood_pointwise"]  # every held-out point, not the n_obs shown
+    values = np.asarray(values).reshape(-1).astype(np.float64)
+    return name, values[~np.isnan(values)]  # points whose observed site is masked have no likelihood
 
 
 def heldout_elpd(idata: az.InferenceData, var_name: str | None = None) -> ELPDData:
@@ -64,8 +97,13 @@ def heldout_elpd(idata: az.InferenceData, var_name: str | None = None) -> ELPDDa
     )
 
 
-def compare_heldout(idatas: Mapping[str, az.InferenceData], var_name: str | None = None) -> pd.DataFrame:
+def compare_heldout(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceData], var_name: str | None = None,
+                    run_names: Sequence[str] | None = None) -> pd.DataFrame:
     """:func:`arviz.compare` of several runs on their held-out pointwise log-likelihoods.
+
+    ``idatas`` takes the forms :func:`~ppl_vae.diagnostics.combine` takes: a
+    list (names ``run_names``, default ``run0``, ``run1``, ...) or a dict
+    name -> InferenceData.
 
     ``elpd_diff`` and ``dse`` are the difference to the best run and its
     standard error over the paired points, so every run must have been
@@ -77,6 +115,9 @@ def compare_heldout(idatas: Mapping[str, az.InferenceData], var_name: str | None
     ValueError
         Fewer than two runs, or runs evaluated on different points.
     """
+    from .io import named_runs
+
+    idatas = named_runs(idatas, run_names)
     if len(idatas) < 2:
         raise ValueError(f"compare_heldout needs at least two runs, got {len(idatas)}")
     digests = {name: idata.log_likelihood.attrs.get("eval_data_sha256") for name, idata in idatas.items()

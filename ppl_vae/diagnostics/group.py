@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from ..data.bundle import DataBundle
+from ._isolation import rng_preserved
 from ._traces import select_config
-from .collapse import statistic_tensors, statistics_dataset
+from .collapse import COLLAPSE_EPSILON, LOW_INFORMATION_SHARE, statistic_tensors, statistics_dataset
 from .core import assemble, check_sizes, place
 from .draws import draw_datasets, draw_tensors, select_observations, subset_rows
 from .likelihood import BATCH_SIZE, SAMPLE_CHUNK, metrics_dataset, pointwise_metrics
@@ -148,6 +149,8 @@ def diagnose_group(
     device: str = "auto",
     progress: bool = False,
     max_elements: int | None = None,
+    collapse_epsilon: float = COLLAPSE_EPSILON,
+    low_information_share: float = LOW_INFORMATION_SHARE,
 ) -> list[az.InferenceData]:
     """``[diagnose(model, data, ...) for model in models]``, computed in batched passes.
 
@@ -159,6 +162,7 @@ def diagnose_group(
         hyper-parameters and weights. They are moved to ``device`` in place, as
         ``diagnose`` moves its model; their weights are not changed.
     data, test_data, n_obs, n_draws, iw_samples, kl_samples, seed, theory, data_spec, device, progress
+    collapse_epsilon, low_information_share
         As :func:`~ppl_vae.diagnostics.diagnose` (one ``seed`` for every configuration).
     max_elements
         Cap on the floats of one tensor of the likelihood pass (default
@@ -174,7 +178,7 @@ def diagnose_group(
     """
     if not models:
         raise ValueError("models must hold at least one model")
-    check_sizes(n_obs, n_draws, iw_samples, kl_samples, theory)
+    check_sizes(n_obs, n_draws, iw_samples, kl_samples, theory, collapse_epsilon, low_information_share)
     if not isinstance(theory, bool):
         raise ValueError("theory= must be True or False for the suite's models (their config gives the rest)")
     for model in models:
@@ -190,11 +194,14 @@ def diagnose_group(
     if max_elements is None:
         max_elements = MAX_ELEMENTS["cuda" if torch_device.type == "cuda" else "cpu"]
     target = batched_target(models)
-    obs_index = select_observations(args.n, n_obs, seed)
-    subset = subset_rows(target, args, obs_index)
+    # As diagnose: every group but the theory on the held-out points when there are some.
+    obs_index = select_observations(eval_args.n, n_obs, seed)
+    subset = subset_rows(target, eval_args, obs_index)
     # The seeds are diagnose's: draws from seed, latent statistics from seed + 1, the likelihood from seed + 2.
-    traced, prior = draw_tensors(target, subset, n_draws=n_draws, seed=seed)
-    kl, mean, methods = statistic_tensors(target, args, num_samples=kl_samples, seed=seed + 1, progress=progress)
+    with rng_preserved():
+        traced, prior = draw_tensors(target, subset, n_draws=n_draws, seed=seed)
+        kl, mean, methods = statistic_tensors(target, eval_args, num_samples=kl_samples, seed=seed + 1,
+                                              progress=progress)
     kl, mean = _numpy(kl), _numpy(mean)
     pointwise = _numpy(group_metrics(models, eval_args, iw_samples=iw_samples, seed=seed + 2,
                                      max_elements=max_elements))
@@ -208,7 +215,8 @@ def diagnose_group(
         metrics = metrics_dataset(_config(pointwise, k), iw_samples=iw_samples, seed=seed + 2, digest=digest)
         idatas.append(assemble(alone, args, groups, statistics, metrics, theory=theory, seed=seed,
                                kl_samples=kl_samples, metrics_data=metrics_data, data_spec=data_spec,
-                               device=torch_device))
+                               device=torch_device, collapse_epsilon=collapse_epsilon,
+                               low_information_share=low_information_share, eval_args=eval_args))
     return idatas
 
 

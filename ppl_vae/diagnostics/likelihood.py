@@ -7,6 +7,11 @@ section 5). The same draws give the ELBO (mean of log w_k), the training
 objective with the trained beta (each KL term times its site's
 ``poutine.scale``), and the squared reconstruction error of the decoder mean.
 Work is batched over samples and points on the model's device.
+
+Masks follow Pyro (:mod:`._sites`): masked entries add nothing to a density,
+and a point whose observed site is masked in full has no likelihood: its
+pointwise values are NaN and the means, the standard error and the
+``log_likelihood`` group leave it out (``attrs['n_eval']`` counts the points kept).
 """
 
 from __future__ import annotations
@@ -100,7 +105,7 @@ def pointwise_metrics(
     configs = () if target.n_configs is None else (target.n_configs,)
     chunks = [min(sample_chunk, iw_samples - start) for start in range(0, iw_samples, sample_chunk)]
     batches = list(args.batches(batch_size))
-    iw, sums = [], []
+    iw, sums, kept = [], [], []
     bar = tqdm(total=len(batches) * len(chunks), desc=f"IW log-likelihood (K={iw_samples})", disable=not progress)
     with torch.no_grad(), seeded(seed, device), bar:
         for batch in batches:
@@ -120,16 +125,23 @@ def pointwise_metrics(
                 bar.update()
             iw.append((log_sum - math.log(iw_samples)).cpu())
             sums.append((total / iw_samples).cpu())
+            rows = traced.observed_rows
+            kept.append(torch.ones(batch.n, dtype=torch.bool) if rows is None else rows.cpu())
     means = torch.cat(sums, dim=-1)
-    return {"iw_log_likelihood": torch.cat(iw, dim=-1), "elbo": means[0], "elbo_beta": means[1],
-            "squared_error": means[2]}
+    out = {"iw_log_likelihood": torch.cat(iw, dim=-1), "elbo": means[0], "elbo_beta": means[1],
+           "squared_error": means[2]}
+    observed = torch.cat(kept)
+    if not bool(observed.all()):  # fully masked points have no likelihood (Pyro: they add nothing)
+        out = {name: values.masked_fill(~observed, math.nan) for name, values in out.items()}
+    return out
 
 
 def metrics_dataset(pointwise: dict[str, np.ndarray], *, iw_samples: int, seed: int, digest: str) -> xr.Dataset:
     """The ``metrics`` Dataset of one model from its :func:`pointwise_metrics` (each ``(n,)``)."""
-    n = len(pointwise["iw_log_likelihood"])
+    rows = len(pointwise["iw_log_likelihood"])
     ds = xr.Dataset({f"{k}_pointwise": ("eval_obs", v) for k, v in pointwise.items()},
-                    coords={"eval_obs": np.arange(n)})
+                    coords={"eval_obs": np.arange(rows)})
+    n = int((~np.isnan(pointwise["iw_log_likelihood"])).sum())
     ds["iw_log_likelihood"] = ds.iw_log_likelihood_pointwise.mean()
     ds["iw_log_likelihood_se"] = ds.iw_log_likelihood_pointwise.std(ddof=1) / np.sqrt(max(n, 1))
     ds["elbo"] = ds.elbo_pointwise.mean()

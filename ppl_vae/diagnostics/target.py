@@ -33,6 +33,7 @@ from pyro.poutine.util import site_is_subsample
 
 from .._validate import check_choice
 from ..data.bundle import DataBundle
+from ._sites import full_plates
 
 VECTORIZE_CHOICES = ("auto", "repeat", "plate")
 
@@ -248,9 +249,15 @@ def _sample_sites(trace, *, observed: bool) -> list[str]:
 
 
 def trace_pair(model: Callable, guide: Callable, args: tuple):
-    """(guide trace, model trace replayed on it) of one plain call on ``args``."""
-    guide_trace = poutine.trace(guide).get_trace(*args)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    """(guide trace, model trace replayed on it) of one plain call on ``args``.
+
+    Every subsampled ``pyro.plate`` runs on its full range
+    (:class:`~ppl_vae.diagnostics._sites.full_plates`): the diagnostics need a
+    value for every data point, and the model gets the guide's indices.
+    """
+    with full_plates():
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
     return guide_trace, model_trace
 
 

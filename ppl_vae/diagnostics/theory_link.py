@@ -9,17 +9,29 @@ of the linear model with the same data and hyper-parameters;
 
 Any other Pyro model / guide pair gets the linear-model prediction when its
 traces say which linear model it corresponds to (:func:`infer_linear_setting`):
-one latent site; the observed values are one of the model's arguments (VAE)
-or one of two (CVAE, the other the condition); beta from the guide site's
-``poutine.scale``; eta_enc from a N(0, eta_enc^2 I) prior; eta_dec from a
-Normal likelihood with a fixed std. Hyper-parameters the traces cannot give
-(a Bernoulli likelihood, a learned prior) may be given by the caller.
+one latent site, the observed values one of the model's arguments (VAE) or
+one of two (CVAE, the other the condition); or two latent sites z2 -> z1 -> x
+with a bottom-up guide q(z1 | x) q(z2 | z1) (MHVAE). Each beta is the
+latent site's ``poutine.scale`` over the observed site's (a scale applied to
+every site, such as the minibatch factor N / B, cancels); eta_enc from a
+N(0, eta_enc^2 I) prior of the top latent; eta_dec from a Normal likelihood
+with a fixed std; the latent sizes from the sites; sigma1 (and sigma2, else
+learned) from a fixed std of q(z1 | x) (q(z2 | z1)).
+
+Hyper-parameters the traces cannot give (a Bernoulli likelihood, a learned
+prior) may be given by the caller. A prediction built from given values says
+so (``attrs['prediction_basis']``, ``attrs['hyperparameter_source']``), and
+when the traces show that the model is not the theory's model (a learned
+prior, a different likelihood, a value the traces read otherwise) a
+:class:`TheoryMismatchWarning` is issued and ``attrs['model_mismatch']``
+records why.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import warnings
 
 import numpy as np
 import torch
@@ -27,8 +39,8 @@ import xarray as xr
 from threadpoolctl import ThreadpoolController
 
 from ..data.bundle import DataBundle
-from ._traces import elementwise
-from .target import ModelArgs, PyroTarget, observed_argument, trace_pair
+from .hyperparameters import infer_linear_setting, model_mismatch
+from .target import ModelArgs, PyroTarget
 
 CLOSED_FORM = "closed form for this (linear) model"
 LINEAR_PREDICTION = "linear-model prediction (same data and hyper-parameters; the trained model is non-linear)"
@@ -133,6 +145,10 @@ REQUIRED = {"vae": ("latent_dim", "beta", "eta_enc", "eta_dec"), "cvae": ("laten
 THEORY_OPTIONS = frozenset({"family"}.union(*THEORY_FIELDS.values()))
 
 
+class TheoryMismatchWarning(UserWarning):
+    """The traced model differs from the model of the prediction built from the caller's values."""
+
+
 def linear_config(values: dict, bundle: DataBundle):
     """The suite's config of the linear model with ``values`` (family and hyper-parameters) on ``bundle``.
 
@@ -164,87 +180,6 @@ def check_theory_option(theory: bool | dict) -> bool | dict:
     return dict(theory)
 
 
-def _constant(values: torch.Tensor | float) -> float | None:
-    """The common value of all entries, or None when they differ.
-
-    A float32 value is given to float32's precision (7 significant digits:
-    ``0.2``, not ``0.20000000298...``).
-    """
-    single = isinstance(values, torch.Tensor) and values.dtype != torch.float64
-    tensor = torch.as_tensor(values, dtype=torch.float64)
-    first = tensor.reshape(-1)[0]
-    if not torch.allclose(tensor, first, rtol=1e-6, atol=0.0):
-        return None
-    return float(f"{float(first):.7g}") if single else float(first)
-
-
-def _normal_std(fn, *, zero_mean: bool) -> float | None:
-    """The fixed std of a per-coordinate Normal (with zero mean if asked), else None."""
-    normal = elementwise(fn)
-    if not isinstance(normal, torch.distributions.Normal):
-        return None
-    if zero_mean and not bool(torch.all(normal.loc == 0)):
-        return None
-    return _constant(normal.scale)
-
-
-def infer_linear_setting(target: PyroTarget, args: ModelArgs) -> tuple[dict, dict[str, str]]:
-    """What the traces say about the matching linear model.
-
-    Returns
-    -------
-    found
-        ``family``, ``latent_dim``, ``beta``, ``eta_enc``, ``eta_dec`` and the
-        data arrays' names ``x_arg`` (and ``y_arg`` for a CVAE), as far as the
-        traces give them.
-    missing
-        Field -> why the traces do not give it.
-    """
-    example = args.subset(slice(0, 8))
-    with torch.no_grad():
-        guide_trace, model_trace = trace_pair(target.model, target.guide, example.args)
-    found: dict = {}
-    missing: dict[str, str] = {}
-    obs_site = model_trace.nodes[target.observed_site]
-    observed = obs_site["value"].reshape(example.n, -1)
-    obs_arg = observed_argument(example, observed)
-    others = [name for name in example.row_tensors() if name != obs_arg]
-    if len(target.all_latent_sites) != 1:
-        missing["family"] = (f"the model has {len(target.all_latent_sites)} latent sites; the inferred linear "
-                             "theory covers one (VAE / CVAE): give theory={'family': 'mhvae', ...}")
-    elif obs_arg is None:
-        missing["family"] = ("the observed values are not one of the model's arguments (the model transforms "
-                             "them), so the data statistics of the theory cannot be formed")
-    elif len(others) > 1:
-        missing["family"] = f"the model takes {len(others) + 1} data arguments; the theory knows x (VAE) or x, y (CVAE)"
-    else:
-        found["family"] = "cvae" if others else "vae"
-        found.update({"x_arg": others[0], "y_arg": obs_arg} if others else {"x_arg": obs_arg})
-    if len(target.all_latent_sites) == 1:
-        site = target.all_latent_sites[0]
-        q_site, p_site = guide_trace.nodes[site], model_trace.nodes[site]
-        found["latent_dim"] = int(q_site["value"].reshape(example.n, -1).shape[1])
-        beta = _constant(q_site["scale"])
-        if beta is None:
-            missing["beta"] = f"the poutine.scale of guide site {site!r} differs between points"
-        else:
-            found["beta"] = beta
-        eta_enc = _normal_std(p_site["fn"], zero_mean=True)
-        if eta_enc is None:
-            missing["eta_enc"] = (f"the prior of {site!r} is not N(0, eta_enc^2 I) (a learned or conditional prior, "
-                                  "or not Normal)")
-        else:
-            found["eta_enc"] = eta_enc
-    eta_dec = _normal_std(obs_site["fn"], zero_mean=False)
-    if eta_dec is None:
-        missing["eta_dec"] = (f"the likelihood of {target.observed_site!r} is "
-                              f"{type(elementwise(obs_site['fn']) or obs_site['fn']).__name__}, not a Normal with "
-                              "a fixed std")
-    else:
-        found["eta_dec"] = eta_dec
-    return found, missing
-
-
 def _array(args: ModelArgs, name: str) -> np.ndarray:
     tensor = args.row_tensors()[name]
     return tensor.detach().double().cpu().reshape(tensor.shape[0], -1).numpy()
@@ -272,6 +207,7 @@ def inferred_theory_group(target: PyroTarget, args: ModelArgs, given: dict | Non
     """
     given = check_theory_option(given or {})
     found, missing = inferred if inferred is not None else infer_linear_setting(target, args)
+    mismatch = model_mismatch(given, found, missing)
     values = {**{k: v for k, v in found.items() if k in THEORY_OPTIONS}, **given}
     family = values.get("family")
     if family not in REQUIRED:
@@ -289,8 +225,17 @@ def inferred_theory_group(target: PyroTarget, args: ModelArgs, given: dict | Non
                         y=None if y is None else torch.as_tensor(y))
     used = {name: values[name] for name in THEORY_FIELDS[family] if name in values}
     source = {name: ("given" if name in given else "inferred from the traces") for name in ("family", *used)}
-    return predict(linear_config(values, bundle), bundle).assign_attrs(
+    predicted = predict(linear_config(values, bundle), bundle)
+    if mismatch:
+        warnings.warn(f"theory: the traced model differs from the linear {family} of the prediction built from the "
+                      f"given values ({'; '.join(f'{k}: {v}' for k, v in sorted(mismatch.items()))}); the theory "
+                      "group is that model's prediction, not this model's", TheoryMismatchWarning, stacklevel=4)
+    kinds = set(source.values())
+    basis = "given" if kinds == {"given"} else "traces" if "given" not in kinds else "given and traces"
+    return predicted.assign_attrs(
         prediction=PYRO_PREDICTION,
+        prediction_basis=basis,
         hyperparameters=json.dumps(used, sort_keys=True),
         hyperparameter_source=json.dumps(source, sort_keys=True),
+        model_mismatch=json.dumps(mismatch, sort_keys=True),
     )

@@ -57,3 +57,27 @@ def runs_with(values, ds):
 def sites_of(ds, suffix: str) -> list[str]:
     """Latent site names ``s`` for which ``s{suffix}`` is a variable of ``ds`` (e.g. ``_kl_mean``)."""
     return [name[: -len(suffix)] for name in ds.data_vars if name.endswith(suffix)]
+
+
+#: seaborn's colour-blind-safe qualitative palette (Wong-style), as hex strings
+SAFE_COLOURS = sns.color_palette("colorblind").as_hex()
+
+
+def line_colours(n: int) -> list:
+    """``n`` distinguishable, colour-blind-safe colours (the qualitative palette, then viridis beyond 10)."""
+    return list(SAFE_COLOURS[:n]) if n <= len(SAFE_COLOURS) else sns.color_palette("viridis", n)
+
+
+def step_axis(ax, steps) -> None:
+    """A logarithmic training-step axis that still shows step 0 (linear below 1)."""
+    steps = np.asarray(steps)
+    if steps.size and steps.max() > 1:
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(left=max(0.0, float(steps.min())))
+
+
+def integer_axis(axis) -> None:
+    """Only integer tick labels on ``axis`` (an ``ax.xaxis`` / ``ax.yaxis``) of counts or indices."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))

@@ -7,7 +7,7 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure
 
-from ._style import new_figure, run_labels, runs_with, sites_of, themed
+from ._style import SAFE_COLOURS, integer_axis, line_colours, new_figure, run_labels, runs_with, sites_of, themed
 
 
 def collapse_curves(collapse: xr.Dataset, *, title: str | None = None) -> Figure:
@@ -31,12 +31,12 @@ def collapse_curves(collapse: xr.Dataset, *, title: str | None = None) -> Figure
             curve, site_runs = runs_with(collapse[f"{site}_collapse_fraction"], collapse)
             eps = collapse["epsilon"].values
             if "run" in curve.dims:
-                palette = sns.color_palette("viridis", curve.sizes["run"])
+                palette = line_colours(curve.sizes["run"])
                 for i, label in enumerate(run_labels(site_runs)):
                     ax.plot(eps, curve.isel(run=i).values, color=palette[i], label=label, lw=2)
-                ax.legend(fontsize="small", frameon=True)
+                ax.legend(fontsize="x-small", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             else:
-                ax.plot(eps, curve.values, lw=2, color=sns.color_palette()[0])
+                ax.plot(eps, curve.values, lw=2, color=SAFE_COLOURS[0])
             ax.axvline(float(collapse.attrs.get("collapse_epsilon", 0.01)), color="0.5", ls=":", lw=1)
             ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="epsilon (nats)",
                    ylabel="fraction of pairs with KL < epsilon", title=f"collapse level, {site}")
@@ -49,7 +49,8 @@ def kl_per_dimension(collapse: xr.Dataset, *, title: str | None = None) -> Figur
     """Data-mean KL of every latent dimension.
 
     Bars (log scale, the 0.01 collapse threshold dotted) for one run; a
-    heatmap of log10 KL (run x dimension) when ``collapse`` has a ``run`` dimension.
+    heatmap of log10 KL (run x dimension) when ``collapse`` has a ``run`` dimension;
+    every panel of the figure shares one colour scale (one colour bar, on the last panel).
     """
     sites = sites_of(collapse, "_kl_mean")
     if not sites:
@@ -62,23 +63,31 @@ def kl_per_dimension(collapse: xr.Dataset, *, title: str | None = None) -> Figur
         panel_width = 4.8 if not runs else max(4.8, 3.5 + 0.3 * widest)
         fig = new_figure(panel_width * len(sites), 3.6 if not runs else 1.2 + 0.4 * runs)
         axes = fig.subplots(1, len(sites), squeeze=False)[0]
-        for ax, site in zip(axes, sites):
+        # one colour scale for every panel, so a colour means the same KL across sites
+        finite = np.concatenate([collapse[f"{site}_kl_mean"].values.ravel() for site in sites])
+        finite = finite[np.isfinite(finite)]
+        vmax = float(np.log10(max(finite.max(), 1e-4))) if finite.size else 1.0
+        for i_ax, (ax, site) in enumerate(zip(axes, sites)):
             kl, site_runs = runs_with(collapse[f"{site}_kl_mean"], collapse)
             dim = f"{site}_dim"
             if runs:
                 kl = kl.dropna(dim, how="all")
                 log_kl = np.log10(np.clip(kl.transpose("run", dim).values, 1e-6, None))
-                sns.heatmap(log_kl, ax=ax, cmap="mako", cbar_kws={"label": "log10 mean KL (nats)"},
-                            yticklabels=run_labels(site_runs), xticklabels="auto", vmin=-4)
+                last = i_ax == len(sites) - 1
+                sns.heatmap(log_kl, ax=ax, cmap="viridis", cbar=last, vmin=-4, vmax=max(vmax, -3.0),
+                            cbar_kws={"label": "log10 mean KL (nats)"} if last else None,
+                            yticklabels=run_labels(site_runs) if i_ax == 0 else False,
+                            xticklabels=[str(v) for v in kl[dim].values])
                 ax.set(xlabel=f"{site} dimension", ylabel="", title=f"mean KL per dimension, {site}")
             else:
                 values = np.clip(kl.values, 1e-6, None)
-                colors = ["#c44e52" if v < threshold else "#4c72b0" for v in values]
+                colors = [SAFE_COLOURS[3] if v < threshold else SAFE_COLOURS[0] for v in values]
                 ax.bar(kl[dim].values, values, color=colors)
-                ax.axhline(threshold, color="0.4", ls=":", lw=1, label=f"collapsed below {threshold:g}")
+                ax.axhline(threshold, color="0.4", ls=":", lw=1)
+                # the threshold is named in the title: a legend inside the axes would sit on a bar
                 ax.set(yscale="log", xlabel=f"{site} dimension", ylabel="mean KL (nats)",
-                       title=f"mean KL per dimension, {site}")
-                ax.legend(fontsize="small")
+                       title=f"mean KL per dimension, {site}\n(dotted: collapsed below {threshold:g})")
+                integer_axis(ax.xaxis)
         if title:
             fig.suptitle(title)
     return fig

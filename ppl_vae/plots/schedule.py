@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import new_figure, themed
+from ._style import line_colours, new_figure, themed
 
 
 def _as_curve(curve: xr.DataArray | xr.Dataset) -> xr.DataArray:
@@ -61,7 +60,7 @@ def plot_kl_schedule(curve: xr.DataArray | xr.Dataset, ax: Axes | None = None, *
     others = [dim for dim in curve.dims if dim != "step"]
     lines = [(curve.isel({others[0]: i}), others[0]) for i in range(curve.sizes[others[0]])] if others else [
         (curve, None)]
-    palette = sns.color_palette("viridis", len(lines)) if len(lines) > 1 else sns.color_palette()[:1]
+    palette = line_colours(len(lines))
     with themed():
         if ax is None:
             fig = new_figure(6.4, 3.4)

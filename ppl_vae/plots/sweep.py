@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure
 
-from ._style import new_figure, sites_of, themed
+from ._style import integer_axis, line_colours, new_figure, sites_of, themed
 
 
 def metrics_vs_hyperparameter(collapse: xr.Dataset, metrics: xr.Dataset, x: str = "beta", *,
@@ -30,7 +29,7 @@ def metrics_vs_hyperparameter(collapse: xr.Dataset, metrics: xr.Dataset, x: str 
     collapse, metrics = collapse.isel(run=keep), metrics.isel(run=keep)
     series = _series_labels(collapse, x)
     sites = sites_of(collapse, "_active_units")
-    palette = sns.color_palette()
+    palette = line_colours(10)
     markers = "osD^v<>p*"
     with themed():
         fig = new_figure(9.0, 3.6)
@@ -54,7 +53,8 @@ def metrics_vs_hyperparameter(collapse: xr.Dataset, metrics: xr.Dataset, x: str 
                             color=palette[(3 + j) % len(palette)], label=label or None)
         xs = collapse[x].values
         au_ax.set(xlabel=x, ylabel="active units (Cov > 0.01)", title="active units")
-        au_ax.legend(fontsize="small")
+        integer_axis(au_ax.yaxis)
+        au_ax.legend(fontsize="x-small", loc="best")
         if len(set(series)) > 1:
             nll_ax.legend(fontsize="small")
         k = metrics.attrs.get("iw_samples")
@@ -80,7 +80,7 @@ def _series_labels(collapse: xr.Dataset, x: str) -> np.ndarray:
         values = collapse[name].values.astype(float)
         finite = values[np.isfinite(values)]
         if finite.size and np.unique(finite).size > 1:
-            parts.append([f"{name}={v:g}" for v in values])
+            parts.append([f"{name}={v:g}" if np.isfinite(v) else "" for v in values])  # never "eta_dec=nan"
     if not parts:
         return np.array([""] * collapse.sizes["run"])
-    return np.array([" ".join(items) for items in zip(*parts)])
+    return np.array([" ".join(item for item in items if item) for items in zip(*parts)])

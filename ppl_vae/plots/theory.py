@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure
 
-from ._style import new_figure, themed
+from ._style import SAFE_COLOURS, integer_axis, new_figure, themed
 
 
 def predicted_singular_values(theory: xr.Dataset) -> list[str]:
@@ -31,7 +29,7 @@ def singular_values(theory: xr.Dataset, *, title: str | None = None) -> Figure:
     names = predicted_singular_values(theory)
     if not names:
         raise ValueError("theory must hold *_sv variables over 'mode' (the 'theory' group of diagnose)")
-    blue, orange = sns.color_palette()[:2]
+    blue, orange = SAFE_COLOURS[:2]
     with themed():
         fig = new_figure(4.6 * len(names), 3.6)
         axes = fig.subplots(1, len(names), squeeze=False)[0]
@@ -42,7 +40,10 @@ def singular_values(theory: xr.Dataset, *, title: str | None = None) -> Figure:
             if learned is not None:
                 ax.plot(learned["mode"].values, learned.values, "s--", color=orange, label="learned", ms=5)
             ax.set(xlabel="mode (0 = largest theta)", ylabel=name.replace("_", " "), title=name)
-            ax.set_xticks(mode if mode.size <= 16 else np.linspace(mode.min(), mode.max(), 9).round())
+            if mode.size <= 16:
+                ax.set_xticks(mode)
+            else:
+                integer_axis(ax.xaxis)
             ax.legend(fontsize="small")
         prediction = str(theory.attrs.get("prediction", ""))
         heading = title or ""

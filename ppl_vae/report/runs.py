@@ -160,6 +160,47 @@ def read_loss_history(run_dir: str | os.PathLike) -> xr.DataArray | None:
                                f"{detail}") from None
 
 
+KL_HISTORY_NAME = "kl_history.nc"  # the shared contract's file name (beside loss_history.nc)
+
+
+def read_kl_history(run_dir: str | os.PathLike) -> xr.Dataset | None:
+    """The per-dimension KL history of a run directory (``kl_history.nc``), None if it has none.
+
+    Raises
+    ------
+    DamagedFileError
+        The file exists but is not a KL history (netCDF with ``<site>_kl`` over ``step``).
+    """
+    path = Path(run_dir) / KL_HISTORY_NAME
+    if not path.is_file():
+        return None
+    try:
+        with xr.open_dataset(path) as ds:
+            history = ds.load()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DamagedFileError(f"{path} cannot be read as a KL history (netCDF): {detail}") from None
+    if "step" not in history.dims or not any(str(name).endswith("_kl") for name in history.data_vars):
+        raise DamagedFileError(f"{path} is not a KL history: it needs <site>_kl variables over 'step'")
+    return history
+
+
+def read_converged(run_dir: str | os.PathLike) -> bool | None:
+    """``converged`` of the run's ``metrics.json`` (True / False), None when absent or not judged."""
+    from .._io import read_json
+    from ..inference import METRICS_NAME
+
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        return None
+    try:
+        metrics = read_json(path)
+    except (OSError, ValueError):
+        return None
+    value = metrics.get("converged") if isinstance(metrics, dict) else None
+    return value if isinstance(value, bool) else None
+
+
 def read_inference_data(path: str | os.PathLike) -> az.InferenceData:
     """A diagnostics file written by :func:`ppl_vae.diagnostics.save` (e.g. after ``diagnose`` of any Pyro model).
 
@@ -212,7 +253,7 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
         names = run_names(run_dirs)
-        idatas, losses = {}, {}
+        idatas, losses, histories, converged = {}, {}, {}, {}
         for name, run_dir in tqdm(list(zip(names, map(Path, run_dirs))), desc="runs", disable=not progress or len(names) < 2):
             if run_dir.is_file():
                 idatas[name] = read_inference_data(run_dir)
@@ -222,7 +263,12 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
             loss = read_loss_history(run_dir)
             if loss is not None:
                 losses[name] = loss
-        return atomic_write_text(out, build_html(idatas, losses, title=title), exclusive=not overwrite)
+            history = read_kl_history(run_dir)
+            if history is not None:
+                histories[name] = history
+            converged[name] = read_converged(run_dir)
+        page = build_html(idatas, losses, histories=histories, converged=converged, title=title)
+        return atomic_write_text(out, page, exclusive=not overwrite)
 
 
 def _diagnose_claimed(run_dir: Path, **options) -> az.InferenceData:

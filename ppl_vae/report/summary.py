@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from functools import cache
 
 import arviz as az
 import pandas as pd
@@ -58,18 +59,52 @@ def headline(idata: az.InferenceData) -> str:
     return " | ".join(f"{level.site}: {level.sentence()}" for level in levels)
 
 
+@cache
+def default_hyperparameters(family: str) -> dict[str, float]:
+    """The model family's default hyper-parameter values (empty for a family the suite does not build)."""
+    from ..models import CVAEConfig, MHVAEConfig, VAEConfig
+
+    configs = {"vae": VAEConfig, "cvae": CVAEConfig, "mhvae": MHVAEConfig}
+    if family not in configs:
+        return {}
+    return {f.name: f.default for f in fields(configs[family]) if f.default is not MISSING}
+
+
+def json_attr(idata: az.InferenceData, name: str) -> dict:
+    """A JSON-object attribute of the run as a dict ({} when absent, not JSON, or not an object)."""
+    try:
+        value = json.loads(str(idata.attrs.get(name, "{}") or "{}"))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def non_default_hyperparameters(idata: az.InferenceData) -> dict[str, float]:
+    """The run's hyper-parameters that differ from its family's defaults (all of them for a user's model)."""
+    defaults = default_hyperparameters(str(json_attr(idata, "model_config").get("family", "")))
+    return {name: value for name, value in json_attr(idata, "hyperparameters").items()
+            if name not in defaults or defaults[name] != value}
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
 def metrics_table(idatas: dict[str, az.InferenceData]) -> pd.DataFrame:
-    """One row per run: model, hyper-parameters, collapse counts and held-out fit."""
+    """One row per run: model, non-default hyper-parameters, collapse counts and held-out fit.
+
+    The importance-weighted log-likelihood is one column, its number of samples K another.
+    """
     rows = []
     for name, idata in idatas.items():
-        config = json.loads(idata.attrs["model_config"])
-        hyperparameters = json.loads(idata.attrs.get("hyperparameters", "{}"))
+        config = json_attr(idata, "model_config")
         levels = level_summaries(idata)
         many = len(levels) > 1
         row = {
             "run": name,
-            "model": f"{config.get('family')} / {config.get('arch')}",
-            "hyper-parameters": ", ".join(f"{k}={v:g}" for k, v in hyperparameters.items()),
+            "model": f"{config.get('family')} / {config.get('arch')}" if config.get("family") else "Pyro model",
+            "hyper-parameters": ", ".join(f"{k}={_number(v)}" for k, v in non_default_hyperparameters(idata).items())
+                                or "defaults",
             "collapsed (theory)": "; ".join(
                 (f"{lv.site}: " if many else "") + f"{lv.n_collapsed}/{lv.n_dims} ({'-' if lv.predicted is None else lv.predicted})"
                 for lv in levels
@@ -78,7 +113,8 @@ def metrics_table(idatas: dict[str, az.InferenceData]) -> pd.DataFrame:
         }
         metrics = idata.metrics
         k = int(metrics.attrs.get("iw_samples", idata.attrs.get("iw_samples", 0)))
-        row[f"IW log-lik (K={k})"] = float(metrics.iw_log_likelihood)
+        row["IW log-lik"] = float(metrics.iw_log_likelihood)
+        row["K"] = k
         row["ELBO"] = float(metrics.elbo)
         row["beta-ELBO"] = float(metrics.elbo_beta)
         row["recon MSE"] = float(metrics.reconstruction_mse)

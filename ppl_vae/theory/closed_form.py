@@ -38,7 +38,7 @@ def _dataset(variables: dict[str, tuple[np.ndarray, dict]], attrs: dict) -> xr.D
 
 
 def _theta_attrs(units: str) -> dict:
-    return {"description": "data spectrum of the mode (SPEC section 3)", "units": units}
+    return {"description": "data spectrum of the mode (see docs/science.md)", "units": units}
 
 
 def linear_vae(x, latent_dim: int, beta: float = 1.0, eta_enc: float = 1.0, eta_dec: float = 1.0,

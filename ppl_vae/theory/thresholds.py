@@ -1,10 +1,11 @@
 """Hyper-parameter thresholds at which linear-model modes collapse (learnable encoder variance).
 
-Mode i of the linear VAE is active iff theta_i >= sqrt(beta) eta_dec (SPEC 4.1);
-of the CVAE iff theta_i >= beta eta_dec^2 (SPEC 4.3).  Since theta is sorted
+Mode i of the linear VAE is active iff theta_i >= sqrt(beta) eta_dec (docs/science.md);
+of the CVAE iff theta_i >= beta eta_dec^2.  Since theta is sorted
 descending, "at least k modes active" is the condition on theta_(k-1) alone,
 which inverts to a largest beta (at fixed eta_dec) and a largest eta_dec (at
 fixed beta).  Neither threshold depends on eta_enc for learnable variance.
+The MHVAE's counterparts are in :mod:`ppl_vae.theory.mhvae_thresholds`.
 """
 
 from __future__ import annotations
@@ -54,14 +55,38 @@ def collapse_thresholds(x, y=None, *, model: str = "cvae", latent_dim: int, beta
         x = as_data_matrix("x", x)
         latent_dim = check_int_range("latent_dim", latent_dim, 1, x.shape[1])
         theta = vae_thetas(x)[:latent_dim]
-        beta_max, eta_dec_max = theta**2 / eta_dec**2, theta / np.sqrt(beta)
-        theta_units = "std of x"
     else:
         if y is None:
             raise ValueError("y is required for model='cvae'")
         x, y = as_paired_data(x, y)
         latent_dim = check_int_range("latent_dim", latent_dim, 1, y.shape[1])
         theta = cvae_thetas(x, y)[:latent_dim]
+    table = thresholds_from_spectrum(theta, model=model, beta=beta, eta_dec=eta_dec)
+    table.attrs.update(eta_enc=eta_enc, n_samples=x.shape[0])
+    return table
+
+
+def thresholds_from_spectrum(theta, *, model: str, beta: float = 1.0, eta_dec: float = 1.0) -> xr.Dataset:
+    """:func:`collapse_thresholds` from the spectrum ``theta`` alone (e.g. a diagnosed run's ``theory.theta``).
+
+    Parameters
+    ----------
+    theta : array_like, shape (latent_dim,), descending, >= 0
+        std units for ``model="vae"``, variance units for ``model="cvae"``.
+    model, beta, eta_dec
+        As :func:`collapse_thresholds`.
+    """
+    model = check_choice("model", model, ("vae", "cvae"))
+    beta = check_positive("beta", beta)
+    eta_dec = check_positive("eta_dec", eta_dec)
+    theta = np.asarray(theta, dtype=np.float64)
+    if theta.ndim != 1 or theta.size < 1 or not np.all(np.isfinite(theta)) or np.any(theta < 0):
+        raise ValueError("theta must be a non-empty finite non-negative vector")
+    latent_dim = theta.size
+    if model == "vae":
+        beta_max, eta_dec_max = theta**2 / eta_dec**2, theta / np.sqrt(beta)
+        theta_units = "std of x"
+    else:
         beta_max, eta_dec_max = theta / eta_dec**2, np.sqrt(theta / beta)
         theta_units = "variance of the residual y - Bx"
 
@@ -79,5 +104,40 @@ def collapse_thresholds(x, y=None, *, model: str = "cvae", latent_dim: int, beta
         },
         coords={"n_active": ("n_active", np.arange(latent_dim + 1), {"description": "number of active modes"})},
         attrs={"model": f"linear_{model}", "encoder_variance": "learnable", "beta": beta, "eta_dec": eta_dec,
-               "eta_enc": eta_enc, "latent_dim": latent_dim, "n_samples": x.shape[0]},
+               "latent_dim": latent_dim},
     )
+
+
+def data_scale_eta_dec(spectrum, latent_dim: int, *, model: str) -> float:
+    """A decoder noise std that fits the data's scale: probabilistic PCA's noise estimate.
+
+    With ``latent_dim`` latent dimensions, the maximum-likelihood noise variance of
+    probabilistic PCA (Tipping and Bishop, 1999) is the mean variance along the
+    directions the latents leave out.  Here the spectrum is uncentred, as in the
+    theory, so this is the noise level at which the modes that stand out above the
+    discarded ones stay active (at beta = 1), a sensible first answer where eta_dec = 1
+    on pixels in [0, 1] collapses everything.
+
+    Parameters
+    ----------
+    spectrum : array_like, shape (d,), descending, >= 0
+        The whole spectrum: ``vae_thetas(x)`` (std units) for ``model`` "vae" / "mhvae",
+        ``cvae_thetas(x, y)`` (variance units) for "cvae".
+    latent_dim : int, 1 <= latent_dim
+    model : "vae", "cvae" or "mhvae"
+
+    Returns
+    -------
+    float > 0.  When the latents leave no direction out (or only blank ones), a tenth
+    of the root-mean-square spectrum, so that the value is still on the data's scale.
+    """
+    model = check_choice("model", model, ("vae", "cvae", "mhvae"))
+    latent_dim = check_int_range("latent_dim", latent_dim, 1)
+    spectrum = np.asarray(spectrum, dtype=np.float64)
+    variances = spectrum if model == "cvae" else spectrum**2
+    if variances.size == 0 or not np.all(np.isfinite(variances)) or not np.any(variances > 0):
+        raise ValueError("spectrum must be finite with at least one positive value (the data are all zero)")
+    left_out = variances[latent_dim:]
+    if left_out.size and float(left_out.mean()) > 0:
+        return float(np.sqrt(left_out.mean()))
+    return float(0.1 * np.sqrt(variances.mean()))

@@ -88,7 +88,7 @@ def test_report_reads_inference_data_files_next_to_run_directories(tmp_path):
     assert "<b>my_model</b>: " in page and "<b>vae_run</b>: " in page
     assert "of 3 latent dimensions collapsed; theory predicted" in page  # the theory read off the traces
     assert "reconstructions: data and decoder means" in page and "not drawn" not in page
-    assert 'id="comparison"' in page
+    assert 'id="family-pyro"' in page and 'id="family-vae"' in page  # one section per model family
 
     other = tmp_path / "other.nc"
     import xarray as xr

@@ -69,3 +69,34 @@ def test_mhvae_and_thresholds_run():
     result = run("--model", "cvae", "--data", "digits", "--thresholds")
     assert result.exit_code == 0, result.output
     assert "thresholds" in result.output
+
+
+def test_no_options_give_an_answer_on_the_datas_scale():
+    """eta_dec = 1 on pixels in [0, 1] collapses every mode; the default fits the data's scale instead."""
+    result = run()
+    assert result.exit_code == 0, result.output
+    used = float(re.search(r"eta_dec not given: using ([0-9.e-]+)", result.output).group(1))
+    digits = data.load("digits", paired=True)
+    spectrum = theory.cvae_thetas(digits.x, digits.y)
+    assert used == pytest.approx(theory.data_scale_eta_dec(spectrum, 16, model="cvae"), rel=1e-2)
+    collapsed = int(re.search(r"collapsed: z (\d+) of 16", result.output).group(1))
+    assert collapsed < 16
+    assert "every mode collapsed" not in result.output
+
+
+def test_total_collapse_says_why_and_what_to_change():
+    result = run("--eta-dec", "1")
+    assert result.exit_code == 0, result.output
+    assert "collapsed: z 16 of 16" in result.output
+    line = re.search(r"To keep one mode active: beta <= ([0-9.e-]+) or eta_dec <= ([0-9.e-]+)", result.output)
+    assert line, result.output
+    beta_max, eta_max = float(line.group(1)), float(line.group(2))
+    keeps = run("--eta-dec", f"{eta_max * 0.99:g}")
+    assert "collapsed: z 15 of 16" in keeps.output or "collapsed: z 16 of 16" not in keeps.output
+    assert "collapsed: z 16 of 16" not in run("--eta-dec", "1", "--beta", f"{beta_max * 0.99:g}").output
+
+
+def test_mhvae_thresholds_are_printed():
+    result = run("--model", "mhvae", "--data", "digits", "--latent-dims", "4,4", "--eta-dec", "0.5", "--thresholds")
+    assert result.exit_code == 0, result.output
+    assert "z2_beta1_min" in result.output and "z1_beta2_max" in result.output

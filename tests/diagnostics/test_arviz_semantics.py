@@ -52,8 +52,8 @@ def test_compare_gives_the_elpd_difference_and_its_standard_error(two_saved_runs
     runs, test = two_saved_runs
     table = compare_heldout(runs)
     assert list(table.index) == ["matched", "noisy"]  # the data follow the matched model
-    matched = runs["matched"].log_likelihood.x.values.reshape(-1)
-    noisy = runs["noisy"].log_likelihood.x.values.reshape(-1)
+    matched = runs["matched"].metrics.iw_log_likelihood_pointwise.values  # every held-out point
+    noisy = runs["noisy"].metrics.iw_log_likelihood_pointwise.values
     assert matched.size == test.n
     diff = matched - noisy
     assert table.loc["noisy", "elpd_diff"] == pytest.approx(diff.sum())

@@ -25,9 +25,14 @@ def test_vae_groups_dims_and_provenance(exact_vae, gaussian_bundle):
     assert idata.posterior.z.shape == (1, 8, 5, 3)
     assert idata.prior.z.shape == (1, 8, 5, 3)
     assert idata.posterior_predictive.x.shape == idata.posterior_predictive.x_mean.shape == (1, 8, 5, 4)
-    assert idata.log_likelihood.x.dims == ("chain", "draw", "eval_obs")
-    assert idata.log_likelihood.x.shape == (1, 1, gaussian_bundle.n)
-    np.testing.assert_allclose(float(idata.log_likelihood.x.mean()), float(idata.metrics.iw_log_likelihood))
+    # ArviZ's groups describe one set of points: log_likelihood is on the points of observed_data
+    assert idata.log_likelihood.x.dims == ("chain", "draw", "obs")
+    np.testing.assert_array_equal(idata.log_likelihood.obs.values, idata.observed_data.obs.values)
+    pointwise = idata.metrics.iw_log_likelihood_pointwise
+    assert pointwise.sizes == {"eval_obs": gaussian_bundle.n}
+    np.testing.assert_allclose(idata.log_likelihood.x.values.reshape(-1),
+                               pointwise.isel(eval_obs=idata.observed_data.obs.values).values)
+    np.testing.assert_allclose(float(pointwise.mean()), float(idata.metrics.iw_log_likelihood))
     # observed_data are the rows of the data set named by the obs coordinate
     rows = idata.observed_data.obs.values
     np.testing.assert_array_equal(idata.observed_data.x.values, gaussian_bundle.x.numpy()[rows])
@@ -185,7 +190,7 @@ def test_diagnose_on_cuda_agrees_with_the_cpu(exact_vae, gaussian_bundle):
     np.testing.assert_allclose(on_gpu.collapse.z_kl, on_cpu.collapse.z_kl, rtol=1e-5, atol=1e-6)
     cov = eta_enc**2 * (U @ U.T).numpy() + eta_dec**2 * np.eye(U.shape[0])
     exact = multivariate_normal(np.zeros(U.shape[0]), cov).logpdf(gaussian_bundle.x.double().numpy())
-    np.testing.assert_allclose(on_gpu.log_likelihood.x.squeeze(("chain", "draw")), exact, rtol=1e-4)
+    np.testing.assert_allclose(on_gpu.metrics.iw_log_likelihood_pointwise, exact, rtol=1e-4)
 
 
 def test_diagnose_refuses_data_that_does_not_fit_the_model(cvae_and_bundle):

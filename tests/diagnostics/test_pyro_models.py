@@ -1,6 +1,7 @@
 """diagnose() on models written the usual Pyro way (pyro_style_models.py), checked against hand computations."""
 
 import json
+import warnings
 
 import numpy as np
 import pyro
@@ -10,6 +11,7 @@ import torch
 from ppl_vae import theory
 from ppl_vae.data import load
 from ppl_vae.diagnostics import diagnose
+from ppl_vae.diagnostics.theory_link import TheoryMismatchWarning
 from pyro_style_models import CVAE, BernoulliVAE, TwoLevel, laplace_guide, laplace_model, train
 
 SMALL = dict(n_obs=4, n_draws=6, kl_samples=2, progress=False, device="cpu")
@@ -70,7 +72,7 @@ def test_bernoulli_vae_sites_kl_and_groups(bernoulli_vae, binary_digits):
     np.testing.assert_array_equal(idata.observed_data.obs_site.values, x.numpy()[idata.observed_data.obs.values])
     assert "constant_data" not in idata.groups()  # the only argument is the observed one
     assert idata.prior.latent.dims == ("chain", "draw", "obs", "latent_dim")
-    assert json.loads(idata.attrs["hyperparameters"]) == {"beta": 1.0, "eta_enc": 1.0}
+    assert json.loads(idata.attrs["hyperparameters"]) == {"beta": 1.0, "eta_enc": 1.0, "latent_dim": 6}
     assert json.loads(idata.attrs["model_config"])["arch"] == "BernoulliVAE"
 
 
@@ -78,7 +80,7 @@ def test_bernoulli_vae_iw_log_likelihood_matches_a_hand_estimate(bernoulli_vae, 
     x = binary_digits[:40]
     K = 3000
     idata = diagnose(bernoulli_vae.model, bernoulli_vae.guide, x, iw_samples=K, **SMALL)
-    ours = idata.log_likelihood.obs_site.values.reshape(-1)
+    ours = idata.metrics.iw_log_likelihood_pointwise.values
     hand = hand_iw(bernoulli_vae, x, K, seed=123)
     np.testing.assert_allclose(ours, hand, atol=0.15)
     assert float(idata.metrics.elbo) < float(idata.metrics.iw_log_likelihood)
@@ -164,7 +166,7 @@ def test_two_level_model_kl_and_marginal_likelihood(two_level):
     np.testing.assert_allclose(idata.collapse.z2_kl.values, expected, rtol=0.05, atol=5e-3)
     assert idata.collapse.z2_collapsed.values.tolist() == [False, True]
     exact = two_level.marginal().log_prob(x).numpy()
-    ours = idata.log_likelihood.x.values.reshape(-1)
+    ours = idata.metrics.iw_log_likelihood_pointwise.values
     assert np.all(ours < exact + 0.02)
     np.testing.assert_allclose(ours, exact, atol=0.05)
 
@@ -227,13 +229,42 @@ def test_a_two_level_model_gets_the_mhvae_prediction_when_told(two_level):
     x = two_level.marginal().sample(torch.Size((60,)))
     small = dict(n_obs=2, n_draws=2, iw_samples=2, kl_samples=2, progress=False, device="cpu")
     plain = diagnose(two_level.model, two_level.guide, x, **small)
-    assert "theory" not in plain.groups() and "2 latent sites" in plain.attrs["theory_unavailable"]
+    # the traces read the two-level structure, and that it is not the theory's: p(z1|z2) has std s1 = 0.7,
+    # the likelihood s0 = 0.5 (the theory has eta_dec for both)
+    assert "theory" not in plain.groups() and "p(z1 | z2) has std 0.7" in plain.attrs["theory_unavailable"]
     given = {"family": "mhvae", "latent_dims": (3, 2), "beta1": 1.0, "beta2": 1.0, "eta_enc": 1.0, "eta_dec": 0.5,
              "sigma1": 0.7}
-    told = diagnose(two_level.model, two_level.guide, x, theory=given, **small)
+    with pytest.warns(TheoryMismatchWarning, match="differs from the linear mhvae"):
+        told = diagnose(two_level.model, two_level.guide, x, theory=given, **small)
+    assert told.theory.attrs["prediction_basis"] == "given"
+    assert set(json.loads(told.theory.attrs["model_mismatch"])) == {"family", "sigma1"}  # learned q(z1|x) std
     expected = theory.linear_mhvae(x.double().numpy(), (3, 2), beta1=1.0, beta2=1.0, eta_enc=1.0, eta_dec=0.5,
                                    sigma1=0.7, sigma2=None)
     np.testing.assert_allclose(told.theory.z1_encoder_sv, expected.z1_encoder_sv)
     assert json.loads(told.theory.attrs["hyperparameter_source"])["sigma1"] == "given"
     wrong = diagnose(two_level.model, two_level.guide, x, theory={**given, "eta_dec": -1.0}, **small)
     assert "theory" not in wrong.groups() and "eta_dec" in wrong.attrs["theory_unavailable"]
+
+
+@pytest.mark.parametrize("learned_prior", [True, False])
+def test_a_given_theory_warns_when_the_traced_model_is_not_the_theorys(learned_prior):
+    """theory={"eta_enc": 1} on a learned-prior CVAE is the standard-prior prediction: said, not silent."""
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(40, 3, generator=gen), torch.randn(40, 5, generator=gen)
+    pyro.clear_param_store()
+    torch.manual_seed(4)
+    cvae = CVAE(3, 5, z_dim=2, hidden=8, learned_prior=learned_prior)
+    options = dict(iw_samples=2, theory={"eta_enc": 1.0}, **SMALL)
+    if learned_prior:
+        with pytest.warns(TheoryMismatchWarning, match="eta_enc: the prior of 'z' is not N"):
+            idata = diagnose(cvae.model, cvae.guide, (x, y), **options)
+        assert "eta_enc" in json.loads(idata.theory.attrs["model_mismatch"])
+    else:  # counterfactual: the standard prior IS the theory's, and the given value is the one the traces read
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TheoryMismatchWarning)
+            idata = diagnose(cvae.model, cvae.guide, (x, y), **options)
+        assert json.loads(idata.theory.attrs["model_mismatch"]) == {}
+    assert idata.theory.attrs["prediction_basis"] == "given and traces"
+    assert json.loads(idata.theory.attrs["hyperparameter_source"])["eta_enc"] == "given"
+    with pytest.warns(TheoryMismatchWarning, match="the traces read eta_dec = 0.5"):
+        diagnose(cvae.model, cvae.guide, (x, y), **{**options, "theory": {"eta_enc": 1.0, "eta_dec": 2.0}})

@@ -149,3 +149,84 @@ def test_kl_schedule_single_curve_on_given_axes_without_floor():
     assert len(ax.get_lines()) == 1 and ax.get_legend() is None
     with pytest.raises(ValueError, match="curve must be over 'step'"):
         plots.plot_kl_schedule(xr.DataArray(np.ones(3), dims=("epoch",)))
+
+
+# ---------------------------------------------------------------- issue 21: since when, learned vs predicted, prior
+def history(steps=(0, 1, 10, 100, 1000), d=3):
+    kl = np.tile(np.array([1.0, 0.5, 0.2]), (len(steps), 1))
+    kl[2:, 2] = 1e-3  # dimension 2 collapses at step 10 and stays there
+    kl[3, 1] = 1e-3  # dimension 1 dips below once, then recovers: not collapsed
+    return xr.Dataset({"z_kl": (("step", "z_dim"), kl, {"units": "nats"})},
+                      coords={"step": np.asarray(steps, dtype=np.int64), "z_dim": np.arange(d)},
+                      attrs={"rows": "held-out", "source": "fit", "collapse_epsilon": 0.01})
+
+
+def test_collapse_onset_is_the_start_of_the_final_stay_below_epsilon():
+    onset = plots.collapse_onset(history()["z_kl"], 0.01)
+    assert np.isnan(onset.values[0]) and np.isnan(onset.values[1])
+    assert onset.values[2] == 10
+
+
+def test_kl_history_greys_collapsed_dimensions_on_log_axes():
+    fig = plots.kl_history(history())
+    (ax, *_) = fig.axes
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 5]
+    assert len(lines) == 3
+    assert [line.get_linestyle() for line in lines] == ["-", "-", "--"]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "symlog"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["0", "1", "2 (collapsed)"]
+    with pytest.raises(ValueError, match="kl_history"):
+        plots.kl_history(xr.Dataset({"loss": ("step", [1.0])}))
+
+
+def test_learned_vs_predicted_sorts_the_learned_kl_and_marks_the_predicted_count():
+    collapse = fake_collapse(d=4)
+    predicted = xr.Dataset({"z_kl": ("z_rank", [2.0, 1.0, 0.0, 0.0]), "z_n_active": 2},
+                           attrs={"prediction": "closed form"})
+    fig = plots.learned_vs_predicted(collapse, predicted)
+    (ax,) = fig.axes
+    learned = ax.get_lines()[0].get_ydata()
+    assert np.all(np.diff(learned) <= 0)
+    assert sorted(learned) == sorted(np.clip(collapse.z_kl_mean.values, 1e-6, None))
+    assert any(t.get_text() == "theory: 2 active" for t in ax.get_legend().get_texts())
+    assert all(float(t) == int(t) for t in ax.get_xticks())  # integer ranks only
+
+
+def test_prior_vs_posterior_shows_the_least_and_the_most_active_dimension():
+    rng = np.random.default_rng(0)
+    dims = {"chain": 1, "draw": 20, "obs": 30, "z_dim": 3}
+    shape = tuple(dims.values())
+    posterior = xr.DataArray(rng.normal(size=shape) * [0.2, 1.0, 1.0] + [[[[3.0, 0.0, 0.0]]]], dims=list(dims),
+                             coords={"z_dim": np.arange(3)})
+    prior = xr.DataArray(rng.normal(size=shape), dims=list(dims), coords={"z_dim": np.arange(3)})
+    kl_mean = xr.DataArray([2.0, 0.5, 1e-4], dims=["z_dim"], coords={"z_dim": np.arange(3)}, name="z_kl_mean")
+    assert plots.pick_dimensions(kl_mean) == {"collapsed": 2, "active": 0}
+    fig = plots.prior_vs_posterior(posterior, prior, kl_mean)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("collapsed: z[2]") and titles[1].startswith("active: z[0]")
+
+
+def test_kl_heatmaps_share_one_colour_scale():
+    combined = runs([fake_collapse(seed=i, sites=("z1", "z2")) for i in range(3)], [0.1, 1, 2])
+    combined["z2_kl_mean"] = combined["z2_kl_mean"] * 100  # a site with much larger KL
+    fig = plots.kl_per_dimension(combined)
+    from matplotlib.collections import QuadMesh
+
+    meshes = [c for ax in fig.axes for c in ax.collections if isinstance(c, QuadMesh)]
+    assert len(meshes) >= 2  # two panels (and the one colour bar)
+    assert len({mesh.get_clim() for mesh in meshes}) == 1
+    assert sum(1 for ax in fig.axes if ax.get_label() == "<colorbar>") == 1
+
+
+def test_loss_curves_use_a_log_step_axis():
+    loss = xr.DataArray(np.linspace(120, 1, 200), dims="step", coords={"step": np.arange(200)})
+    (ax,) = plots.loss_curves(loss).axes
+    assert ax.get_xscale() == "symlog"
+
+
+def test_no_nan_hyperparameters_in_sweep_labels():
+    from ppl_vae.plots.sweep import _series_labels
+
+    collapse = fake_collapse().expand_dims(run=3).assign_coords(
+        run=["a", "b", "c"], beta=("run", [1.0, 2.0, 1.0]), eta_dec=("run", [np.nan, 0.5, 1.0]))
+    assert not any("nan" in label for label in _series_labels(collapse, "beta"))

@@ -7,8 +7,8 @@ import torch
 
 from ppl_vae.data import load
 from ppl_vae.inference import fit
-from ppl_vae.models import CVAEConfig, MHVAEConfig, build_model
-from report_testing import FAST
+from ppl_vae.models import CVAEConfig, MHVAEConfig, VAEConfig, build_model
+from report_testing import FAST, PyroVAE, kl_history_fixture
 
 
 def train_run(run_dir, config, paired, steps=10):
@@ -42,3 +42,38 @@ def report_page(cvae_runs, mhvae_run, tmp_path_factory):
     from ppl_vae.report.runs import write_report
 
     return write_report([*cvae_runs, mhvae_run], tmp_path_factory.mktemp("report") / "report.html", **FAST)
+
+
+@pytest.fixture(scope="session")
+def mixed_report(cvae_runs, mhvae_run, tmp_path_factory):
+    """A report of a mixed set: a linear CVAE, an MLP VAE, a user's Pyro model (.nc) and a two-level MLP MHVAE.
+
+    The MLP VAE run carries a kl_history.nc of the shared contract's form, and the Pyro
+    model's file a kl_history group, as the producers write them.
+    """
+    from ppl_vae.diagnostics import diagnose, save
+    from ppl_vae.report.runs import KL_HISTORY_NAME, write_report
+
+    root = tmp_path_factory.mktemp("mixed")
+    mlp = train_run(root / "vae_mlp", VAEConfig(input_dim=64, latent_dim=5, arch="mlp", hidden_dims=(16,),
+                                                 eta_dec=0.3), paired=False)
+    kl_history_fixture({"z": 5}, collapse_at={"z": {3: 20, 4: 5}}).to_netcdf(mlp / KL_HISTORY_NAME)
+    torch.manual_seed(0)
+    user = PyroVAE()
+    idata = diagnose(user.model, user.guide, load("digits", classes=[7]), iw_samples=5, n_obs=6, n_draws=4,
+                     kl_samples=2, progress=False, device="cpu")
+    idata.add_groups({"kl_history": kl_history_fixture({"code": 3}, collapse_at={"code": {2: 10}})})
+    pyro_file = save(idata, root / "my_pyro_model.nc")
+    page = write_report([cvae_runs[0], mlp, pyro_file, mhvae_run], root / "report.html", **FAST)
+    return page
+
+
+@pytest.fixture(scope="session")
+def diagnosed():
+    """A user's Pyro VAE (latent site ``code``), diagnosed in memory with tiny settings."""
+    from ppl_vae.diagnostics import diagnose
+
+    torch.manual_seed(0)
+    user = PyroVAE(z_dim=3)
+    return diagnose(user.model, user.guide, load("digits", classes=[7]), iw_samples=3, n_obs=6, n_draws=4,
+                    kl_samples=2, progress=False, device="cpu")

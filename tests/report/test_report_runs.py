@@ -54,7 +54,7 @@ def test_report_page_has_headlines_table_and_decodable_figures(report_page):
     assert re.search(r"\d+ of 6 latent dimensions collapsed; theory predicted \d+", page)
     assert re.search(r"z1: \d+ of 4 latent dimensions collapsed; theory predicted \d+ \(linear-model prediction\) \| z2",
                      page)
-    assert '<table' in page and "IW log-lik (K=8)" in page
+    assert '<table' in page and ">IW log-lik</th>" in page and ">K</th>" in page and '">8</td>' in page
     assert "not drawn" not in page
     images = embedded_images(page)
     # across runs: 2 curves/KL + AU/NLL vs beta + losses; each CVAE: 5 (+ completions); MHVAE: 5 with reconstructions
