@@ -44,7 +44,7 @@ class _PlainLoss:
     def __init__(self, module, parameters, **_):
         self.module = module
 
-    def __call__(self, batch, kl_multipliers=None) -> torch.Tensor:
+    def __call__(self, batch, kl_multipliers=None, kl_out=None) -> torch.Tensor:  # no KL history
         from ppl_vae.bench.reference import plain_loss
 
         rows = batch[0].shape[-2]

@@ -7,6 +7,11 @@ traced, the model replayed against it, and each sample site contributes
 - observed site:        ``-scale * log p(obs | ...)``
 - latent site, analytic: ``scale_q * KL(q(z|...) || p(z|...))`` (as ``TraceMeanField_ELBO``)
 - latent site, sampled:  ``scale_q * log q(z) - scale_p * log p(z)`` at the guide's draw (as ``Trace_ELBO``)
+- guide-only (auxiliary) site: ``scale_q * log q(z)``
+
+each masked as Pyro masks it (``poutine.mask``: zero where the site's mask is False).
+A subsampled plate's rows are the guide's, replayed into the model, and its scale
+``N / B`` is part of each site's scale, as in Pyro.
 
 but the sum runs over the ``data`` plate only, leaving the ``configs`` plate
 (``dim=-2``) intact, so a batch of K models yields K losses from one graph.
@@ -78,22 +83,32 @@ def estimator_name(estimators: Mapping[str, str]) -> str:
 
 
 class _SiteCollector(Messenger):
-    """The part of a Pyro trace the ELBO reads: each sample site's distribution, value and scale.
+    """The part of a Pyro trace the ELBO reads: each sample site's distribution, value, scale and mask.
 
     ``poutine.trace`` keeps a copy of every message and a graph of nodes; the loss needs
-    four fields of each site, and on a small model that bookkeeping costs as much as
+    a few fields of each site, and on a small model that bookkeeping costs as much as
     the networks. With ``replay`` (a guide's collected sites) every latent site of the
-    model takes the guide's value, as ``poutine.replay`` does. Plates' subsample sites
-    are skipped: they carry no density.
+    model takes the guide's value, as ``poutine.replay`` does, and so does every plate's
+    subsample site: a ``pyro.plate(..., subsample_size=B)`` in the model scores the rows
+    the guide drew (``subsamples``), and its scale ``N / B`` reaches each site's ``scale``
+    through the plate, as in Pyro. Subsample sites carry no density and are not in ``sites``.
     """
 
-    def __init__(self, replay: dict[str, dict] | None = None):
+    def __init__(self, replay: dict[str, dict] | None = None, subsamples: dict[str, torch.Tensor] | None = None):
         super().__init__()
         self.sites: dict[str, dict] = {}
+        self.subsamples: dict[str, torch.Tensor] = {}
         self.replay = replay
+        self.replay_subsamples = subsamples
 
     def _pyro_sample(self, msg) -> None:
-        if self.replay is None or msg["is_observed"] or site_is_subsample(msg):
+        if self.replay is None or msg["is_observed"]:
+            return
+        if site_is_subsample(msg):
+            indices = (self.replay_subsamples or {}).get(msg["name"])
+            if indices is not None:
+                msg["value"] = indices
+                msg["done"] = True
             return
         guide_site = self.replay.get(msg["name"])
         if guide_site is None:
@@ -103,26 +118,28 @@ class _SiteCollector(Messenger):
 
     def _pyro_post_sample(self, msg) -> None:
         if site_is_subsample(msg):
+            self.subsamples[msg["name"]] = msg["value"]
             return
         if msg["name"] in self.sites:
             raise ValueError(f"sample site {msg['name']!r} appears twice in one run of the program")
         self.sites[msg["name"]] = {"fn": msg["fn"], "value": msg["value"], "scale": msg["scale"],
-                                   "is_observed": msg["is_observed"]}
+                                   "mask": msg["mask"], "is_observed": msg["is_observed"],
+                                   "infer": msg["infer"] or {}}
 
 
 def collect_sites(model: Callable, guide: Callable, *args, **kwargs) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Run the guide, then the model with its latent sites replayed from the guide.
+    """Run the guide, then the model with its latent and subsample sites replayed from the guide.
 
     Returns
     -------
     (dict, dict)
         The model's and the guide's sample sites in program order, name -> ``fn``,
-        ``value``, ``scale``, ``is_observed``: what ``poutine.trace`` of the guide and
-        of ``poutine.replay(model)`` hold in those fields.
+        ``value``, ``scale``, ``mask``, ``is_observed``, ``infer``: what ``poutine.trace``
+        of the guide and of ``poutine.replay(model)`` hold in those fields.
     """
     with _SiteCollector() as guide_sites:
         guide(*args, **kwargs)
-    with _SiteCollector(replay=guide_sites.sites) as model_sites:
+    with _SiteCollector(replay=guide_sites.sites, subsamples=guide_sites.subsamples) as model_sites:
         model(*args, **kwargs)
     return model_sites.sites, guide_sites.sites
 
@@ -225,14 +242,37 @@ def kl_to_prior(guide_fn, model_fn, *, per_dimension: bool = False) -> torch.Ten
                   + _event_sum(variance_ratio - 1.0 - variance_ratio.log(), shape, event_dims))
 
 
-def _scaled(term: torch.Tensor, scale) -> torch.Tensor:
-    """``term * scale``, skipping the multiplication by a plain 1.0 (no ``poutine.scale`` around the site)."""
-    return term if isinstance(scale, float) and scale == 1.0 else term * scale
+def _scaled(term: torch.Tensor, site: dict) -> torch.Tensor:
+    """``term`` times the site's scale, zero where its mask is False: Pyro's ``scale_and_mask``.
+
+    The multiplication by a plain 1.0 (no ``poutine.scale`` around the site) is skipped.
+    """
+    scale, mask = site["scale"], site["mask"]
+    if not (isinstance(scale, float) and scale == 1.0):
+        term = term * scale
+    if mask is None or mask is True:
+        return term
+    if mask is False:
+        return torch.zeros_like(term)
+    return torch.where(mask, term, term.new_zeros(()))
+
+
+def _row_mean_per_dimension(kl: torch.Tensor, fn) -> torch.Tensor:
+    """Per-dimension KL ``(*batch, *event)`` averaged over the data rows: ``(..., d)``, detached.
+
+    The rows are the innermost batch dimension (the ``data`` plate); the event
+    dimensions are flattened into one ``d`` (a scalar latent has ``d = 1``).
+    """
+    kl = kl.detach()
+    batch_dims = len(fn.batch_shape)
+    kl = kl.reshape(*kl.shape[:batch_dims], -1)
+    return kl.mean(-2) if batch_dims else kl
 
 
 def elbo_terms(model: Callable, guide: Callable, *args, estimators: Mapping[str, str],
                kl_multipliers: Mapping[str, torch.Tensor] | None = None,
                free_bits: Mapping[str, torch.Tensor] | None = None,
+               kl_out: dict[str, torch.Tensor] | None = None,
                **kwargs) -> Iterator[tuple[str, torch.Tensor]]:
     """Scaled per-site terms of the negative ELBO for one draw from the guide.
 
@@ -261,26 +301,47 @@ def elbo_terms(model: Callable, guide: Callable, *args, estimators: Mapping[str,
     model_sites, guide_sites = collect_sites(model, guide, *args, **kwargs)
     for name, site in model_sites.items():
         if site["is_observed"]:
-            yield name, _scaled(-log_density(site["fn"], site["value"]), site["scale"])
+            yield name, _scaled(-log_density(site["fn"], site["value"]), site)
             continue
         guide_site = guide_sites[name]
         floor = None if free_bits is None else free_bits.get(name)
-        if estimators[name] == ANALYTIC:
+        if kl_out is not None:
+            kl_out[name] = _row_mean_per_dimension(_per_dimension_kl(guide_site, site), guide_site["fn"])
+        if estimators.get(name, SAMPLED) == ANALYTIC:
             kl = kl_to_prior(guide_site["fn"], site["fn"], per_dimension=floor is not None)
-            term = _scaled(kl if floor is None else _floored(kl, floor), guide_site["scale"])
+            term = _scaled(kl if floor is None else _floored(kl, floor), guide_site)
         elif floor is None:
-            term = (_scaled(log_density(guide_site["fn"], guide_site["value"]), guide_site["scale"])
-                    - _scaled(log_density(site["fn"], site["value"]), site["scale"]))
+            term = (_scaled(log_density(guide_site["fn"], guide_site["value"]), guide_site)
+                    - _scaled(log_density(site["fn"], site["value"]), site))
         else:
             # One-sample estimate of each dimension's KL at the guide's draw (log q_j - log p_j), floored
             # like the analytic one; a site's KL weight is the same in model and guide.
             value = guide_site["value"]
             kl = (log_density(guide_site["fn"], value, per_dimension=True)
                   - log_density(site["fn"], value, per_dimension=True))
-            term = _scaled(_floored(kl, floor), guide_site["scale"])
+            term = _scaled(_floored(kl, floor), guide_site)
         if kl_multipliers is not None and name in kl_multipliers:
             term = term * kl_multipliers[name]
         yield name, term
+    for name, guide_site in guide_sites.items():
+        # A guide-only (auxiliary) latent pays its log q, as in Pyro's Trace_ELBO.
+        if name not in model_sites:
+            yield name, _scaled(log_density(guide_site["fn"], guide_site["value"]), guide_site)
+
+
+def _per_dimension_kl(guide_site: dict, model_site: dict) -> torch.Tensor:
+    """KL(q || p) of one latent site per dimension, ``(*batch, *event)``, without the site's scale.
+
+    Closed form where Pyro has one (two Normals: the model's at the replayed
+    parents), else the one-sample estimate ``log q_j - log p_j`` at the guide's draw.
+    """
+    with torch.no_grad():
+        try:
+            return kl_to_prior(guide_site["fn"], model_site["fn"], per_dimension=True)
+        except NotImplementedError:
+            value = guide_site["value"]
+            return (log_density(guide_site["fn"], value, per_dimension=True)
+                    - log_density(model_site["fn"], value, per_dimension=True))
 
 
 def _floored(kl: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
@@ -297,12 +358,13 @@ def _floored(kl: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
 
 def per_config_loss(model: Callable, guide: Callable, *args, estimators: Mapping[str, str],
                     kl_multipliers: Mapping[str, torch.Tensor] | None = None,
-                    free_bits: Mapping[str, torch.Tensor] | None = None, **kwargs) -> torch.Tensor:
+                    free_bits: Mapping[str, torch.Tensor] | None = None,
+                    kl_out: dict[str, torch.Tensor] | None = None, **kwargs) -> torch.Tensor:
     """Negative (KL-weighted) ELBO of each configuration, summed over the batch.
 
     Sites of batch shape ``(K, B)`` (a ``configs`` plate at ``dim=-2`` outside
     the ``data`` plate) give K losses; sites of shape ``(B,)`` (one ordinary
-    model) give one.
+    model) give one. ``kl_out`` as :func:`elbo_terms`.
 
     Returns
     -------
@@ -311,7 +373,7 @@ def per_config_loss(model: Callable, guide: Callable, *args, estimators: Mapping
     """
     loss = 0.0
     for name, term in elbo_terms(model, guide, *args, estimators=estimators, kl_multipliers=kl_multipliers,
-                                 free_bits=free_bits, **kwargs):
+                                 free_bits=free_bits, kl_out=kl_out, **kwargs):
         if term.dim() not in (1, 2):
             raise ValueError("every sample site must sit inside the 'data' plate (dim=-1), and at most a "
                              f"'configs' plate (dim=-2); site {name!r} has batch shape {tuple(term.shape)}")

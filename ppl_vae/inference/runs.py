@@ -6,6 +6,7 @@ Layout (read by the report and the sweeps; keep it stable)::
                        "seed": int, "version": ppl_vae.__version__, "device": str}
     checkpoint.pt     parameters, optimiser state, step, RNG states (see checkpoint.py)
     loss_history.nc   xr.Dataset with variable ``loss`` over ``step``
+    kl_history.nc     per-dimension KL of each latent site over ``step`` (one-model runs; see kl_history.py)
     metrics.json      final_loss, steps, wall_time_s, device; for linear models ``theory``:
                       n_collapsed_measured / _predicted, max_rel_error_active_decoder_sv, ...,
                       and ``converged`` / ``convergence`` (see convergence.py)
@@ -27,13 +28,14 @@ from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 CONFIG_NAME = "config.json"
 LOSS_NAME = "loss_history.nc"
+KL_HISTORY_NAME = "kl_history.nc"
 METRICS_NAME = "metrics.json"
 #: Diagnostics cache of a run (written by the report, or by a sweep with the sweep's settings).
 DIAGNOSTICS_NAME = "diagnostics.nc"
 #: The report's own cache in a sweep's run, whose ``diagnostics.nc`` belongs to the sweep.
 REPORT_DIAGNOSTICS_NAME = "diagnostics_report.nc"
 #: Every file a run directory may hold; ``--overwrite`` removes these (and refuses a folder holding more).
-RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, LOSS_NAME, METRICS_NAME, DIAGNOSTICS_NAME, REPORT_DIAGNOSTICS_NAME,
+RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, LOSS_NAME, KL_HISTORY_NAME, METRICS_NAME, DIAGNOSTICS_NAME, REPORT_DIAGNOSTICS_NAME,
              "error.json")
 
 
@@ -62,9 +64,12 @@ def linear_theory_metrics(model, bundle) -> dict[str, Any] | None:
 
 
 def write_results(run_dir: Path, result, bundle) -> None:
-    """Write ``loss_history.nc`` and ``metrics.json`` for a finished fit."""
+    """Write ``loss_history.nc``, ``kl_history.nc`` (one model) and ``metrics.json`` for a finished fit."""
     dataset = result.loss.to_dataset(name="loss")
     atomic_write(run_dir / LOSS_NAME, lambda tmp: dataset.to_netcdf(tmp))
+    kl = getattr(result, "kl_history", None)
+    if kl is not None and kl.data_vars and "config" not in kl.dims:
+        atomic_write(run_dir / KL_HISTORY_NAME, lambda tmp: kl.to_netcdf(tmp))
     metrics: dict[str, Any] = {
         "final_loss": result.final_loss,
         "steps": result.steps,
@@ -108,7 +113,7 @@ def clear_results(run_dir: Path) -> None:
     Until then a run directory holds no results that the newer checkpoints would
     contradict (an interrupted resume leaves no stale metrics behind).
     """
-    for name in (METRICS_NAME, LOSS_NAME):
+    for name in (METRICS_NAME, LOSS_NAME, KL_HISTORY_NAME):
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -158,6 +163,10 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "auto"):
     info = read_json(config_path)
     if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
         raise DamagedFileError(f"{config_path} holds no 'model' config: it is not the config of a one-model run")
+    if info["model"].get("family") == "program":
+        raise ValueError(f"{run_dir} is a run of a user's Pyro program, which load_run cannot rebuild (it never "
+                         "runs code from a run directory): build the program again and call "
+                         "ppl_vae.inference.load_program_state(run_dir, model, guide)")
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     check_checkpoint_matches(info["model"], state, config_path, run_dir / CHECKPOINT_NAME)
     model = build_model(config_from_dict(info["model"]))

@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyro
 import torch
-import xarray as xr
 from pyro.optim.clipped_adam import ClippedAdam
 
 from ppl_vae._device import resolve_device
@@ -41,13 +38,16 @@ from ppl_vae._io import check_path, prepare_run_dir
 from ppl_vae._lock import claim_output
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.data import train_test_split
-from ppl_vae.inference import convergence, runs
-from ppl_vae.inference.batched import BatchedModel, can_vectorise, clip_per_config_
+from ppl_vae.inference import convergence, kl_history, runs
 from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ppl_vae.inference.elbo import estimator_name, site_estimators
+from ppl_vae.inference.program import as_bundle, as_program
 from ppl_vae.inference.randomness import NOISE_STREAM, ConfigBatches, ConfigNoise, make_generators
+from ppl_vae.inference.run_parts import (FitResult, TrainingDivergedError, _convergence, _loss_array,
+                                         _newly_diverged, _Trainee, kl_controls)
 from ppl_vae.inference.schedules import kl_weight
 from ppl_vae.inference.traced import TracedLoss
+from ppl_vae.models.base import LatentVariableModel
 from ppl_vae.models.config import as_training_data
 
 OPTIMIZERS = ("adam", "clipped_adam")
@@ -58,77 +58,6 @@ SYNC_EVERY = 50
 
 #: Training options that must match when a run is resumed (``steps`` may grow).
 RESUME_KEYS = ("batch_size", "lr", "optimizer", "lr_decay", "clip_norm", "seeds", "test_fraction", "split_seed")
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; ``step`` is the first step where it was seen."""
-
-    def __init__(self, step: int, loss: float, run_dir: Path | None = None, checkpoint_step: int | None = None,
-                 config: int | None = None):
-        self.step, self.loss, self.run_dir, self.config = step, loss, run_dir, config
-        which = "" if config is None else f" (configuration {config})"
-        if run_dir is not None and checkpoint_step is not None:
-            kept = f"; the last good checkpoint (step {checkpoint_step}) is kept in {run_dir}"
-        elif run_dir is not None:
-            kept = f"; no checkpoint had been written yet in {run_dir}"
-        else:
-            kept = ""
-        super().__init__(f"training diverged at step {step}{which}: the loss is {loss}{kept}. "
-                         "Try a smaller learning rate (--lr) or gradient clipping (--clip-norm).")
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` returns.
-
-    Attributes
-    ----------
-    models
-        The K trained models (on ``device``), in the order given.
-    loss
-        Per-sample negative beta-ELBO of each step's batch (nats per sample), the
-        whole run including resumed parts: ``xr.DataArray`` over ``step`` when one
-        model was given, over ``(config, step)`` when a sequence was. A diverged
-        configuration's entries after its divergence are NaN.
-    final_loss
-        Mean of ``loss`` over the last ``min(100, steps)`` steps: a float for one
-        model, a ``(K,)`` array for a sequence.
-    steps
-        Steps done in total.
-    wall_time
-        Seconds spent in this call.
-    device
-        Device the models were trained on, e.g. ``'cpu'`` or ``'cuda:0'``.
-    run_dir
-        The run directory, or None.
-    diverged
-        Configuration index -> first step with a non-finite loss (those stopped).
-    provenance
-        The training options as written to ``config.json`` (``train``): estimator,
-        seeds, K, data split, ...
-    convergence
-        One verdict per configuration of a linear model
-        (:func:`ppl_vae.inference.convergence.judge`: ``converged`` True, False or
-        None when not judged, and why); None for a non-linear or diverged one.
-    """
-
-    models: tuple[Any, ...]
-    loss: xr.DataArray
-    final_loss: float | np.ndarray
-    steps: int
-    wall_time: float
-    device: str
-    run_dir: Path | None = None
-    diverged: dict[int, int] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    convergence: list[dict[str, Any] | None] = field(default_factory=list)
-
-    @property
-    def model(self):
-        """The trained model of a one-configuration run."""
-        if len(self.models) != 1:
-            raise AttributeError(f"this run trained {len(self.models)} configurations: use .models")
-        return self.models[0]
 
 
 def _total_steps(steps: int | None, epochs: int | None, steps_per_epoch: int) -> int:
@@ -155,76 +84,10 @@ def _seeds(seed: int | Sequence[int], n_configs: int) -> tuple[int, ...]:
     return tuple(check_int_range("seed", int(s), 0) for s in seeds)
 
 
-class _Trainee:
-    """The K models as one Pyro model/guide pair: the model itself (K = 1) or a :class:`BatchedModel`."""
-
-    def __init__(self, models: Sequence[Any]):
-        self.models = tuple(models)
-        self.n_configs = len(models)
-        if self.n_configs == 1:
-            self.module = models[0]
-        else:
-            possible, reason = can_vectorise([m.config for m in models], models)
-            if not possible:
-                raise ValueError(f"these {self.n_configs} models cannot be trained as one run: {reason}; "
-                                 "train them one at a time")
-            self.module = BatchedModel(models)
-        self.parameters = [p for p in self.module.parameters() if p.requires_grad]
-        self.linear = models[0].config.arch == "linear"
-
-    def batch(self, tensors: tuple[torch.Tensor, ...], index: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """Rows of this step: shared ``(n, d)`` (full batch), ``(K, B, d)``, or ``(B, d)`` for one model."""
-        if index is None:
-            return tensors
-        # index_select on the flat index: the same rows as t[index], several times faster on the CPU
-        flat = index.reshape(-1)
-        shape = (index.shape[-1],) if self.n_configs == 1 else tuple(index.shape)
-        return tuple(torch.index_select(t, 0, flat).reshape(*shape, t.shape[-1]) for t in tensors)
-
-    def clip(self, max_norm: float) -> None:
-        if self.n_configs == 1:
-            torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)
-        else:
-            clip_per_config_(self.parameters, max_norm)
-
-    def freeze(self, stopped: torch.Tensor) -> None:
-        """Zero the gradients of stopped configurations (their losses are already masked out)."""
-        for p in self.parameters:
-            if p.grad is not None:
-                p.grad.masked_fill_(stopped.reshape(-1, *([1] * (p.dim() - 1))), 0.0)
-
-    def write_back(self) -> None:
-        if self.n_configs > 1:
-            self.module.unstack_into(self.models)
-
-
-def kl_controls(module) -> tuple[dict[str, tuple], dict[str, torch.Tensor]]:
-    """The KL schedules and free-bits floors a model's config asks for, by latent site.
-
-    Returns
-    -------
-    (dict, dict)
-        Site -> ``(warmup_steps, cycle_steps, cycle_ratio)`` for the sites with a
-        schedule, and site -> floor (nats per dimension) for those with free bits;
-        plain numbers for one model, ``(K, 1)`` tensors for a batched one. Sites
-        whose every configuration has the control off are left out, so a model
-        without controls pays nothing per step.
-    """
-    config = module.config
-    schedules, floors = {}, {}
-    for site, level in module.kl_levels.items():
-        warmup, cycle = getattr(config, f"kl_warmup{level}"), getattr(config, f"kl_cycle{level}")
-        if bool(torch.as_tensor(warmup).gt(0).any() | torch.as_tensor(cycle).gt(0).any()):
-            schedules[site] = (warmup, cycle, getattr(config, f"kl_cycle_ratio{level}"))
-        floor = getattr(config, f"free_bits{level}")
-        if bool(torch.as_tensor(floor).gt(0).any()):
-            floors[site] = torch.as_tensor(floor, dtype=torch.float32)
-    return schedules, floors
-
-
 def fit(
     model,
-    data,
+    guide=None,
+    data=None,
     *,
     steps: int | None = None,
     epochs: int | None = None,
@@ -245,17 +108,35 @@ def fit(
     on_divergence: str = "raise",
     callbacks: Sequence[Callable[[int, Any, Any], None]] | None = None,
     provenance: dict[str, Any] | None = None,
+    jit: bool = True,
+    kl_every: int | None = None,
+    estimator: str = "auto",
+    hyper: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Train one model, or K models of one architecture as one run, by SVI.
+    """Train one model, or K models of one architecture as one run, or a user's Pyro program, by SVI.
+
+    ``fit(model, data, ...)`` trains the suite's models; ``fit(model, guide, data, ...)``
+    (two Pyro callables) or ``fit(program, data, ...)`` (an object with ``.model`` and
+    ``.guide``, e.g. a ``PyroModule``) trains a user's program
+    (:mod:`ppl_vae.inference.program`) with the same checkpoints, resume, held-out
+    split, divergence handling and provenance.
 
     Parameters
     ----------
     model
         A :class:`ppl_vae.models.LatentVariableModel`, or a sequence of K of them
         sharing their architecture (moved to ``device`` in place; trained weights
-        are written back into them).
+        are written back into them); or a Pyro model callable (with ``guide``), or an
+        object with ``.model`` / ``.guide`` methods. A program's parameters (every
+        ``pyro.param``, ``pyro.module`` included, optimised unconstrained as in Pyro)
+        are trained in place.
+    guide
+        The Pyro guide of a model callable; None otherwise. (Passed positionally in
+        the place of ``data``, a bundle is taken as ``data``: ``fit(model, bundle)``.)
     data
-        A :class:`ppl_vae.data.DataBundle` whose ``tensors()`` the models take.
+        A :class:`ppl_vae.data.DataBundle` whose ``tensors()`` the models take; for a
+        program also a tensor or NumPy array ``(n, ...)`` (rows first: the program's
+        one argument) or a tuple ``(x, y)`` of two (float64 is cast to float32).
     steps, epochs
         Length of training, exactly one of them; an epoch is ``ceil(n / batch_size)``
         steps. With ``resume`` they give the total, including steps already done.
@@ -298,6 +179,19 @@ def fit(
         at the end, with ``losses`` the ``(K,)`` per-sample losses of that step.
     provenance
         Extra entries for ``config.json``'s ``train`` section (a sweep's group id).
+    jit
+        Record the loss once per batch shape and replay it
+        (:class:`~ppl_vae.inference.traced.TracedLoss`, checked against the eager loss
+        before it is used); False runs every step eagerly.
+    kl_every
+        Steps between records of the per-dimension KL history (``FitResult.kl_history``,
+        ``kl_history.nc``); None: every 1% of the run; 0: none.
+    estimator
+        A program's estimator (:class:`~ppl_vae.inference.program.Program`):
+        ``'auto'``, ``'Trace_ELBO'`` or ``'TraceMeanField_ELBO'``. The suite's models
+        choose their own.
+    hyper
+        A program's hyper-parameters, recorded as its config (JSON-able).
 
     Raises
     ------
@@ -306,10 +200,20 @@ def fit(
     ValueError
         A bad option (naming it and its allowed range).
     """
+    if data is None and guide is not None and not callable(guide):
+        guide, data = None, guide  # fit(model, data)
+    if data is None:
+        raise ValueError("data is missing: fit(model, data) or fit(model, guide, data)")
     single = not isinstance(model, (list, tuple))
-    models = [model] if single else list(model)
+    program = as_program(model, guide, estimator=estimator, hyper=hyper) if single else None
+    models = [program or model] if single else list(model)
     if not models:
         raise ValueError("model must be a model or a non-empty sequence of models")
+    if not single and any(as_program(m) is not None for m in models if not isinstance(m, LatentVariableModel)):
+        raise ValueError("a sequence of models must hold the suite's models; a user's program trains one at a time: "
+                         "fit(model, guide, data)")
+    if program is not None:
+        data = as_bundle(data)
     seeds = _seeds(seed, len(models))
     batch_size = None if batch_size is None else check_int_range("batch_size", batch_size, 1)
     lr = check_positive("lr", lr)
@@ -320,6 +224,7 @@ def fit(
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
     clip_norm = None if clip_norm is None else check_positive("clip_norm", clip_norm)
     checkpoint_every = check_int_range("checkpoint_every", checkpoint_every, 1)
+    kl_every = None if kl_every is None else check_int_range("kl_every", kl_every, 0)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir")
     if resume and not Path(check_path(run_dir, "run_dir")).is_dir():
@@ -347,20 +252,24 @@ def fit(
     estimators = site_estimators(models[0])
     schedules, floors = kl_controls(trainee.module)
     total_steps = _total_steps(steps, epochs, sampler.steps_per_epoch)
+    kl_every = kl_history.kl_every_default(total_steps) if kl_every is None else kl_every
     train_options = {
         "steps": total_steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "lr_decay": lr_decay, "clip_norm": clip_norm, "seeds": list(seeds), "checkpoint_every": checkpoint_every,
         "test_fraction": test_fraction, "split_seed": split_seed, "n_rows": n_rows, "n_train": bundle.n,
         "n_test": n_rows - bundle.n, "estimator": estimator_name(estimators), "site_estimators": estimators,
-        "n_configs": n_configs, "engine": "one model" if n_configs == 1 else "configs plate",
+        "n_configs": n_configs, "engine": "one model" if n_configs == 1 else "configs plate", "jit": bool(jit),
+        "kl_every": kl_every, **({"data_source": bundle.attrs["source"]} if "source" in bundle.attrs else {}),
         **(provenance or {}),
     }
     opt = _make_optimizer(optimizer, trainee.parameters, lr, clip_norm)
     loss_fn = TracedLoss(trainee.module, trainee.parameters, estimators=estimators, free_bits=floors or None,
-                         noise=noise)
+                         noise=noise, jit=jit, row_dim=0 if trainee.program else -2)
 
     with _claimed(run_dir):
         history: list[np.ndarray] = []
+        kl_steps: list[int] = []
+        kl_records: list[dict[str, torch.Tensor]] = []
         stopped = torch.zeros(n_configs, dtype=torch.bool, device=torch_device)
         diverged: dict[int, int] = {}
         start_step, last_checkpoint = 0, None
@@ -381,6 +290,12 @@ def fit(
             stopped = state["stopped"].to(torch_device)
             diverged = {int(k): int(v) for k, v in state["diverged"].items()}
             start_step = last_checkpoint = int(state["step"])
+            kl_steps = [int(s) for s in state.get("kl_steps", torch.zeros(0, dtype=torch.int64)).tolist()]
+            saved_kl = state.get("kl_history", {})
+            kl_records = [{site: values[i].to(torch_device) for site, values in saved_kl.items()}
+                          for i in range(len(kl_steps))]
+            if trainee.program and "global_rng" in state:
+                torch.set_rng_state(state["global_rng"])  # a program's own draws (e.g. subsample plates)
         if run_dir is not None:
             runs.write_config(run_dir, configs if not single else configs[0], bundle, train_options, seeds,
                               torch_device)
@@ -392,8 +307,15 @@ def fit(
                 "sampler_state": sampler.state_dict(), "noise_state": noise.state_dict(),
                 "stopped": stopped.cpu(), "diverged": {str(k): v for k, v in diverged.items()},
                 "configs": configs, "train": train_options,
+                "kl_steps": torch.as_tensor(kl_steps, dtype=torch.int64),
+                "kl_history": {site: torch.stack([r[site] for r in kl_records]).cpu()
+                               for site in (kl_records[0] if kl_records else {})},
+                **({"global_rng": torch.get_rng_state()} if trainee.program else {}),
             })
 
+        # A short run computes the KL at every step (its record outputs it; a few small kernels a step)
+        # rather than pay for a second record of the loss for the steps that keep it.
+        kl_each_step = kl_history.kl_at_every_step(kl_every, total_steps - start_step)
         watch = set(convergence.snapshot_steps(total_steps, start_step) if trainee.linear else ())
         snapshots: list[list] = []
         bar = _progress_bar(progress, start_step, total_steps, n_configs)
@@ -409,7 +331,12 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 multipliers = {site: kl_weight(step, *schedule, validate=False)
                                for site, schedule in schedules.items()}
-                losses = loss_fn(batch, multipliers)
+                record_kl = kl_history.is_record_step(step + 1, kl_every, total_steps)
+                kl_out = {} if record_kl or kl_each_step else None
+                losses = loss_fn(batch, multipliers, kl_out) if kl_out is not None else loss_fn(batch, multipliers)
+                if record_kl:
+                    kl_steps.append(step + 1)
+                    kl_records.append(kl_out)
                 if diverged:
                     torch.where(stopped, 0.0, losses).sum().backward()
                     trainee.freeze(stopped)
@@ -459,25 +386,14 @@ def fit(
         with np.errstate(all="ignore"):
             final = np.array([np.nan if k in diverged else float(np.mean(tail[:, k])) for k in range(n_configs)])
         verdicts = _convergence(snapshots, history_array, diverged, trainee)
+        kl = (kl_history.as_dataset(kl_steps, kl_history.stack_records(kl_records), single, diverged)
+              if kl_every > 0 else None)
         result = FitResult(models=tuple(models), loss=loss, final_loss=float(final[0]) if single else final,
                            steps=len(history_array), wall_time=wall_time, device=str(torch_device), run_dir=run_dir,
-                           diverged=diverged, provenance=train_options, convergence=verdicts)
+                           diverged=diverged, provenance=train_options, convergence=verdicts, kl_history=kl)
         if run_dir is not None:
             runs.write_results(run_dir, result, bundle)
         return result
-
-
-def _convergence(snapshots: list[list], history: np.ndarray, diverged: dict[int, int], trainee: _Trainee
-                 ) -> list[dict[str, Any] | None]:
-    """:func:`ppl_vae.inference.convergence.judge` of each configuration (None: not linear, or diverged); warns."""
-    if not trainee.linear:
-        return [None] * trainee.n_configs
-    verdicts = convergence.judge(snapshots, history, trainee.n_configs)
-    verdicts = [None if k in diverged else verdict for k, verdict in enumerate(verdicts)]
-    line = convergence.summary_line(verdicts)
-    if line is not None:
-        warnings.warn(line, convergence.NotConvergedWarning, stacklevel=3)
-    return verdicts
 
 
 def _claimed(run_dir: str | Path | None):
@@ -487,31 +403,9 @@ def _claimed(run_dir: str | Path | None):
     return claim_output(check_path(run_dir, "run_dir"), "training")
 
 
-def _newly_diverged(values: np.ndarray, done: int, diverged: dict[int, int]) -> dict[int, int]:
-    """Configurations whose first non-finite loss falls in ``values`` ``(S, K)``: index -> step."""
-    newly = {}
-    for k in range(values.shape[1]):
-        if k in diverged:
-            continue
-        bad = np.flatnonzero(~np.isfinite(values[:, k]))
-        if bad.size:
-            newly[k] = done - len(values) + int(bad[0])
-    return newly
-
-
 def _unregistered(module):
     """Skip a suite model's Pyro param-store registration (a batched model has none)."""
     return module.unregistered() if hasattr(module, "unregistered") else contextlib.nullcontext()
-
-
-def _loss_array(history: np.ndarray, single: bool) -> xr.DataArray:
-    """``(steps, K)`` history as a labelled array: over ``step`` (one model) or ``(config, step)``."""
-    attrs = {"long_name": "negative beta-ELBO per sample", "units": "nats"}
-    steps = np.arange(history.shape[0])
-    if single:
-        return xr.DataArray(history[:, 0], dims="step", coords={"step": steps}, name="loss", attrs=attrs)
-    return xr.DataArray(history.T, dims=("config", "step"),
-                        coords={"config": np.arange(history.shape[1]), "step": steps}, name="loss", attrs=attrs)
 
 
 def _check_resumable(state: dict[str, Any], configs: list[dict], train_options: dict[str, Any]) -> None:
