@@ -126,21 +126,21 @@ def check_hyper(builder: Callable[..., Any], hyper: Mapping[str, Any], label: st
 
 
 def build_program(builder: Callable[..., Any], hyper: Mapping[str, Any], label: str = "the program"
-                  ) -> tuple[Callable, Callable]:
-    """``(model, guide)`` from ``builder(**hyper)``.
+                  ) -> tuple[Any, Callable, Callable]:
+    """``(source, model, guide)`` from ``builder(**hyper)``.
 
-    The builder may return a ``(model, guide)`` pair or an object with
-    ``.model`` and ``.guide`` methods (e.g. a ``torch.nn.Module``; its
-    parameters are the ones the engine trains, with any ``pyro.param`` the
-    program registers).
+    The builder may return a ``(model, guide)`` pair (``source`` is then None) or
+    an object with ``.model`` and ``.guide`` methods, e.g. a ``torch.nn.Module``
+    (``source``: the engine trains its parameters with every ``pyro.param`` the
+    program registers, and manages its train / eval mode).
     """
     check_hyper(builder, hyper, label)
     built = builder(**hyper)
     if isinstance(built, tuple) and len(built) == 2 and all(callable(f) for f in built):
-        return built
+        return None, built[0], built[1]
     model, guide = getattr(built, "model", None), getattr(built, "guide", None)
     if callable(model) and callable(guide):
-        return model, guide
+        return built, model, guide
     raise ProgramError(f"{label} returned {type(built).__name__}; it must return (model, guide) or an object with "
                        ".model and .guide methods")
 

@@ -55,11 +55,11 @@ def test_a_program_file_builds_its_model_and_guide_with_the_given_settings(progr
     assert ref.builder == "build" and len(ref.sha256) == 64 and ref.label == "my_vae.py:build"
     builder = load_builder(ref)
     assert builder_defaults(builder) == {"latent_dim": 2, "beta": 1.0, "x_dim": 4}
-    model, guide = build_program(builder, {"latent_dim": 3})
-    assert model.__self__.latent_dim == 3 and guide.__self__ is model.__self__
+    source, model, guide = build_program(builder, {"latent_dim": 3})
+    assert source.latent_dim == 3 and model.__self__ is source and guide.__self__ is source
     pair = load_builder(parse_program(f"{program}:pair"))
-    model, guide = build_program(pair, {"latent_dim": 5}, "my_vae.py:pair")
-    assert callable(model) and callable(guide)
+    source, model, guide = build_program(pair, {"latent_dim": 5}, "my_vae.py:pair")
+    assert source is None and callable(model) and callable(guide)
 
 
 @pytest.mark.parametrize("spec,message", [
