@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,13 +18,14 @@ from click.core import ParameterSource
 
 from ppl_vae.cli._common import (DATA_HELP, INPUT_ERRORS, data_source, file_options, input_error, key_options,
                                   output_path, parse_int_list, threads_option)
+from ppl_vae.cli._program import program_options
 
 #: CLI option -> grid entry of the spec.
 GRID_OPTIONS = {"beta": "beta", "eta_dec": "eta_dec", "eta_enc": "eta_enc", "beta1": "beta1", "beta2": "beta2",
                 "latent_dim": "latent_dim", "seeds": "seed"}
 #: Grid options that change the architecture: a single value is held fixed instead.
 STRUCTURAL_OPTIONS = ("latent_dim",)
-TRAIN_OPTIONS = ("steps", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "clip_norm", "test_fraction")
+TRAIN_OPTIONS = ("steps", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "clip_norm", "test_fraction", "jit")
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -94,6 +96,7 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
 
 
 @click.command("sweep")
+@program_options
 @click.option("--spec", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Sweep spec file (.yaml, .yml, .toml or .json); options given here override it.")
 @click.option("--model", type=click.Choice(["vae", "cvae", "mhvae"]), default=None, help="Model family [cvae].")
@@ -121,6 +124,9 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
 @click.option("--clip-norm", type=float, default=None, help="Gradient clipping per configuration.")
 @click.option("--test-fraction", type=float, default=None,
               help="Rows held out before training; diagnostics are computed on them [0.1].")
+@click.option("--jit/--no-jit", default=None,
+              help="Record each task's loss once per batch shape, checked against the eager loss before it is "
+                   "trusted [--jit]; --no-jit runs every step eagerly.")
 @click.option("--iw-samples", type=int, default=None, help="Importance samples of the held-out NLL [100].")
 @click.option("--max-points", type=int, default=None, help="At most this many held-out rows diagnosed [2000].")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default=None, help="Where tasks run [local].")
@@ -151,6 +157,11 @@ def command(ctx: click.Context, **params: Any) -> None:
     """
     from ppl_vae.sweep.study import SpecMismatchError, run_study
 
+    if params["program"] is not None:
+        _sweep_program(ctx, params)
+        return
+    if params["settings"]:
+        raise click.UsageError("--set gives the keyword arguments of a --program's builder")
     try:
         spec = spec_from_options(ctx, params)
         spec.check_size(params["yes"])
@@ -171,4 +182,53 @@ def command(ctx: click.Context, **params: Any) -> None:
     for line in dataclasses.replace(summary, wall_time=time.perf_counter() - STARTED).lines():
         click.echo(line)
     if summary.failed:
+        ctx.exit(1)
+
+
+#: Sweep options that describe a suite model or its execution, not a user's program.
+SUITE_ONLY = ("spec", "model", "arch", "beta", "eta_dec", "eta_enc", "beta1", "beta2", "latent_dim", "hidden",
+              "backend", "address", "group_size", "num_cpus", "num_gpus", "max_retries")
+
+
+def _sweep_program(ctx: click.Context, params: dict[str, Any]) -> None:
+    """``sweep --program``: the grid of ``--set`` values x ``--seeds``, one run after another."""
+    from ppl_vae.cli._common import load_data
+    from ppl_vae.cli._program import sweep_program
+    from ppl_vae.sweep.spec import parse_values
+
+    given = [f"--{name.replace('_', '-')}" for name in SUITE_ONLY if params.get(name) not in (None, ())]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} describe a suite model or a Ray sweep; with --program, sweep "
+                               "your builder's arguments with --set NAME=V1,V2")
+    if (params["steps"] is None) == (params["epochs"] is None):
+        raise click.UsageError("give exactly one of --steps or --epochs")
+    try:
+        seeds = [int(s) for s in parse_values("seed", params["seeds"] or "0")]
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    fit_options = {key: params[key] for key in TRAIN_OPTIONS if params[key] is not None}
+    fit_options.setdefault("test_fraction", 0.1)
+    fit_options["device"] = params["device"] or "auto"
+    data = {"data_name": params["data_name"] or "digits", "split": params["split"], "classes": None,
+            "n_samples": params["n_samples"], "dim": params["dim"], "correlation": None, "data_seed": 0,
+            "mnist_dir": "data/mnist", "x_key": params["x_key"], "y_key": params["y_key"],
+            "label_key": params["label_key"], "image_shape": params["image_shape"]}
+
+    def load(paired: bool):
+        return load_data("cvae" if paired else "vae", **data)
+
+    echo = None if params["quiet"] else click.echo
+    try:
+        finished, skipped, failed, seconds = sweep_program(
+            program=params["program"], settings=params["settings"], seeds=seeds, load=load, out=Path(params["out"]),
+            fit_options=fit_options, overwrite=params["overwrite"], echo=echo)
+    except INPUT_ERRORS as err:
+        raise input_error(err) from None
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    from ppl_vae.cli import STARTED
+
+    click.echo(f"sweep of {params['program']}: {finished} finished, {skipped} already done, {failed} failed in "
+               f"{time.perf_counter() - STARTED:.1f} s; {params['out']}/combined.nc")
+    if failed:
         ctx.exit(1)

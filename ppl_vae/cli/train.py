@@ -18,6 +18,7 @@ import click
 from ppl_vae.cli._common import (INPUT_ERRORS, data_options, input_error, load_data, output_path, parse_int_list,
                                  threads_option)
 
+from ppl_vae.cli._program import program_options
 FAMILIES = ("vae", "cvae", "mhvae")
 
 
@@ -109,6 +110,7 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
 
 
 @click.command("train")
+@program_options
 @threads_option()
 @click.option("--model", "family", type=click.Choice(FAMILIES), default="cvae", show_default=True,
               help="Model family.")
@@ -157,7 +159,10 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
               help="Replace the run in an existing run directory (its files are removed before training starts).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def command(family, arch, data_name, x_key, y_key, label_key, image_shape, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
+@click.option("--jit/--no-jit", default=True, show_default=True,
+              help="Record the loss once per batch shape (checked against the eager loss before it is trusted); "
+                   "--no-jit runs every step eagerly.")
+def command(program, settings, jit, family, arch, data_name, x_key, y_key, label_key, image_shape, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
             latent_dims, hidden, beta, beta1, beta2, eta_enc, eta_dec, encoder_std, sigma1, sigma2, prior,
             latent_mapping, kl_warmup, kl_cycle, kl_cycle_ratio, free_bits, steps, epochs, batch_size, lr, lr_decay, optimizer, clip_norm, seed, test_fraction,
             device, out, checkpoint_every, overwrite, resume, progress):
@@ -171,6 +176,18 @@ def command(family, arch, data_name, x_key, y_key, label_key, image_shape, split
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
     run_dir = Path(out)
+    if program is not None:
+        _train_program(program, settings, run_dir, family=family, data_name=data_name, split=split, classes=classes,
+                       n_samples=n_samples, dim=dim, correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir,
+                       x_key=x_key, y_key=y_key, label_key=label_key, image_shape=image_shape,
+                       fit_options={"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                                    "optimizer": optimizer, "lr_decay": lr_decay, "clip_norm": clip_norm, "seed": seed,
+                                    "test_fraction": test_fraction, "split_seed": seed, "device": device,
+                                    "checkpoint_every": checkpoint_every, "jit": jit},
+                       resume=resume, overwrite=overwrite, progress=progress)
+        return
+    elif settings:
+        raise click.UsageError("--set gives the keyword arguments of a --program's builder")
     try:
         if resume:
             from ppl_vae.cli._resume import read_resumable
@@ -209,7 +226,7 @@ def command(family, arch, data_name, x_key, y_key, label_key, image_shape, split
             result = fit(model, bundle, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                          lr_decay=lr_decay, clip_norm=clip_norm, seed=seed, test_fraction=test_fraction,
                          split_seed=seed, device=device, run_dir=run_dir, checkpoint_every=checkpoint_every,
-                         resume=resume, overwrite=overwrite, progress=progress)
+                         resume=resume, overwrite=overwrite, progress=progress, jit=jit)
     except (*INPUT_ERRORS, TrainingDivergedError) as err:
         raise input_error(err) from None
     except ValueError as err:
@@ -219,4 +236,33 @@ def command(family, arch, data_name, x_key, y_key, label_key, image_shape, split
 
     metrics = read_json(run_dir / METRICS_NAME)
     for line in summary_lines(result, metrics.get("theory")):
+        click.echo(line)
+
+
+def _train_program(program: str, settings, run_dir: Path, *, family: str, fit_options: dict[str, Any], resume: bool,
+                   overwrite: bool, progress: bool, **data) -> None:
+    """``train --program``: the user's program on the data the options name (see :mod:`ppl_vae.cli._program`)."""
+    from ppl_vae.cli._program import train_program
+    from ppl_vae.inference import TrainingDivergedError
+
+    ctx = click.get_current_context()
+    defaults = (click.core.ParameterSource.DEFAULT, None)
+    given = [option for option, name in (("--model", "family"), ("--arch", "arch"))
+             if ctx.get_parameter_source(name) not in defaults]
+    if given:
+        raise click.UsageError(f"{' / '.join(given)} name a suite model; --program trains yours")
+    if fit_options["steps"] is None and fit_options["epochs"] is None and not resume:
+        raise click.UsageError("give --steps or --epochs")
+
+    def load(paired: bool):
+        return load_data("cvae" if paired else "vae", **data)
+
+    try:
+        lines = train_program(program=program, settings=settings, load=load, run_dir=run_dir,
+                              fit_options=fit_options, resume=resume, overwrite=overwrite, progress=progress)
+    except (*INPUT_ERRORS, TrainingDivergedError) as err:
+        raise input_error(err) from None
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    for line in lines:
         click.echo(line)

@@ -221,6 +221,39 @@ def read_inference_data(path: str | os.PathLike) -> az.InferenceData:
     return idata
 
 
+def is_program_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run of a user's Pyro program (``config.json``: model family ``program``)."""
+    from .._io import read_json
+    from ..inference.runs import CONFIG_NAME
+
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
+        return False
+    info = read_json(path)
+    model = info.get("model") if isinstance(info, dict) else None
+    return isinstance(model, dict) and model.get("family") == "program"
+
+
+def read_program_diagnostics(run_dir: Path) -> az.InferenceData:
+    """The diagnostics a program's training wrote (``diagnostics.nc``), read as they are.
+
+    A program is never rebuilt from its run directory (that would run the user's
+    code from a file the report was handed), so its report shows what training
+    diagnosed.
+
+    Raises
+    ------
+    FileNotFoundError
+        The run has no ``diagnostics.nc`` (training did not finish, or the file was removed).
+    """
+    path = run_dir / DIAGNOSTICS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: a program's run is reported from the diagnostics its "
+                                "training wrote (ppl-vae train --program ... writes them), never by running "
+                                "the program again")
+    return read_inference_data(path)
+
+
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
     """Short distinct labels: the directory (or file stem) names, or their paths when two share a name."""
     paths = [Path(p) for p in run_dirs]
@@ -258,8 +291,11 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
             if run_dir.is_file():
                 idatas[name] = read_inference_data(run_dir)
                 continue
-            idatas[name] = _diagnose_claimed(run_dir, iw_samples=iw_samples, seed=seed, device=device,
-                                             progress=progress, **diagnose_options)
+            if is_program_run(run_dir):
+                idatas[name] = read_program_diagnostics(run_dir)
+            else:
+                idatas[name] = _diagnose_claimed(run_dir, iw_samples=iw_samples, seed=seed, device=device,
+                                                 progress=progress, **diagnose_options)
             loss = read_loss_history(run_dir)
             if loss is not None:
                 losses[name] = loss

@@ -31,7 +31,7 @@ SPEC_SECTIONS = ("model", "arch", "data", "model_options", "grid", "train", "dia
 DERIVED_FIELDS = ("input_dim", "x_dim", "y_dim", "image_shape", "split", "arch")
 TRAIN_DEFAULTS: dict[str, Any] = {"steps": None, "epochs": None, "batch_size": None, "lr": 1e-3,
                                   "optimizer": "adam", "lr_decay": 1.0, "clip_norm": None, "test_fraction": 0.1,
-                                  "split_seed": 0, "checkpoint_every": 1000}
+                                  "split_seed": 0, "checkpoint_every": 1000, "jit": True}
 #: Grids with more configurations than this are refused unless confirmed (``--yes``).
 MAX_CONFIGS = 10_000
 EXECUTION_DEFAULTS: dict[str, Any] = {"backend": "local", "address": None, "group_size": None, "num_cpus": 1,
@@ -136,6 +136,8 @@ def _check_train(train: Mapping[str, Any]) -> None:
         raise ValueError(f"sweep spec train['test_fraction'] must be a number in [0, 1), got {fraction!r}")
     check_int_range("sweep spec train['split_seed']", train["split_seed"], 0)
     check_int_range("sweep spec train['checkpoint_every']", train["checkpoint_every"], 1)
+    if not isinstance(train["jit"], bool):
+        raise ValueError(f"sweep spec train['jit'] must be true or false, got {train['jit']!r}")
 
 
 @dataclasses.dataclass(frozen=True)
