@@ -270,7 +270,7 @@ def build_html(idatas: Mapping[str, az.InferenceData], losses: Mapping[str, xr.D
         changes, change_text = change_tables(idata)
         config = _config(idata)
         run = {
-            "name": name, "anchor": str(index), "headline": headline(idata),
+            "name": name, "anchor": str(index), "headline": headline(idata, convergence=False),
             "converged": _convergence(idata, converged.get(name)),
             "model": (f"{config['family'].upper()}, arch {config.get('arch')}" if config else "Pyro model"),
             "hyperparameters": ", ".join(f"{k}={v}" for k, v in non_default_hyperparameters(idata).items())

@@ -22,10 +22,15 @@ class LevelSummary:
     active_units: int
     predicted: int | None  # collapsed modes predicted by the (linear) theory
     prediction: str  # 'closed form' or 'linear-model prediction' (or 'none')
+    n_low_information: int = 0  # not collapsed, but under ``low_information_share`` of the level's KL
+    low_information_share: float = 0.01
 
     def sentence(self) -> str:
-        """'k of d latent dimensions collapsed; theory predicted m'."""
+        """'k of d latent dimensions collapsed[, j more carry under s% of the KL]; theory predicted m'."""
         text = f"{self.n_collapsed} of {self.n_dims} latent dimensions collapsed"
+        if self.n_low_information:
+            text += (f", {self.n_low_information} more carry under {100 * self.low_information_share:g}% "
+                     "of the KL")
         if self.predicted is None:
             return f"{text}; no theory prediction"
         qualifier = "" if self.prediction.startswith("closed") else " (linear-model prediction)"
@@ -46,17 +51,33 @@ def level_summaries(idata: az.InferenceData) -> list[LevelSummary]:
             active_units=int(collapse[f"{site}_active_units"]),
             predicted=None if theory is None else predicted_collapsed(theory, site),
             prediction=prediction,
+            n_low_information=int(collapse[f"{site}_n_low_information"]) if f"{site}_n_low_information" in collapse
+            else 0,
+            low_information_share=float(collapse.attrs.get("low_information_share", 0.01)),
         )
         for site in sites
     ]
 
 
-def headline(idata: az.InferenceData) -> str:
-    """The run's headline; for several latent levels, one clause per level ('z1: ...; z2: ...')."""
+def convergence_clause(idata: az.InferenceData) -> str | None:
+    """'converged' / 'did not converge: counts not final' from ``attrs['converged']``; None when not judged."""
+    value = idata.attrs.get("converged")
+    if value is None:
+        return None
+    return "converged" if bool(int(value)) else "did not converge: counts not final"
+
+
+def headline(idata: az.InferenceData, *, convergence: bool = True) -> str:
+    """The run's headline; for several latent levels, one clause per level ('z1: ...; z2: ...').
+
+    ``convergence``: end with the run's convergence flag when the diagnostics
+    know it (the report page shows the flag beside the headline instead).
+    """
     levels = level_summaries(idata)
-    if len(levels) == 1:
-        return levels[0].sentence()
-    return " | ".join(f"{level.site}: {level.sentence()}" for level in levels)
+    text = levels[0].sentence() if len(levels) == 1 else \
+        " | ".join(f"{level.site}: {level.sentence()}" for level in levels)
+    clause = convergence_clause(idata) if convergence else None
+    return text if clause is None else f"{text} ({clause})"
 
 
 @cache

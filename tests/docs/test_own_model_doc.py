@@ -62,6 +62,13 @@ def test_the_page_runs(tmp_path, monkeypatch):
         assert f"<b>{name}</b>: " in page
     assert "latent dimensions collapsed; theory predicted" in page and "not drawn" not in page
     assert page.count('alt="since when') == 2 and page.count('class="what-to-change"') == 2
+    # the CLI sweep of the same program: two runs, the large sigma collapsing more than the small one
+    from ppl_vae.diagnostics import load
+
+    swept = load(tmp_path / "sweeps" / "sigma" / "combined.nc")
+    by_run = swept.collapse["z_n_collapsed"].to_series()
+    assert by_run["sigma=1_seed=0"] > by_run["sigma=0.4_seed=0"]
+    assert (tmp_path / "sweep_report.html").is_file()
 
 
 if __name__ == "__main__":

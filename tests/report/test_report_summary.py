@@ -57,3 +57,18 @@ def test_metrics_table_one_row_per_run():
     assert table.loc["a", "IW log-lik"] == -12.5 and table.loc["a", "K"] == 50
     assert table.loc["a", "hyper-parameters"] == "beta=2, eta_dec=0.5"
     assert table.loc["a", "evaluated on"] == "test (7 points)"
+
+
+def test_the_headline_counts_low_information_dimensions_and_gives_the_convergence_flag():
+    idata = hand_made()
+    collapse = idata.collapse
+    collapse["z_n_low_information"] = collapse["z_n_collapsed"] * 0 + 2
+    collapse.attrs["low_information_share"] = 0.05
+    assert headline(idata) == ("2 of 5 latent dimensions collapsed, 2 more carry under 5% of the KL; "
+                               "no theory prediction")
+    collapse["z_n_low_information"] = collapse["z_n_collapsed"] * 0
+    idata.attrs["converged"] = 0
+    assert headline(idata).endswith("no theory prediction (did not converge: counts not final)")
+    assert headline(idata, convergence=False).endswith("no theory prediction")
+    idata.attrs["converged"] = 1
+    assert headline(idata).endswith("(converged)")
