@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ppl_vae._io import DamagedFileError, reading
+from ppl_vae._validate import check_data_options_apply
 from ppl_vae.cli._errors import INPUT_ERRORS, input_error, one_line
 from ppl_vae.data import DATASETS, FILE_SUFFIXES, load
 
@@ -123,6 +124,11 @@ def load_data(family: str, data_name: str, *, split: str, classes, n_samples, di
     paired = family == "cvae"
     options: dict[str, Any] = file_options(data_name, x_key=x_key, y_key=y_key, classes=classes,
                                            n_samples=n_samples, dim=dim, correlation=correlation)
+    if data_name in DATASETS:
+        try:
+            check_data_options_apply(data_name, n_samples=n_samples, dim=dim, correlation=correlation, classes=classes)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
     if data_name == "synthetic":
         options["seed"] = data_seed
         if n_samples is not None:

@@ -66,9 +66,21 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             raise DataFileError(f"{path}: {err} (object arrays are not read; save numeric arrays)") from None
     try:
         with xr.open_dataset(path) as dataset:
+            _check_lazy_size(dataset, path)  # from the variables' shapes, before anything is decompressed
             return dataset_arrays(dataset.load())
+    except DataFileError:
+        raise
     except (OSError, ValueError) as err:
         raise DataFileError(f"{path}: not a readable netCDF file ({err})") from None
+
+
+def _check_lazy_size(dataset: xr.Dataset, path: Path) -> None:
+    from ppl_vae._validate import check_bytes
+
+    try:
+        check_bytes(f"{path} (its variables)", sum(int(v.nbytes) for v in dataset.data_vars.values()))
+    except ValueError as err:
+        raise DataFileError(str(err)) from None
 
 
 def dataset_arrays(dataset: xr.Dataset) -> dict[str, np.ndarray]:
@@ -171,6 +183,74 @@ def check_rows(arrays: Mapping[str, np.ndarray], source: str) -> int:
         listed = ", ".join(f"{name!r} has {n}" for name, n in rows.items())
         raise DataFileError(f"{source}: arrays must have the same number of rows (one per data point); {listed}")
     return next(iter(rows.values()))
+
+
+# --- sizes, before reading ------------------------------------------------------------------------------------
+
+
+def _npy_header(handle, source: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) a ``.npy`` stream declares, read from its header only."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(handle)
+        else:
+            shape, _, dtype = fmt._read_array_header(handle, version)  # noqa: SLF001  (3.0: utf-8 field names)
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError) as err:
+        raise DataFileError(f"{source}: not a readable .npy array ({' '.join(str(err).split())[:160]})") from None
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+def _declared_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    return int(np.prod(shape, dtype=object)) * max(dtype.itemsize, 1)  # Python ints: no overflow
+
+
+def check_declared_size(path: Path, budget: int | None = None) -> None:
+    """Refuse a data file whose declared contents exceed the memory budget, before reading it.
+
+    ``.npy``: the shape and dtype in its header. ``.npz``: each member's header
+    and its declared decompressed size (a small archive may inflate to
+    gigabytes). ``.csv``: the file size. netCDF is checked from its variables'
+    shapes when opened lazily (:func:`_read_arrays`).
+
+    Raises
+    ------
+    DataFileError
+        Naming the file (and the member), the declared shape and the sizes.
+    """
+    from ppl_vae._validate import check_bytes
+
+    suffix, source = path.suffix.lower(), str(path)
+    try:
+        if suffix == ".npy":
+            with open(path, "rb") as handle:
+                shape, dtype = _npy_header(handle, source)
+            check_bytes(f"{source} (declared shape {shape}, {dtype})", _declared_bytes(shape, dtype), budget=budget)
+        elif suffix == ".npz":
+            import zipfile
+
+            try:
+                archive = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as err:
+                raise DataFileError(f"{source}: not a readable .npz archive ({err})") from None
+            with archive:
+                members = archive.infolist()
+                check_bytes(f"{source} (its {len(members)} arrays decompressed)",
+                            sum(info.file_size for info in members), budget=budget)
+                for info in members:
+                    with archive.open(info) as handle:
+                        shape, dtype = _npy_header(handle, f"{source}: member {info.filename!r}")
+                    check_bytes(f"{source}: array {info.filename!r} (declared shape {shape}, {dtype})",
+                                _declared_bytes(shape, dtype), budget=budget)
+        elif suffix == ".csv":
+            check_bytes(f"{source} (a CSV table read into memory)", 4 * path.stat().st_size, budget=budget)
+    except ValueError as err:
+        if isinstance(err, DataFileError):
+            raise
+        raise DataFileError(str(err)) from None
 
 
 # --- selecting ------------------------------------------------------------------------------------------------
@@ -296,6 +376,7 @@ def load_file(path: str | os.PathLike, *, paired: bool = False, x_key: str | Non
                             f"{str(sha256)[:12]}...); the saved run no longer matches its data")
     keys = _keys(x_key, y_key, label_key)
     source = str(path)
+    check_declared_size(path)
     if suffix in TABLE_SUFFIXES:
         raw = _from_table(*_read_table(path), source, keys)
     else:

@@ -43,7 +43,8 @@ from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.data import train_test_split
 from ppl_vae.inference import convergence, runs
 from ppl_vae.inference.batched import BatchedModel, can_vectorise, clip_per_config_
-from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ppl_vae.inference.checkpoint import (CHECKPOINT_NAME, FIT_KEYS, CheckpointError, check_state, load_checkpoint,
+                                          save_checkpoint)
 from ppl_vae.inference.elbo import estimator_name, site_estimators
 from ppl_vae.inference.randomness import NOISE_STREAM, ConfigBatches, ConfigNoise, make_generators
 from ppl_vae.inference.schedules import kl_weight
@@ -334,8 +335,10 @@ def fit(
     for m in models:
         m.check_data(data)
     n_rows = data.n
+    test_rows = None
     if test_fraction > 0.0:
-        data, _ = train_test_split(data, test_fraction, seed=split_seed)
+        data, held_out = train_test_split(data, test_fraction, seed=split_seed)
+        test_rows = held_out.attrs["holdout"]["test_rows_sha256"]
     for m in models:
         m.to(torch_device)
     trainee = _Trainee(models)
@@ -351,7 +354,8 @@ def fit(
         "steps": total_steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "lr_decay": lr_decay, "clip_norm": clip_norm, "seeds": list(seeds), "checkpoint_every": checkpoint_every,
         "test_fraction": test_fraction, "split_seed": split_seed, "n_rows": n_rows, "n_train": bundle.n,
-        "n_test": n_rows - bundle.n, "estimator": estimator_name(estimators), "site_estimators": estimators,
+        "n_test": n_rows - bundle.n, "test_rows_sha256": test_rows, "estimator": estimator_name(estimators),
+        "site_estimators": estimators,
         "n_configs": n_configs, "engine": "one model" if n_configs == 1 else "configs plate",
         **(provenance or {}),
     }
@@ -368,19 +372,25 @@ def fit(
         if run_dir is not None:
             run_dir = prepare_run_dir(run_dir, overwrite=overwrite, resume=resume, layout=runs.RUN_FILES)
         if resume:
-            state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+            path = run_dir / CHECKPOINT_NAME
+            state = load_checkpoint(path)
+            check_state(state, path, trainee.module, keys=FIT_KEYS)  # before anything is removed
             _check_resumable(state, configs, train_options)
             train_options["resumed"] = [*state["train"].get("resumed", []),
                                         {"from_step": int(state["step"]), "steps": total_steps}]
-            runs.clear_results(run_dir)  # they describe the old end; rewritten when this run ends
-            trainee.module.load_state_dict(state["model_state"])
-            opt.load_state_dict(state["optimizer_state"])
-            sampler.load_state_dict(state["sampler_state"])
-            noise.load_state_dict(state["noise_state"])
-            history = list(state["loss_history"].numpy())
-            stopped = state["stopped"].to(torch_device)
-            diverged = {int(k): int(v) for k, v in state["diverged"].items()}
+            try:
+                trainee.module.load_state_dict(state["model_state"])
+                opt.load_state_dict(state["optimizer_state"])
+                sampler.load_state_dict(state["sampler_state"])
+                noise.load_state_dict(state["noise_state"])
+                history = list(state["loss_history"].numpy())
+                stopped = state["stopped"].to(torch_device)
+                diverged = {int(k): int(v) for k, v in state["diverged"].items()}
+            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+                raise CheckpointError(f"checkpoint {path} cannot be resumed: {type(err).__name__}: "
+                                      f"{' '.join(str(err).split())[:200]}") from None
             start_step = last_checkpoint = int(state["step"])
+            runs.clear_results(run_dir)  # they describe the old end; rewritten when this run ends
         if run_dir is not None:
             runs.write_config(run_dir, configs if not single else configs[0], bundle, train_options, seeds,
                               torch_device)
