@@ -1,0 +1,230 @@
+"""A sweep directory on disk: its spec, one run directory per configuration, the combined results.
+
+Layout::
+
+    spec.json                  the validated spec; a rerun with another spec is refused
+    runs/<name>/               one run directory per configuration (config.json, checkpoint.pt,
+                               loss_history.nc, diagnostics.nc, metrics.json; or error.json)
+    groups/<id>/               a local task's checkpoints while it trains
+    combined.nc                every finished run's diagnostics stacked along ``run``
+    summary.json               counts and failures of the last invocation
+
+A configuration is finished when its ``metrics.json`` exists: it is written
+last, atomically, after everything else of that run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ppl_vae._io import atomic_write, atomic_write_json, check_path, read_json, visible_entries
+from ppl_vae.sweep.api import held_out_rows
+from ppl_vae.sweep.spec import SpecMismatchError, SweepSpec, _config_class, run_name
+from ppl_vae.sweep.tasks import ConfigOutcome, diagnose_options
+
+SPEC_NAME = "spec.json"
+SUMMARY_NAME = "summary.json"
+COMBINED_NAME = "combined.nc"
+RUNS_DIR = "runs"
+GROUPS_DIR = "groups"
+ERROR_NAME = "error.json"
+DIAGNOSTICS_NAME = "diagnostics.nc"  # as ppl_vae.inference.runs.DIAGNOSTICS_NAME
+
+# --------------------------------------------------------------------------- run directories
+
+
+def run_status(run_dir: str | os.PathLike) -> str:
+    """``'finished'`` (``metrics.json`` present), ``'failed'`` (``error.json``) or ``'pending'``."""
+    from ppl_vae.inference import METRICS_NAME
+
+    run_dir = Path(run_dir)
+    if (run_dir / METRICS_NAME).is_file():
+        return "finished"
+    if (run_dir / ERROR_NAME).is_file():
+        return "failed"
+    return "pending"
+
+
+def _train_options(spec: SweepSpec, seed: int, vectorised: bool, provenance: dict | None) -> dict[str, Any]:
+    """The ``train`` section of a sweep run's ``config.json``: the spec's options and what ``fit`` recorded."""
+    return {**spec.train, **(provenance or {}), "seed": seed, "vectorised": vectorised}
+
+
+def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict, outcome: ConfigOutcome,
+              vectorised: bool) -> None:
+    """Write one configuration's run directory; ``metrics.json`` last (the finished marker)."""
+    from ppl_vae.diagnostics import save
+    from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, LOSS_NAME, METRICS_NAME, save_checkpoint
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / METRICS_NAME).unlink(missing_ok=True)  # unfinished until everything below is written
+    train = _train_options(spec, seed, vectorised, outcome.provenance)
+    import ppl_vae
+
+    atomic_write_json(run_dir / CONFIG_NAME, {
+        "model": config.to_dict(), "data": data_spec, "train": train, "seed": seed,
+        "version": ppl_vae.__version__, "device": (outcome.metrics or {}).get("device", "cpu"),
+    })
+    if not outcome.ok:
+        atomic_write_json(run_dir / ERROR_NAME, outcome.error)
+        return
+    history = outcome.loss_history
+    save_checkpoint(run_dir / CHECKPOINT_NAME, {
+        "model_state": outcome.state_dict, "step": int(history.size),
+        "loss_history": torch.tensor(np.array(history), dtype=torch.float64), "config": config.to_dict(),
+        "train": train,
+    })
+    loss = xr.DataArray(history, dims="step", coords={"step": np.arange(history.size)}, name="loss",
+                        attrs={"long_name": "negative beta-ELBO per sample", "units": "nats"})
+    atomic_write(run_dir / LOSS_NAME, lambda tmp: loss.to_dataset().to_netcdf(tmp))
+    idata = outcome.diagnostics
+    # The report reuses diagnostics.nc when these keys match the run (see ppl_vae.report.runs).
+    key = cache_key(spec, {"model": config.to_dict(), "data": data_spec, "train": train}, run_dir / CHECKPOINT_NAME)
+    idata.attrs.update(key, checkpoint_step=int(history.size))
+    save(idata, run_dir / DIAGNOSTICS_NAME)
+    (run_dir / ERROR_NAME).unlink(missing_ok=True)
+    atomic_write_json(run_dir / METRICS_NAME, outcome.metrics)
+
+
+def cache_key(spec: SweepSpec, info: Mapping[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """What a sweep run's ``diagnostics.nc`` must match: the sweep's diagnostics settings on this run.
+
+    ``info`` holds the run's ``model`` config, ``data`` spec and ``train`` options
+    (``config.json``'s content); see :func:`ppl_vae.report.runs.diagnostics_cache_key`.
+    """
+    from ppl_vae.report.runs import data_split_key, diagnostics_cache_key, file_digest
+
+    split = data_split_key(spec.train, int(info["train"].get("n_test", 0)), spec.diagnostics["max_points"])
+    return diagnostics_cache_key(dict(info), file_digest(checkpoint), spec.diagnostics["iw_samples"],
+                                 spec.diagnostics["seed"], diagnose_options(spec.diagnostics), split)
+
+
+def run_diagnostics(run_dir: Path, spec: SweepSpec):
+    """A finished run's diagnostics made with the sweep's settings: its ``diagnostics.nc``, or recomputed.
+
+    The cache is recomputed (and rewritten) when it cannot be read or was made
+    otherwise (other ``iw_samples``, split, checkpoint or package version), so
+    ``combined.nc`` never mixes settings.
+    """
+    from ppl_vae.diagnostics import save
+    from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, load_run
+    from ppl_vae.report.runs import read_cache
+    from ppl_vae.sweep.api import diagnose_held_out
+
+    key = cache_key(spec, read_json(run_dir / CONFIG_NAME), run_dir / CHECKPOINT_NAME)
+    cached = read_cache(run_dir / DIAGNOSTICS_NAME, key)
+    if cached is not None:
+        return cached
+    model, bundle, info = load_run(run_dir, device="cpu")
+    options = dict(spec.diagnostics)
+    train, test = held_out_rows(bundle, spec.train["test_fraction"], spec.train["split_seed"],
+                                options.pop("max_points"), seed=options["seed"])
+    idata = diagnose_held_out(model, train, test, options, torch.device("cpu"))
+    idata.attrs.update(key, checkpoint_step=int(info["step"]))
+    save(idata, run_dir / DIAGNOSTICS_NAME)
+    return idata
+
+
+def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: bool = False) -> Path:
+    """Create ``out`` for ``spec``, or reuse it if it holds the same spec.
+
+    Raises
+    ------
+    SpecMismatchError
+        ``out`` holds a sweep of another spec and ``overwrite`` is not set.
+    FileExistsError
+        ``out`` is a non-empty directory that is not a sweep directory.
+    """
+    out = check_path(out, "the sweep directory")
+    spec_path = out / SPEC_NAME
+    if spec_path.is_file():
+        saved = read_json(spec_path)
+        if saved.get("identity") != spec.identity():
+            if not overwrite:
+                before, now = saved.get("identity", {}), spec.identity()
+                changed = sorted(key for key in now if before.get(key) != now[key])
+                raise SpecMismatchError(
+                    f"{out} holds a sweep with a different spec (changed: {', '.join(changed)}); "
+                    "use another --out, or pass --overwrite to discard its results")
+            _discard_results(out)
+    elif out.exists() and visible_entries(out):
+        raise FileExistsError(f"{out} exists and is not a sweep directory (no {SPEC_NAME}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(spec_path, {"identity": spec.identity(), "spec": spec.to_dict(), "grid_order": list(spec.grid)})
+    return out
+
+
+def _discard_results(out: Path) -> None:
+    """Remove everything a sweep of another spec left in ``out`` (before the new spec is written)."""
+    (out / SPEC_NAME).unlink(missing_ok=True)
+    for folder in (RUNS_DIR, GROUPS_DIR):
+        shutil.rmtree(out / folder, ignore_errors=True)
+    for name in (COMBINED_NAME, SUMMARY_NAME):
+        (out / name).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- combined results
+
+
+def read_spec(out: str | os.PathLike) -> SweepSpec:
+    """The spec a sweep directory was run with."""
+    path = Path(out) / SPEC_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{out} is not a sweep directory: {SPEC_NAME} is missing")
+    saved = read_json(path)
+    raw = saved["spec"]
+    raw["grid"] = {key: raw["grid"][key] for key in saved["grid_order"]}  # JSON keys were sorted
+    return SweepSpec.from_dict(raw)
+
+
+def rebuild_combined(out: str | os.PathLike):
+    """Every finished configuration's diagnostics stacked along ``run`` (sweep order).
+
+    Coordinates along ``run``: the model hyper-parameters and ``family`` (as
+    :func:`ppl_vae.diagnostics.combine` sets them), plus every other grid
+    entry (``seed``, ``latent_dim``, ...) and ``final_loss``. Each run's
+    diagnostics come from :func:`run_diagnostics`: its ``diagnostics.nc`` when
+    made with the sweep's settings, else recomputed, so settings never mix.
+
+    Raises
+    ------
+    FileNotFoundError
+        No configuration has finished yet.
+    """
+    from ppl_vae.diagnostics import combine
+
+    out = Path(out)
+    spec = read_spec(out)
+    points = spec.points()
+    done = [(run_name(p), p) for p in points if run_status(out / RUNS_DIR / run_name(p)) == "finished"]
+    if not done:
+        raise FileNotFoundError(f"no finished configuration in {out / RUNS_DIR}")
+    idatas = [run_diagnostics(out / RUNS_DIR / name, spec) for name, _ in done]
+    combined = combine(idatas, run_names=[name for name, _ in done])
+    hyper = set(_config_class(spec.model)._hyperparameter_names)
+    extra = {key: ("run", np.asarray([point[key] for _, point in done])) for key in spec.grid if key not in hyper}
+    if "seed" not in extra:
+        extra["seed"] = ("run", np.asarray([int(i.attrs.get("seed", 0)) for i in idatas]))
+    from ppl_vae.inference import METRICS_NAME
+
+    final_loss = [read_json(out / RUNS_DIR / name / METRICS_NAME)["final_loss"] for name, _ in done]
+    extra["final_loss"] = ("run", np.asarray(final_loss, dtype=np.float64))
+    for group in combined.groups():
+        combined[group] = combined[group].assign_coords(extra)
+    combined.attrs.update(sweep=str(out.resolve().name), n_configs=spec.n_configs, n_finished=len(done))
+    return combined
+
+
+def write_combined(out: str | os.PathLike) -> Path:
+    """Rebuild the combined diagnostics and write ``out/combined.nc`` (atomically)."""
+    from ppl_vae.diagnostics import save
+
+    return save(rebuild_combined(out), Path(out) / COMBINED_NAME)
