@@ -22,7 +22,7 @@ from typing import Any
 
 from ppl_vae._device import check_device_name
 from ppl_vae._io import DamagedFileError, reading
-from ppl_vae._validate import check_choice, check_int_range, check_positive
+from ppl_vae._validate import check_choice, check_int_range, check_positive, count_range
 from ppl_vae.sweep.api import DIAGNOSTICS_DEFAULTS
 
 FAMILIES = ("vae", "cvae", "mhvae")
@@ -71,6 +71,7 @@ def parse_values(entry: str, values: Any) -> tuple[Any, ...]:
                 first, last = int(match.group(1)), int(match.group(2))
                 if last < first:
                     raise ValueError(f"sweep spec grid[{entry!r}]: range {part!r} must go up (first <= last)")
+                count_range(f"sweep spec grid[{entry!r}]", first, last)  # counted before it is expanded
                 parsed.extend(range(first, last + 1))
                 continue
             try:

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ppl_vae._io import atomic_write, atomic_write_json, check_path, read_json, visible_entries
+from ppl_vae._io import DamagedFileError, atomic_write, atomic_write_json, check_path, read_json, visible_entries
+from ppl_vae._lock import refuse_link
 from ppl_vae.sweep.api import held_out_rows
 from ppl_vae.sweep.spec import SpecMismatchError, SweepSpec, _config_class, run_name
 from ppl_vae.sweep.tasks import ConfigOutcome, diagnose_options
@@ -64,6 +65,7 @@ def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict
     from ppl_vae.diagnostics import save
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, LOSS_NAME, METRICS_NAME, save_checkpoint
 
+    refuse_link(run_dir, "run folder")  # never write through a link planted in runs/
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / METRICS_NAME).unlink(missing_ok=True)  # unfinished until everything below is written
     train = _train_options(spec, seed, vectorised, outcome.provenance)
@@ -133,32 +135,46 @@ def run_diagnostics(run_dir: Path, spec: SweepSpec):
     return idata
 
 
-def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: bool = False) -> Path:
-    """Create ``out`` for ``spec``, or reuse it if it holds the same spec.
+def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: bool = False, bundle=None) -> Path:
+    """Create ``out`` for ``spec``, or reuse it if it holds the same spec (and, given ``bundle``, the same data file).
 
     Raises
     ------
     SpecMismatchError
-        ``out`` holds a sweep of another spec and ``overwrite`` is not set.
+        ``out`` holds a sweep of another spec (or of a data file whose bytes
+        changed) and ``overwrite`` is not set.
     FileExistsError
-        ``out`` is a non-empty directory that is not a sweep directory.
+        ``out`` is a non-empty directory that is not a sweep directory, or
+        ``overwrite`` would delete files the sweep's records do not account for.
+    ppl_vae._io.DamagedFileError
+        ``spec.json`` is not a sweep record.
     """
+    from ppl_vae._provenance import (data_changed_message, foreign_sweep_entries, identity_changes, saved_sweep,
+                                     sweep_identity)
+
     out = check_path(out, "the sweep directory")
     spec_path = out / SPEC_NAME
+    identity = spec.identity() if bundle is None else sweep_identity(spec, bundle)
     if spec_path.is_file():
-        saved = read_json(spec_path)
-        if saved.get("identity") != spec.identity():
+        saved = saved_sweep(spec_path, read_json(spec_path))
+        changed = identity_changes(saved["identity"], identity)
+        if changed:
             if not overwrite:
-                before, now = saved.get("identity", {}), spec.identity()
-                changed = sorted(key for key in now if before.get(key) != now[key])
+                if changed == ["data_sha256"]:
+                    raise SpecMismatchError(data_changed_message(out, saved["identity"], identity))
                 raise SpecMismatchError(
                     f"{out} holds a sweep with a different spec (changed: {', '.join(changed)}); "
                     "use another --out, or pass --overwrite to discard its results")
+            foreign = foreign_sweep_entries(out, saved)
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                raise FileExistsError(f"{out} holds files its sweep did not write ({shown}); refusing to overwrite "
+                                      "it: move them away or choose another --out")
             _discard_results(out)
     elif out.exists() and visible_entries(out):
         raise FileExistsError(f"{out} exists and is not a sweep directory (no {SPEC_NAME}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(spec_path, {"identity": spec.identity(), "spec": spec.to_dict(), "grid_order": list(spec.grid)})
+    atomic_write_json(spec_path, {"identity": identity, "spec": spec.to_dict(), "grid_order": list(spec.grid)})
     return out
 
 
@@ -179,7 +195,9 @@ def read_spec(out: str | os.PathLike) -> SweepSpec:
     path = Path(out) / SPEC_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{out} is not a sweep directory: {SPEC_NAME} is missing")
-    saved = read_json(path)
+    from ppl_vae._provenance import saved_sweep
+
+    saved = saved_sweep(path, read_json(path))
     raw = saved["spec"]
     raw["grid"] = {key: raw["grid"][key] for key in saved["grid_order"]}  # JSON keys were sorted
     return SweepSpec.from_dict(raw)
@@ -215,12 +233,22 @@ def rebuild_combined(out: str | os.PathLike):
         extra["seed"] = ("run", np.asarray([int(i.attrs.get("seed", 0)) for i in idatas]))
     from ppl_vae.inference import METRICS_NAME
 
-    final_loss = [read_json(out / RUNS_DIR / name / METRICS_NAME)["final_loss"] for name, _ in done]
+    final_loss = [_final_loss(out / RUNS_DIR / name / METRICS_NAME) for name, _ in done]
     extra["final_loss"] = ("run", np.asarray(final_loss, dtype=np.float64))
     for group in combined.groups():
         combined[group] = combined[group].assign_coords(extra)
     combined.attrs.update(sweep=str(out.resolve().name), n_configs=spec.n_configs, n_finished=len(done))
     return combined
+
+
+def _final_loss(path: Path) -> float:
+    """``final_loss`` of a finished run's ``metrics.json``, or one error naming the file."""
+    metrics = read_json(path)
+    value = metrics.get("final_loss") if isinstance(metrics, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DamagedFileError(f"{path} holds no final_loss number: it is damaged or was not written by ppl-vae "
+                               "sweep (delete the run's folder to train it again)")
+    return float(value)
 
 
 def write_combined(out: str | os.PathLike) -> Path:
