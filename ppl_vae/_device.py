@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where a device is resolved, not by the command line's --help
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -25,6 +28,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     ``'auto'`` picks CUDA when present, else the CPU. Asking for CUDA on a machine
     without it raises ``ValueError`` rather than silently falling back.
     """
+    import torch
+
     if isinstance(device, torch.device):
         device = str(device)
     if device == "auto":

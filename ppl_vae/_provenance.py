@@ -134,8 +134,8 @@ def foreign_sweep_entries(out: Path, saved: dict) -> list[str]:
     """What in a sweep directory its own records do not account for (``--overwrite`` refuses to delete those).
 
     A sweep writes ``spec.json``, ``summary.json``, ``combined.nc``, ``runs/<name>/``
-    for each point of its saved spec (holding run files only) and
-    ``groups/<id>/`` (group checkpoints, run files only).
+    for each point of its saved spec (holding run files only),
+    ``groups/<id>/`` (group checkpoints, run files only) and ``store/<task>.nc``.
     """
     from ppl_vae._io import visible_entries
     from ppl_vae.inference.runs import RUN_FILES
@@ -147,6 +147,10 @@ def foreign_sweep_entries(out: Path, saved: dict) -> list[str]:
     foreign = []
     for entry in visible_entries(out):
         if entry.name in ("spec.json", "summary.json", "combined.nc") and entry.is_file() and not entry.is_symlink():
+            continue
+        if entry.name == "store" and entry.is_dir() and not entry.is_symlink():  # one file per task
+            foreign += [f"store/{f.name}" for f in visible_entries(entry)
+                        if f.suffix != ".nc" or not f.is_file() or f.is_symlink()]
             continue
         if entry.name in ("runs", "groups") and entry.is_dir() and not entry.is_symlink():
             for child in visible_entries(entry):

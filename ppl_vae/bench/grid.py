@@ -128,4 +128,18 @@ def headline(table) -> list[str]:
         lines.append("MHVAE z2-encoder gradient variance, analytic z2 KL vs Trace_ELBO: " + ", ".join(
             f"{row.case.split('/')[1]} {row.note.split('x lower')[0].split()[-1]}x lower"
             for row in variance.itertuples()))
+    cold = table[table.section == "cold"]
+    if len(cold):
+        by_variant = {(row.case, row.variant): row.wall_s for row in cold.itertuples()}
+        grid_case = next(case for case, variant in by_variant if variant == "plain_script")
+        lines.append(f"grid from the command line, cold, files written: ppl-vae sweep "
+                     f"{by_variant[grid_case, 'ppl-vae sweep']:.1f} s vs plain script "
+                     f"{by_variant[grid_case, 'plain_script']:.1f} s: "
+                     f"{by_variant[grid_case, 'plain_script'] / by_variant[grid_case, 'ppl-vae sweep']:.2f}x faster; "
+                     f"--epochs 1 sweep {by_variant['digits/cvae-mlp/b128/K16/1ep', 'ppl-vae sweep']:.1f} s; "
+                     f"ppl-vae --help {by_variant['ppl-vae --help', 'ppl-vae']:.2f} s")
+    threads = table[table.section == "threads"]
+    if len(threads):
+        lines.append(f"ppl-vae train on a busy machine ({threads.iloc[0].case.split(', ')[1]}): " + ", ".join(
+            f"{row.variant} {row.wall_s:.1f} s" for row in threads.itertuples()))
     return lines or ["(none of the headline sections was measured)"]

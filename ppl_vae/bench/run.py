@@ -38,7 +38,7 @@ COLUMNS = ["section", "case", "variant", "steps_per_s", "samples_per_s", "ratio_
            "peak_host_mb", "peak_device_mb", "note"]
 
 #: What :func:`run_bench` can measure, in order.
-SECTIONS = ("throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance")
+SECTIONS = ("throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance", "cold", "threads")
 
 #: Relative tolerance of "reached the theory": every decoder singular value within 1%.
 THEORY_RTOL = 0.01
@@ -316,6 +316,14 @@ def _measure(device, quick, cases, variants, sections, log) -> list[dict]:
         rows += grid_rows(device, epochs=50, log=log)
     if "elbo_variance" in sections:
         rows += gradient_variance_rows(draws=100 if quick else 300, log=log)
+    if "cold" in sections and device.type == "cpu":
+        from ppl_vae.bench.cold import cold_rows
+
+        rows += cold_rows(epochs=50, repeats=1 if quick else 3, log=log)
+    if "threads" in sections and device.type == "cpu":
+        from ppl_vae.bench.cold import threads_rows
+
+        rows += threads_rows(repeats=1 if quick else 3, log=log)
     return rows
 
 

@@ -1,25 +1,32 @@
 """The ``ppl-vae`` command line.
 
 Each sub-command lives in its own module of this package and exposes a click
-command named ``command``; they are imported only when invoked so that
-``ppl-vae --help`` stays fast.
+command named ``command``; they are imported only when invoked (the listing of
+``ppl-vae --help`` comes from :data:`SUBCOMMANDS`), and each imports torch, Pyro,
+ArviZ or matplotlib only inside its body, so that every ``--help`` is fast.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import time
 
 import click
 
-#: sub-command name -> module (relative to this package) defining ``command``
+#: When the command line started (the sweep's summary counts its time from here).
+STARTED = time.perf_counter()
+
+#: sub-command name -> (module relative to this package defining ``command``, its short help as
+#: click derives it from the docstring; tests/cli/test_cli_imports.py holds them equal)
 SUBCOMMANDS = {
-    "theory": "theory",
-    "train": "train",
-    "report": "report",
-    "reproduce": "reproduce",
-    "bench": "bench",
-    "sweep": "sweep",
+    "theory": ("theory", "Predict which latent modes of a linear VAE, CVAE or MHVAE collapse (closed form, no "
+                         "training)."),
+    "train": ("train", "Train a model by SVI and write config, checkpoint, loss history and metrics to --out."),
+    "report": ("report", "Diagnose RUN_DIR..."),
+    "reproduce": ("reproduce", "Reproduce the experiments of Dang et al."),
+    "bench": ("bench", "Benchmark Pyro SVI against plain PyTorch, time to the theory, and the vectorised sweep."),
+    "sweep": ("sweep", "Train every configuration of a grid, one run directory each, and write combined.nc."),
 }
 
 
@@ -27,10 +34,18 @@ class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(SUBCOMMANDS)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The listing of ``--help`` from :data:`SUBCOMMANDS`, importing no sub-command."""
+        limit = formatter.width - 6 - max(map(len, SUBCOMMANDS))
+        rows = [(name, click.Command(name, help=SUBCOMMANDS[name][1]).get_short_help_str(limit))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        module_name = SUBCOMMANDS.get(name)
-        if module_name is None:
+        if name not in SUBCOMMANDS:
             return None
+        module_name = SUBCOMMANDS[name][0]
         try:
             module = importlib.import_module(f"{__name__}.{module_name}")
         except ModuleNotFoundError as err:

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from ppl_vae._io import DamagedFileError, reading
-from ppl_vae._validate import check_data_options_apply
 from ppl_vae.cli._errors import INPUT_ERRORS, input_error, one_line
-from ppl_vae.data import DATASETS, FILE_SUFFIXES, load
 
 __all__ = ["INPUT_ERRORS", "data_options", "input_error", "load_data", "one_line", "output_path",
            "parse_float_list", "parse_int_list"]
+
+class LazyChoice(click.Choice):
+    """A ``click.Choice`` whose values are looked up only when a value is checked, not for ``--help``.
+
+    Parameters
+    ----------
+    load
+        Returns the allowed values (may import what ``--help`` should not).
+    metavar
+        What ``--help`` shows in place of the list.
+    """
+
+    def __init__(self, load: Callable[[], Any], metavar: str = "NAME"):
+        self._load, self._metavar, self.case_sensitive = load, metavar, True
+
+    @functools.cached_property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self._load())
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self._metavar
+
 
 def output_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A click callback refusing an empty ``--out`` (``''`` would mean the current directory)."""
@@ -51,6 +71,8 @@ def parse_int_list(ctx: click.Context, param: click.Parameter, value: str | None
 
 def data_source(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A click callback accepting a built-in data set name or the path of an existing data file."""
+    from ppl_vae.data import DATASETS, FILE_SUFFIXES
+
     if value is None or value in DATASETS:
         return value
     from pathlib import Path
@@ -62,6 +84,28 @@ def data_source(ctx: click.Context, param: click.Parameter, value: str | None) -
     if not path.is_file():
         raise click.BadParameter(f"no data file at {value}")
     return str(path.resolve())
+
+
+#: Torch CPU threads of train, sweep and report unless --threads says otherwise. One: the models are
+#: small, and on a busy machine torch's default (one thread per core) spins its threads against each
+#: other (``ppl-vae bench --only threads`` measures both; docs/benchmarks.md has the figures).
+DEFAULT_THREADS = 1
+
+
+def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Set torch's CPU threads for the command (0: leave torch's default, one per core)."""
+    if value:
+        import torch
+
+        torch.set_num_threads(value)
+    return value
+
+
+def threads_option(default: int = DEFAULT_THREADS, note: str = "") -> Callable[[Callable[..., Any]], Any]:
+    """Attach ``--threads`` (torch CPU threads; set as the option is parsed, not passed to the command)."""
+    return click.option("--threads", type=click.IntRange(min=0), default=default, show_default=True,
+                        expose_value=False, callback=_set_threads,
+                        help="Torch CPU threads; 0: torch's default (one per core)." + note)
 
 
 #: Help of --data, shared by the sub-commands that take it.
@@ -107,6 +151,8 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def file_options(data_name: str, *, x_key: str | None, y_key: str | None, **builtin_only) -> dict[str, Any]:
     """``load`` options for a data file (or none for a built-in set), refusing options that do not apply."""
+    from ppl_vae.data import DATASETS
+
     if data_name in DATASETS:
         if x_key is not None or y_key is not None:
             raise click.BadParameter("--x-key / --y-key name the arrays of a data file (--data my.npz)")
@@ -121,6 +167,10 @@ def file_options(data_name: str, *, x_key: str | None, y_key: str | None, **buil
 def load_data(family: str, data_name: str, *, split: str, classes, n_samples, dim, correlation, data_seed,
               mnist_dir: str, x_key: str | None = None, y_key: str | None = None):
     """Load the data set (or file) a sub-command asked for, turning bad options into click errors."""
+    from ppl_vae._io import DamagedFileError, reading
+    from ppl_vae._validate import check_data_options_apply
+    from ppl_vae.data import DATASETS, load
+
     paired = family == "cvae"
     options: dict[str, Any] = file_options(data_name, x_key=x_key, y_key=y_key, classes=classes,
                                            n_samples=n_samples, dim=dim, correlation=correlation)

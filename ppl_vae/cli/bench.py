@@ -21,7 +21,8 @@ from ppl_vae.cli._errors import INPUT_ERRORS, input_error
               help="torch CPU threads for the run (default: 1 on the CPU, where these small models run "
                    "fastest and timings are steadiest on a shared machine; torch's default on CUDA).")
 @click.option("--section", "sections",
-              type=click.Choice(["throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance"]),
+              type=click.Choice(["throughput", "overhead", "time_to_theory", "sweep", "grid", "elbo_variance", "cold",
+                                 "threads"]),
               multiple=True, help="Measure only these sections (repeatable; default: all).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Also write the table: .csv, .json or .nc (xarray) by suffix; never replaces a file unless "

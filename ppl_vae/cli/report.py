@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ppl_vae._device import DEVICE_CHOICES
-from ppl_vae.cli._common import output_path
+from ppl_vae.cli._common import output_path, threads_option
 from ppl_vae.cli._errors import INPUT_ERRORS, input_error
 
 
@@ -17,9 +16,10 @@ from ppl_vae.cli._errors import INPUT_ERRORS, input_error
               help="Importance samples K per point for the held-out log-likelihood.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every diagnostic draw.")
 @click.option("--device", default="auto", show_default=True,
-              help=f"One of {', '.join(DEVICE_CHOICES)} or cuda:N.")
+              help="One of auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@threads_option()
 def command(run_dirs, out, iw_samples, seed, device, overwrite, progress):
     """Diagnose RUN_DIR... (reusing each run's diagnostics.nc when it matches) and write --out.
 

@@ -9,19 +9,21 @@ from pathlib import Path
 
 import click
 
-from ppl_vae._io import RunDirectoryExistsError
-from ppl_vae.cli._common import output_path
+from ppl_vae.cli._common import LazyChoice, output_path, threads_option
 from ppl_vae.cli._errors import INPUT_ERRORS, input_error
-from ppl_vae.reproduce import EXPERIMENTS, Settings, run_experiments, write_index
-from ppl_vae.reproduce.markdown import write_results_markdown
-from ppl_vae.reproduce.report import INDEX
+
+
+def _experiments() -> list[str]:
+    from ppl_vae.reproduce import EXPERIMENTS  # imports the analyses' dependencies: not for --help
+
+    return list(EXPERIMENTS)
 
 
 @click.command("reproduce")
 @click.option("--quick", is_flag=True, help="Embedded data (synthetic + 8x8 digits), short training: minutes on a CPU.")
 @click.option("--tiny", is_flag=True, hidden=True, help="A few steps on tiny data (for tests).")
-@click.option("--only", "only", multiple=True, type=click.Choice(list(EXPERIMENTS)),
-              help="Run only this experiment (repeatable). Default: all of them.")
+@click.option("--only", "only", multiple=True, type=LazyChoice(_experiments, "EXPERIMENT"),
+              help="Run only this experiment (repeatable; the names are the analyses/ scripts'). Default: all.")
 @click.option("--out", type=click.Path(file_okay=False), default="results/reproduce", show_default=True,
               callback=output_path,
               help="Results folder; must be new or empty unless --overwrite.")
@@ -35,6 +37,8 @@ from ppl_vae.reproduce.report import INDEX
 @click.option("--mnist-dir", type=click.Path(file_okay=False), default="data/mnist", show_default=True,
               help="MNIST IDX files for the full mode (nothing is downloaded).")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty results folder.")
+@threads_option(0, " The full scale's runs use them; the quick scale's small models run on one (two for "
+                "full-batch image runs).")
 @click.option("--analyses-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the analysis scripts (default: analyses/ of the source checkout).")
 def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, analyses_dir) -> None:
@@ -47,6 +51,11 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
     the same as Markdown (analyses/RESULTS.md is the quick job's). Exits with
     status 1 if any experiment failed.
     """
+    from ppl_vae._io import RunDirectoryExistsError
+    from ppl_vae.reproduce import Settings, run_experiments, write_index
+    from ppl_vae.reproduce.markdown import write_results_markdown
+    from ppl_vae.reproduce.report import INDEX
+
     if quick and tiny:
         raise click.UsageError("give at most one of --quick and --tiny")
     scale = "tiny" if tiny else "quick" if quick else "full"

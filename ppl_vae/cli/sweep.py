@@ -8,13 +8,15 @@ the same command resumes: finished configurations are skipped.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from ppl_vae.cli._common import (DATA_HELP, INPUT_ERRORS, data_source, file_options, input_error, key_options,
-                                  output_path, parse_int_list)
+                                  output_path, parse_int_list, threads_option)
 
 #: CLI option -> grid entry of the spec.
 GRID_OPTIONS = {"beta": "beta", "eta_dec": "eta_dec", "eta_enc": "eta_enc", "beta1": "beta1", "beta2": "beta2",
@@ -143,6 +145,7 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
               help="Sweep directory, e.g. sweeps/NAME.")
 @click.option("--overwrite", is_flag=True, help="Discard results of a different spec found in --out.")
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
+@threads_option(note=" (The local backend's; Ray workers keep their own.)")
 @click.pass_context
 def command(ctx: click.Context, **params: Any) -> None:
     """Train every configuration of a grid, one run directory each, and write combined.nc.
@@ -168,7 +171,10 @@ def command(ctx: click.Context, **params: Any) -> None:
         raise input_error(err) from None
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    for line in summary.lines():
+    # The line's time is the whole command's: start-up, imports, data, training, files and combined.nc.
+    from ppl_vae.cli import STARTED
+
+    for line in dataclasses.replace(summary, wall_time=time.perf_counter() - STARTED).lines():
         click.echo(line)
     if summary.failed:
         ctx.exit(1)

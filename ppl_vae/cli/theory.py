@@ -5,12 +5,15 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import xarray as xr
 
 from ppl_vae._io import write_netcdf
 from ppl_vae._validate import check_grid_size
+
+if TYPE_CHECKING:
+    import xarray as xr
 from ppl_vae.cli._common import data_options, load_data, output_path, parse_float_list, parse_int_list
 
 #: Settings ``ppl-vae theory`` computes without ``--yes`` (each prints a table).
@@ -153,6 +156,8 @@ def command(family, data_name, x_key, y_key, split, classes, n_samples, dim, cor
     if out is not None:
         if len(settings) > 1:
             # One dimension per grid axis, so that "collapse vs beta" is a plain .sel().
+            import xarray as xr
+
             combined = xr.combine_by_coords(
                 [prediction.expand_dims({key: [value] for key, value in setting.items()})
                  for setting, prediction in zip(settings, predictions)],

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from ppl_vae.cli._common import INPUT_ERRORS, data_options, input_error, load_data, output_path, parse_int_list
+from ppl_vae.cli._common import (INPUT_ERRORS, data_options, input_error, load_data, output_path, parse_int_list,
+                                 threads_option)
 
 FAMILIES = ("vae", "cvae", "mhvae")
 
@@ -108,6 +109,7 @@ def summary_lines(result, info_theory: dict | None) -> list[str]:
 
 
 @click.command("train")
+@threads_option()
 @click.option("--model", "family", type=click.Choice(FAMILIES), default="cvae", show_default=True,
               help="Model family.")
 @click.option("--arch", type=click.Choice(["linear", "mlp", "cnn"]), default="linear", show_default=True,

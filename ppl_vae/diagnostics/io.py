@@ -58,9 +58,11 @@ def save(idata: az.InferenceData, path: str | os.PathLike) -> Path:
 
 
 def load(path: str | os.PathLike) -> az.InferenceData:
-    """Read diagnostics written by :func:`save`, fully into memory (the file is closed)."""
+    """Read diagnostics written by :func:`save`, or a view (:func:`write_view`), into memory (file closed)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no diagnostics file at {path}")
+    if is_view(path):  # a sweep run's diagnostics.nc: a view of its task's store
+        return load_view(path)
     with az.rc_context({"data.load": "eager"}):
         return az.from_netcdf(str(path), engine=ENGINE)
 
@@ -145,3 +147,142 @@ def combine(idatas: Sequence[az.InferenceData], run_names: Sequence[str] | None 
 
 def _plain(attrs: dict) -> dict:
     return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in attrs.items()}
+
+
+# --------------------------------------------------------------------------- task stores and their views
+#
+# A sweep task diagnoses K configurations of one architecture at once; their
+# diagnostics share every dimension and coordinate, so the task keeps them as one
+# tree with a leading ``run`` dimension (a "store", one netCDF file written in one
+# opening) and each run's ``diagnostics.nc`` is a small JSON "view" naming the store
+# and the run. :func:`load` reads a view as the run's own InferenceData.
+
+STORE_KIND = "ppl_vae task store"
+VIEW_KIND = "ppl_vae diagnostics view"
+#: Where a view may point: the ``store`` folder two levels up (``<sweep>/runs/<run>/diagnostics.nc``).
+VIEW_STORE_PREFIX = "../../store/"
+
+
+def stack_runs(idatas: Sequence[az.InferenceData], names: Sequence[str],
+               extra: dict[str, xr.Dataset] | None = None, attrs: dict | None = None) -> xr.DataTree:
+    """K runs' diagnostics with identical layouts (one task's configurations) as one tree along ``run``.
+
+    Parameters
+    ----------
+    idatas
+        :func:`diagnose` outputs whose groups have the same dimensions and
+        coordinates (configurations of one architecture diagnosed on the same rows).
+    names
+        One distinct label per run (the ``run`` coordinate).
+    extra
+        Further nodes of the tree (e.g. ``{"loss": Dataset}``), written as they are.
+    attrs
+        Attributes of the tree's root.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``diagnostics/<group>``: each group stacked along a leading ``run``
+        (coordinates that differ between runs gain the dimension);
+        ``runs/<k>``: run k's top-level attributes, and ``runs/<k>/<group>`` the
+        group attributes that differ between runs. :func:`run_view` undoes it.
+    """
+    names = [str(name) for name in names]
+    if len(idatas) != len(names) or len(set(names)) != len(names) or not names:
+        raise ValueError(f"names must be {len(idatas)} distinct labels, got {names!r}")
+    nodes: dict[str, xr.Dataset] = {}
+    for group in idatas[0].groups():
+        parts = [idata[group] for idata in idatas]
+        stacked = xr.concat(parts, dim="run", data_vars="all", coords="different", compat="equals", join="exact",
+                            combine_attrs="drop_conflicts")
+        nodes[f"diagnostics/{group}"] = safe_dataset(stacked.assign_coords(run=names))
+        for k, part in enumerate(parts):
+            if part.attrs != stacked.attrs:
+                nodes[f"runs/{k}/{group}"] = xr.Dataset(attrs=netcdf_safe_attrs(dict(part.attrs)))
+    for k, idata in enumerate(idatas):
+        nodes[f"runs/{k}"] = xr.Dataset(attrs=netcdf_safe_attrs(dict(idata.attrs)))
+    nodes.update(extra or {})
+    root = xr.Dataset(attrs=netcdf_safe_attrs({"kind": STORE_KIND, "runs": json.dumps(names), **(attrs or {})}))
+    return xr.DataTree.from_dict({"/": root, **nodes})
+
+
+def store_runs(tree: xr.DataTree) -> list[str]:
+    """The run labels of a store, in order."""
+    if tree.attrs.get("kind") != STORE_KIND:
+        raise ValueError("not a ppl_vae task store (no 'kind' attribute naming one)")
+    return list(json.loads(tree.attrs["runs"]))
+
+
+def run_view(tree: xr.DataTree, name: str) -> az.InferenceData:
+    """Run ``name`` of a store as its own InferenceData (what :func:`stack_runs` was given for it)."""
+    k = store_runs(tree).index(str(name))
+    groups = {}
+    for group, node in tree["diagnostics"].children.items():
+        ds = node.to_dataset(inherit=False).isel(run=k, drop=True)
+        own = tree["runs"][str(k)].children.get(group)
+        ds.attrs = dict(own.attrs) if own is not None else dict(ds.attrs)
+        groups[group] = ds
+    from .core import build_inference_data
+
+    return build_inference_data(groups, dict(tree["runs"][str(k)].attrs))
+
+
+def save_tree(tree: xr.DataTree, path: str | os.PathLike) -> Path:
+    """Write a tree to one netCDF file, every group in one opening of the file, atomically."""
+    return atomic_write(path, lambda tmp: tree.to_netcdf(str(tmp), engine=ENGINE))
+
+
+def load_tree(path: str | os.PathLike) -> xr.DataTree:
+    """Read a tree written by :func:`save_tree`, fully into memory (the file is closed)."""
+    with xr.open_datatree(str(path), engine=ENGINE) as tree:
+        return tree.load().copy()
+
+
+def write_view(path: str | os.PathLike, store_name: str, run: str) -> Path:
+    """Write ``path`` as a view of run ``run`` of ``<sweep>/store/<store_name>`` (atomically)."""
+    if "/" in store_name or store_name.startswith("."):
+        raise ValueError(f"store_name must be a plain file name, got {store_name!r}")
+    text = json.dumps({"kind": VIEW_KIND, "store": VIEW_STORE_PREFIX + store_name, "run": str(run)})
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+
+
+def is_view(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a view (JSON) rather than a netCDF file (netCDF starts ``CDF`` or ``\\x89HDF``)."""
+    with open(path, "rb") as file:
+        return file.read(1) == b"{"
+
+
+def view_target(path: str | os.PathLike) -> tuple[Path, str]:
+    """(store file, run label) a view names; only a store beside its sweep's runs is accepted.
+
+    Raises
+    ------
+    ValueError
+        The file is not a view, or it points anywhere but ``../../store/<file>``.
+    """
+    path = Path(path)
+    try:
+        pointer = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a diagnostics view ({err})") from None
+    store = pointer.get("store") if isinstance(pointer, dict) else None
+    if pointer.get("kind") != VIEW_KIND or not isinstance(store, str) or not isinstance(pointer.get("run"), str):
+        raise ValueError(f"{path}: not a diagnostics view (kind, store and run expected)")
+    name = store.removeprefix(VIEW_STORE_PREFIX)
+    if not store.startswith(VIEW_STORE_PREFIX) or not name or "/" in name or name.startswith("."):
+        raise ValueError(f"{path}: a view must point to {VIEW_STORE_PREFIX}<file>, got {store!r}")
+    return path.parent.parent.parent / "store" / name, pointer["run"]
+
+
+def load_view(path: str | os.PathLike) -> az.InferenceData:
+    """The run's diagnostics a view names, read from its task's store."""
+    store, run = view_target(path)
+    if not store.is_file():
+        raise FileNotFoundError(f"{path} is a view of {store}, which is missing")
+    with xr.open_datatree(str(store), engine=ENGINE) as tree:
+        if run not in store_runs(tree):
+            raise ValueError(f"{path}: run {run!r} is not in {store}")
+        view = run_view(tree, run)
+        for group in view.groups():
+            view[group].load()
+    return view

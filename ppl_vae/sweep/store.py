@@ -5,6 +5,8 @@ Layout::
     spec.json                  the validated spec; a rerun with another spec is refused
     runs/<name>/               one run directory per configuration (config.json, checkpoint.pt,
                                loss_history.nc, diagnostics.nc, metrics.json; or error.json)
+    store/<id>.nc              one task's diagnostics and losses along ``run``, written in one
+                               opening; a run's diagnostics.nc is a view of its entry here
     groups/<id>/               a local task's checkpoints while it trains
     combined.nc                every finished run's diagnostics stacked along ``run``
     summary.json               counts and failures of the last invocation
@@ -15,9 +17,10 @@ last, atomically, after everything else of that run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from ppl_vae._io import DamagedFileError, atomic_write, atomic_write_json, check
 from ppl_vae._lock import refuse_link
 from ppl_vae.sweep.api import held_out_rows
 from ppl_vae.sweep.spec import SpecMismatchError, SweepSpec, _config_class, run_name
-from ppl_vae.sweep.tasks import ConfigOutcome, diagnose_options
+from ppl_vae.sweep.tasks import ConfigOutcome, TaskOutcome, diagnose_options
 
 SPEC_NAME = "spec.json"
 SUMMARY_NAME = "summary.json"
@@ -38,6 +41,7 @@ RUNS_DIR = "runs"
 GROUPS_DIR = "groups"
 ERROR_NAME = "error.json"
 DIAGNOSTICS_NAME = "diagnostics.nc"  # as ppl_vae.inference.runs.DIAGNOSTICS_NAME
+STORE_DIR = "store"
 
 # --------------------------------------------------------------------------- run directories
 
@@ -59,41 +63,105 @@ def _train_options(spec: SweepSpec, seed: int, vectorised: bool, provenance: dic
     return {**spec.train, **(provenance or {}), "seed": seed, "vectorised": vectorised}
 
 
-def write_run(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict, outcome: ConfigOutcome,
-              vectorised: bool) -> None:
-    """Write one configuration's run directory; ``metrics.json`` last (the finished marker)."""
-    from ppl_vae.diagnostics import save
+def write_task(out: Path, spec: SweepSpec, names: Sequence[str], grid: tuple[list, list], data_spec: dict,
+               result: TaskOutcome, vectorised: bool, group: str) -> dict[str, Any]:
+    """Write one task's run directories and its store; return the finished runs' diagnostics (name -> idata).
+
+    Each configuration gets its ``config.json`` (and ``error.json`` if it
+    failed, or ``checkpoint.pt`` and ``loss_history.nc``); then the task's
+    diagnostics and losses are written as one file, ``store/<group>.nc``, in one
+    opening; then each finished run's ``diagnostics.nc`` (a view of its entry in
+    the store) and, last, its ``metrics.json`` (the finished marker). A crash
+    anywhere before leaves the runs unfinished, to be redone.
+    """
+    from ppl_vae.diagnostics.io import netcdf_safe_attrs, run_view, save_tree, write_view
+
+    configs, seeds = grid
+    runs = out / RUNS_DIR
+    finished: list[tuple[ConfigOutcome, str, dict]] = []
+    for outcome in result.outcomes:
+        k = outcome.index
+        key = _write_run_files(runs / names[k], spec, configs[k], seeds[k], data_spec, outcome, vectorised)
+        if key is not None:
+            finished.append((outcome, names[k], key))
+    if not finished:
+        return {}
+    tree = _named_store(result.diagnostics, finished)
+    for position, (_, _, key) in enumerate(finished):
+        tree[f"runs/{position}"].attrs.update(netcdf_safe_attrs(key))
+    save_tree(tree, out / STORE_DIR / f"{group}.nc")
+    written = {}
+    for outcome, name, _ in finished:
+        run_dir = runs / name
+        write_view(run_dir / DIAGNOSTICS_NAME, f"{group}.nc", name)
+        (run_dir / ERROR_NAME).unlink(missing_ok=True)
+        atomic_write_json(run_dir / _metrics_name(), outcome.metrics)
+        written[name] = run_view(tree, name)
+    return written
+
+
+def _metrics_name() -> str:
+    from ppl_vae.inference import METRICS_NAME
+
+    return METRICS_NAME
+
+
+def _named_store(tree, finished: list[tuple[ConfigOutcome, str, dict]]):
+    """The worker's tree (runs labelled by sweep position) relabelled with run names, the losses beside."""
+    import xarray as xr
+
+    by_position = {str(outcome.index): name for outcome, name, _ in finished}
+    labels = json.loads(tree.attrs["runs"])
+    if sorted(labels) != sorted(by_position):
+        raise ValueError(f"the task's diagnostics hold runs {labels}, its outcomes {sorted(by_position)}")
+    order = [labels.index(str(outcome.index)) for outcome, _, _ in finished]  # outcomes' order
+    names = [name for _, name, _ in finished]
+    nodes = {"/": xr.Dataset(attrs={**tree.attrs, "runs": json.dumps(names)})}
+    for group, node in tree["diagnostics"].children.items():
+        nodes[f"diagnostics/{group}"] = node.to_dataset(inherit=False).isel(run=order).assign_coords(run=names)
+    for position, old in enumerate(order):
+        source = tree["runs"][str(old)]
+        nodes[f"runs/{position}"] = source.to_dataset(inherit=False)
+        for group, child in source.children.items():
+            nodes[f"runs/{position}/{group}"] = child.to_dataset(inherit=False)
+    losses = np.stack([np.asarray(outcome.loss_history, dtype=np.float64) for outcome, _, _ in finished])
+    nodes["loss"] = xr.Dataset(
+        {"loss": (("run", "step"), losses, {"long_name": "negative beta-ELBO per sample", "units": "nats"}),
+         "final_loss": ("run", [outcome.metrics["final_loss"] for outcome, _, _ in finished],
+                        {"units": "nats"})},
+        coords={"run": names, "step": np.arange(losses.shape[1])})
+    return xr.DataTree.from_dict(nodes)
+
+
+def _write_run_files(run_dir: Path, spec: SweepSpec, config, seed: int, data_spec: dict, outcome: ConfigOutcome,
+                     vectorised: bool) -> dict | None:
+    """A run's files but its diagnostics and ``metrics.json``; the diagnostics cache key if it finished."""
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, LOSS_NAME, METRICS_NAME, save_checkpoint
 
     refuse_link(run_dir, "run folder")  # never write through a link planted in runs/
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / METRICS_NAME).unlink(missing_ok=True)  # unfinished until everything below is written
+    (run_dir / METRICS_NAME).unlink(missing_ok=True)  # unfinished until everything is written
     train = _train_options(spec, seed, vectorised, outcome.provenance)
     import ppl_vae
 
-    atomic_write_json(run_dir / CONFIG_NAME, {
-        "model": config.to_dict(), "data": data_spec, "train": train, "seed": seed,
-        "version": ppl_vae.__version__, "device": (outcome.metrics or {}).get("device", "cpu"),
-    })
+    info = {"model": config.to_dict(), "data": data_spec, "train": train}
+    atomic_write_json(run_dir / CONFIG_NAME, {**info, "seed": seed, "version": ppl_vae.__version__,
+                                              "device": (outcome.metrics or {}).get("device", "cpu")})
     if not outcome.ok:
         atomic_write_json(run_dir / ERROR_NAME, outcome.error)
-        return
+        return None
     history = outcome.loss_history
     save_checkpoint(run_dir / CHECKPOINT_NAME, {
         "model_state": outcome.state_dict, "step": int(history.size),
         "loss_history": torch.tensor(np.array(history), dtype=torch.float64), "config": config.to_dict(),
         "train": train,
     })
+    # loss_history.nc as every run directory has it (the report draws it); the store holds it too.
     loss = xr.DataArray(history, dims="step", coords={"step": np.arange(history.size)}, name="loss",
                         attrs={"long_name": "negative beta-ELBO per sample", "units": "nats"})
     atomic_write(run_dir / LOSS_NAME, lambda tmp: loss.to_dataset().to_netcdf(tmp))
-    idata = outcome.diagnostics
     # The report reuses diagnostics.nc when these keys match the run (see ppl_vae.report.runs).
-    key = cache_key(spec, {"model": config.to_dict(), "data": data_spec, "train": train}, run_dir / CHECKPOINT_NAME)
-    idata.attrs.update(key, checkpoint_step=int(history.size))
-    save(idata, run_dir / DIAGNOSTICS_NAME)
-    (run_dir / ERROR_NAME).unlink(missing_ok=True)
-    atomic_write_json(run_dir / METRICS_NAME, outcome.metrics)
+    return {**cache_key(spec, info, run_dir / CHECKPOINT_NAME), "checkpoint_step": int(history.size)}
 
 
 def cache_key(spec: SweepSpec, info: Mapping[str, Any], checkpoint: Path) -> dict[str, Any]:
@@ -109,21 +177,23 @@ def cache_key(spec: SweepSpec, info: Mapping[str, Any], checkpoint: Path) -> dic
                                  spec.diagnostics["seed"], diagnose_options(spec.diagnostics), split)
 
 
-def run_diagnostics(run_dir: Path, spec: SweepSpec):
+def run_diagnostics(run_dir: Path, spec: SweepSpec, stores: dict | None = None):
     """A finished run's diagnostics made with the sweep's settings: its ``diagnostics.nc``, or recomputed.
 
-    The cache is recomputed (and rewritten) when it cannot be read or was made
-    otherwise (other ``iw_samples``, split, checkpoint or package version), so
-    ``combined.nc`` never mixes settings.
+    ``diagnostics.nc`` is a view of the run's task store (or, after a
+    recomputation, a file of its own). It is recomputed (and rewritten as a file
+    of its own) when it cannot be read or was made otherwise (other
+    ``iw_samples``, split, checkpoint or package version), so ``combined.nc``
+    never mixes settings. ``stores`` caches the task stores read (path -> tree),
+    so that a store is opened once for all its runs.
     """
     from ppl_vae.diagnostics import save
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, load_run
-    from ppl_vae.report.runs import read_cache
     from ppl_vae.sweep.api import diagnose_held_out
 
     key = cache_key(spec, read_json(run_dir / CONFIG_NAME), run_dir / CHECKPOINT_NAME)
-    cached = read_cache(run_dir / DIAGNOSTICS_NAME, key)
-    if cached is not None:
+    cached = _read_cached(run_dir / DIAGNOSTICS_NAME, {} if stores is None else stores)
+    if cached is not None and all(str(cached.attrs.get(name)) == str(value) for name, value in key.items()):
         return cached
     model, bundle, info = load_run(run_dir, device="cpu")
     options = dict(spec.diagnostics)
@@ -133,6 +203,22 @@ def run_diagnostics(run_dir: Path, spec: SweepSpec):
     idata.attrs.update(key, checkpoint_step=int(info["step"]))
     save(idata, run_dir / DIAGNOSTICS_NAME)
     return idata
+
+
+def _read_cached(path: Path, stores: dict):
+    """The diagnostics at ``path`` (a view, read through ``stores``, or a file); None if they cannot be read."""
+    from ppl_vae.diagnostics import load
+    from ppl_vae.diagnostics.io import is_view, load_tree, run_view, view_target
+
+    try:
+        if not is_view(path):
+            return load(path)
+        store, run = view_target(path)
+        if store not in stores:
+            stores[store] = load_tree(store)
+        return run_view(stores[store], run)
+    except Exception:  # noqa: BLE001 - whatever the damage (missing, netCDF, HDF5, truncation), recompute
+        return None
 
 
 def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: bool = False, bundle=None) -> Path:
@@ -181,7 +267,7 @@ def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: boo
 def _discard_results(out: Path) -> None:
     """Remove everything a sweep of another spec left in ``out`` (before the new spec is written)."""
     (out / SPEC_NAME).unlink(missing_ok=True)
-    for folder in (RUNS_DIR, GROUPS_DIR):
+    for folder in (RUNS_DIR, GROUPS_DIR, STORE_DIR):
         shutil.rmtree(out / folder, ignore_errors=True)
     for name in (COMBINED_NAME, SUMMARY_NAME):
         (out / name).unlink(missing_ok=True)
@@ -203,14 +289,16 @@ def read_spec(out: str | os.PathLike) -> SweepSpec:
     return SweepSpec.from_dict(raw)
 
 
-def rebuild_combined(out: str | os.PathLike):
+def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = None):
     """Every finished configuration's diagnostics stacked along ``run`` (sweep order).
 
     Coordinates along ``run``: the model hyper-parameters and ``family`` (as
     :func:`ppl_vae.diagnostics.combine` sets them), plus every other grid
-    entry (``seed``, ``latent_dim``, ...) and ``final_loss``. Each run's
-    diagnostics come from :func:`run_diagnostics`: its ``diagnostics.nc`` when
-    made with the sweep's settings, else recomputed, so settings never mix.
+    entry (``seed``, ``latent_dim``, ...) and ``final_loss``. ``fresh`` maps run
+    names to diagnostics already in memory (the runs just written); every other
+    run's come from :func:`run_diagnostics`:
+    its view of its task store when made with the sweep's settings, else
+    recomputed, so settings never mix.
 
     Raises
     ------
@@ -218,22 +306,24 @@ def rebuild_combined(out: str | os.PathLike):
         No configuration has finished yet.
     """
     from ppl_vae.diagnostics import combine
+    from ppl_vae.inference import METRICS_NAME
 
-    out = Path(out)
+    out, fresh = Path(out), dict(fresh or {})
     spec = read_spec(out)
     points = spec.points()
-    done = [(run_name(p), p) for p in points if run_status(out / RUNS_DIR / run_name(p)) == "finished"]
+    done = [(run_name(p), p) for p in points
+            if run_name(p) in fresh or run_status(out / RUNS_DIR / run_name(p)) == "finished"]
     if not done:
         raise FileNotFoundError(f"no finished configuration in {out / RUNS_DIR}")
-    idatas = [run_diagnostics(out / RUNS_DIR / name, spec) for name, _ in done]
+    stores: dict = {}
+    idatas = [fresh[name] if name in fresh else run_diagnostics(out / RUNS_DIR / name, spec, stores)
+              for name, _ in done]
+    final_loss = [_final_loss(out / RUNS_DIR / name / METRICS_NAME) for name, _ in done]
     combined = combine(idatas, run_names=[name for name, _ in done])
     hyper = set(_config_class(spec.model)._hyperparameter_names)
     extra = {key: ("run", np.asarray([point[key] for _, point in done])) for key in spec.grid if key not in hyper}
     if "seed" not in extra:
         extra["seed"] = ("run", np.asarray([int(i.attrs.get("seed", 0)) for i in idatas]))
-    from ppl_vae.inference import METRICS_NAME
-
-    final_loss = [_final_loss(out / RUNS_DIR / name / METRICS_NAME) for name, _ in done]
     extra["final_loss"] = ("run", np.asarray(final_loss, dtype=np.float64))
     for group in combined.groups():
         combined[group] = combined[group].assign_coords(extra)
@@ -251,8 +341,17 @@ def _final_loss(path: Path) -> float:
     return float(value)
 
 
-def write_combined(out: str | os.PathLike) -> Path:
-    """Rebuild the combined diagnostics and write ``out/combined.nc`` (atomically)."""
-    from ppl_vae.diagnostics import save
+def write_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = None) -> Path:
+    """Build the combined diagnostics (:func:`rebuild_combined`) and write ``out/combined.nc`` (atomically).
 
-    return save(rebuild_combined(out), Path(out) / COMBINED_NAME)
+    Every group is written in one opening of the file (ArviZ's own writer reopens
+    it per group); :func:`ppl_vae.diagnostics.load` reads it as any InferenceData.
+    """
+    import xarray as xr
+
+    from ppl_vae.diagnostics.io import make_netcdf_safe, save_tree
+
+    combined = make_netcdf_safe(rebuild_combined(out, fresh))
+    tree = xr.DataTree.from_dict({"/": xr.Dataset(attrs=dict(combined.attrs)),
+                                  **{group: combined[group] for group in combined.groups()}})
+    return save_tree(tree, Path(out) / COMBINED_NAME)

@@ -63,9 +63,10 @@ from ppl_vae.sweep.spec import (BACKENDS, DERIVED_FIELDS, EXECUTION_DEFAULTS, FA
                                 SPEC_SECTIONS, TRAIN_DEFAULTS, GridTooLargeError, SpecMismatchError, SweepSpec,
                                 _check_names, load_spec, parse_values, run_name)
 from ppl_vae.sweep.store import (COMBINED_NAME, DIAGNOSTICS_NAME, ERROR_NAME, GROUPS_DIR, RUNS_DIR,  # noqa: F401
-                                 SPEC_NAME, SUMMARY_NAME, cache_key, prepare_sweep_dir, read_spec, rebuild_combined,
-                                 run_diagnostics, run_status, write_combined, write_run)
-from ppl_vae.sweep.tasks import ConfigOutcome, diagnose_options, error_record, group_id, run_group  # noqa: F401
+                                 SPEC_NAME, STORE_DIR, SUMMARY_NAME, cache_key, prepare_sweep_dir, read_spec,
+                                 rebuild_combined, run_diagnostics, run_status, write_combined, write_task)
+from ppl_vae.sweep.tasks import (ConfigOutcome, TaskOutcome, diagnose_options, error_record, group_id,  # noqa: F401
+                                 run_group)
 
 
 # --------------------------------------------------------------------------- running
@@ -124,11 +125,11 @@ class StudySummary:
         return lines
 
 
-Runner = Callable[[SweepTask, Any], list[ConfigOutcome]]
+Runner = Callable[[SweepTask, Any], TaskOutcome]
 
 
 def _as_completed(backend: Backend, runner: Runner, tasks: Sequence[SweepTask], bundle
-                  ) -> Iterator[tuple[SweepTask, list[ConfigOutcome] | BaseException]]:
+                  ) -> Iterator[tuple[SweepTask, TaskOutcome | BaseException]]:
     """Each task's outcomes (or the exception that lost them) as soon as it is done."""
     if hasattr(backend, "as_completed"):
         for position, result in backend.as_completed(runner, tasks, bundle):
@@ -219,30 +220,30 @@ def _run_claimed(spec: SweepSpec, out: Path, bundle, grid: tuple[list, list, lis
     groups_dir = str(out / GROUPS_DIR) if isinstance(backend, LocalBackend) else None
     runner = runner or functools.partial(run_group, diagnostics=dict(spec.diagnostics), groups_dir=groups_dir)
     data_spec = bundle.attrs.get("spec")
-    finished, failed, not_converged = [], {}, []
+    finished, failed, not_converged, fresh = [], {}, [], {}
     for done, (task, result) in enumerate(_as_completed(backend, runner, tasks, bundle), start=1):
         if isinstance(result, BaseException):
-            record = error_record(result)
-            result = [ConfigOutcome(index=k, error=record) for k in task.index]
-        for outcome in result:
-            k = outcome.index
-            write_run(runs / names[k], spec, configs[k], seeds[k], data_spec, outcome, task.vectorised)
+            result = TaskOutcome.failed(task, result)
+        fresh.update(write_task(out, spec, names, (configs, seeds), data_spec, result, task.vectorised,
+                                group_id(task)))
+        for outcome in result.outcomes:
+            name = names[outcome.index]
             if outcome.ok:
-                finished.append(names[k])
+                finished.append(name)
                 if (outcome.metrics or {}).get("converged") is False:
-                    not_converged.append(names[k])
+                    not_converged.append(name)
             else:
-                failed[names[k]] = outcome.error
+                failed[name] = outcome.error
         if echo is not None:
             echo(f"task {done}/{len(tasks)}: {len(task.index)} configuration(s), "
-                 f"{sum(o.ok for o in result)} finished")
+                 f"{sum(o.ok for o in result.outcomes)} finished")
     if groups_dir is not None and Path(groups_dir).is_dir() and not any(Path(groups_dir).iterdir()):
         Path(groups_dir).rmdir()  # every group finished and was written out
+    if finished or skipped:
+        write_combined(out, fresh)  # this invocation's runs from memory, earlier ones from their stores
     summary = StudySummary(out, tuple(finished), tuple(names[k] for k in skipped), failed,
                            time.perf_counter() - start, getattr(backend, "name", type(backend).__name__),
                            tuple(not_converged))
-    if finished or skipped:
-        write_combined(out)
     atomic_write_json(out / SUMMARY_NAME, {**summary.counts, "finished": list(summary.finished),
                                            "skipped": list(summary.skipped), "failed": summary.failed,
                                            "wall_time_s": summary.wall_time, "backend": summary.backend})

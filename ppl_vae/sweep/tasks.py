@@ -1,8 +1,11 @@
-"""One sweep task as a worker runs it: train a group of configurations, diagnose them, report per configuration.
+"""One sweep task as a worker runs it: train a group of configurations, diagnose them, send them back batched.
 
 :func:`run_group` is the function a backend maps over the tasks (locally or on
-Ray); what it returns (:class:`ConfigOutcome` per configuration) is plain,
-picklable data that the driver writes (:mod:`ppl_vae.sweep.store`).
+Ray). What it returns, a :class:`TaskOutcome`, is plain picklable data: one
+:class:`ConfigOutcome` per configuration (weights, loss, metrics or the error)
+and the diagnostics of the task's finished configurations as one tree along
+``run`` (:func:`ppl_vae.diagnostics.io.stack_runs`), which the driver writes in
+one file (:mod:`ppl_vae.sweep.store`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ class ConfigOutcome:
     metrics
         ``metrics.json`` content (final_loss, steps, wall_time_s, device, theory).
     diagnostics
-        ``ppl_vae.diagnostics.diagnose`` output (None on failure).
+        ``ppl_vae.diagnostics.diagnose`` output, when sent alone (a :class:`TaskOutcome`
+        carries its configurations' diagnostics batched instead; None on failure).
     error
         ``{"type", "message", "traceback"}`` on failure, else None.
     provenance
@@ -58,6 +62,30 @@ class ConfigOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOutcome:
+    """What a worker sends back for one task.
+
+    Attributes
+    ----------
+    outcomes
+        One :class:`ConfigOutcome` per configuration of the task, in task order.
+    diagnostics
+        The finished configurations' diagnostics as one ``xarray.DataTree``
+        (:func:`ppl_vae.diagnostics.io.stack_runs`) whose ``run`` labels are their
+        sweep positions (``"3"``); None when no configuration finished.
+    """
+
+    outcomes: tuple[ConfigOutcome, ...]
+    diagnostics: Any = None
+
+    @classmethod
+    def failed(cls, task: SweepTask, err: BaseException) -> TaskOutcome:
+        """Every configuration of ``task`` failed with ``err``."""
+        record = error_record(err)
+        return cls(tuple(ConfigOutcome(index=k, error=record) for k in task.index))
 
 
 def error_record(err: BaseException) -> dict[str, str]:
@@ -91,7 +119,7 @@ def group_id(task: SweepTask) -> str:
 
 
 def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None = None,
-              groups_dir: str | None = None) -> list[ConfigOutcome]:
+              groups_dir: str | None = None) -> TaskOutcome:
     """Train one task (via :func:`ppl_vae.sweep.api.run_task`), diagnosing each configuration on held-out rows.
 
     This is what a worker runs. A failure of the whole task (an exception in
@@ -120,12 +148,11 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
                     raise
                 result = run_task(task, bundle, diagnostics=options, checkpoint_dir=checkpoint_dir)
     except Exception as err:  # noqa: BLE001 - recorded per configuration, the sweep goes on
-        record = error_record(err)
-        return [ConfigOutcome(index=k, error=record) for k in task.index]
+        return TaskOutcome.failed(task, err)
     # The rows the task trained on (as fit split them): what the linear theory describes.
     train, _ = held_out_rows(bundle, task.fit_options.get("test_fraction", 0.0), task.fit_options.get("split_seed", 0),
                              None)
-    outcomes = []
+    outcomes, finished = [], []
     for row, (k, config, state) in enumerate(zip(task.index, task.configs, result.state_dicts)):
         history = np.asarray(result.loss_history[row], dtype=np.float64)
         if row in result.diverged:
@@ -155,9 +182,18 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
             idata = result.diagnostics[row]
             metrics["device"] = str(idata.attrs.get("device", task.fit_options.get("device", "cpu")))
             outcomes.append(ConfigOutcome(index=k, state_dict=state, loss_history=history, metrics=metrics,
-                                          diagnostics=idata, provenance=result.provenance))
+                                          provenance=result.provenance))
+            finished.append(idata)
         except Exception as err:  # noqa: BLE001
             outcomes.append(ConfigOutcome(index=k, error=error_record(err)))
     if checkpoint_dir is not None and all(outcome.ok for outcome in outcomes):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: the run directories hold everything
-    return outcomes
+    return TaskOutcome(tuple(outcomes), batch_diagnostics(outcomes, finished))
+
+
+def batch_diagnostics(outcomes: list[ConfigOutcome], idatas: list[Any]):
+    """The finished configurations' diagnostics as one tree along ``run`` (labels: sweep positions), or None."""
+    from ppl_vae.diagnostics.io import stack_runs
+
+    labels = [str(outcome.index) for outcome in outcomes if outcome.ok]
+    return stack_runs(idatas, labels) if labels else None

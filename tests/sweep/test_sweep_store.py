@@ -1,0 +1,134 @@
+"""A task's results written once, as one store; each run's diagnostics a view of it; combined.nc from memory."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from ppl_vae.diagnostics import load
+from ppl_vae.diagnostics.io import is_view, load_view, run_view, save_tree, stack_runs, view_target, write_view
+from ppl_vae.sweep import SweepSpec, rebuild_combined, run_study
+from ppl_vae.sweep.api import run_task
+
+SPEC = {
+    "model": "cvae", "arch": "linear", "data": {"name": "synthetic", "n": 120, "dim": 6},
+    "model_options": {"latent_dim": 3}, "grid": {"beta": [0.5, 2.0], "seed": "0-1"},
+    "train": {"steps": 25, "lr": 0.02},
+    "diagnostics": {"iw_samples": 8, "n_obs": 3, "n_draws": 5, "kl_samples": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def task_diagnostics():
+    """Two configurations of one task, diagnosed together: (idatas, their names)."""
+    from ppl_vae.sweep.api import plan_tasks
+
+    spec = SweepSpec.from_dict({**SPEC, "grid": {"beta": [0.5, 2.0]}})
+    bundle = spec.load_data()
+    configs, seeds, names = spec.expand(bundle)
+    (task,) = plan_tasks(configs, seeds, {"steps": 10, "lr": 0.02, "test_fraction": 0.1, "device": "cpu"})
+    result = run_task(task, bundle, diagnostics={**SPEC["diagnostics"], "seed": 0, "max_points": None})
+    return list(result.diagnostics), names
+
+
+def test_a_view_reads_back_exactly_what_diagnose_gave_each_configuration(task_diagnostics, tmp_path):
+    idatas, names = task_diagnostics
+    save_tree(stack_runs(idatas, names), tmp_path / "store" / "task.nc")
+    for idata, name in zip(idatas, names):
+        view = tmp_path / "runs" / name / "diagnostics.nc"
+        write_view(view, "task.nc", name)
+        assert is_view(view)
+        back = load(view)  # what the report and users read
+        assert back.groups() == idata.groups()
+        for group in idata.groups():
+            xr.testing.assert_identical(back[group], idata[group])  # values, dtypes (bool flags), coords
+            assert back[group].attrs == idata[group].attrs, group
+        assert {k: str(v) for k, v in back.attrs.items()} == {k: str(v) for k, v in idata.attrs.items()}
+
+
+def test_a_view_pointing_anywhere_but_its_sweeps_store_is_refused(tmp_path):
+    view = tmp_path / "runs" / "a" / "diagnostics.nc"
+    view.parent.mkdir(parents=True)
+    for store in ("/etc/passwd", "../../../elsewhere.nc", "../../store/../x.nc", "../../store/.hidden"):
+        view.write_text(json.dumps({"kind": "ppl_vae diagnostics view", "store": store, "run": "a"}))
+        with pytest.raises(ValueError, match="must point to"):
+            view_target(view)
+    write_view(view, "gone.nc", "a")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_view(view)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store") / "sweep"
+    spec = SweepSpec.from_dict({**SPEC, "execution": {"group_size": 2}})
+    return spec, out, run_study(spec, out)
+
+
+def test_each_task_is_one_store_file_and_every_run_a_view_of_it(sweep):
+    spec, out, summary = sweep
+    assert summary.counts["finished"] == 4
+    stores = sorted((out / "store").iterdir())
+    assert len(stores) == 2  # two tasks of two configurations
+    tree = xr.open_datatree(stores[0])
+    in_store = json.loads(tree.attrs["runs"])
+    assert len(in_store) == 2 and tree["loss/loss"].dims == ("run", "step")
+    tree.close()
+    for name in summary.finished:
+        view = out / "runs" / name / "diagnostics.nc"
+        assert is_view(view) and view.stat().st_size < 1000  # a pointer, not a copy
+        loss = xr.load_dataset(out / "runs" / name / "loss_history.nc").loss.values
+        store, run = view_target(view)
+        with xr.open_datatree(store) as tree:
+            np.testing.assert_array_equal(tree["loss"].to_dataset().loss.sel(run=run).values, loss)
+
+
+def test_a_task_writes_its_store_in_one_opening_and_no_diagnostics_file_per_run(tmp_path, monkeypatch):
+    from xarray.backends import writers
+
+    opened = []  # the folder of every netCDF file opened for writing
+    real_open = writers.get_writable_netcdf_store
+
+    def counting_open(target, *args, **kwargs):
+        opened.append(Path(str(target)).parent.name)
+        return real_open(target, *args, **kwargs)
+
+    monkeypatch.setattr(writers, "get_writable_netcdf_store", counting_open)
+    spec = SweepSpec.from_dict({**SPEC, "grid": {"beta": [0.5, 1.0, 2.0]}})
+    summary = run_study(spec, tmp_path / "sweep")
+    assert summary.counts["finished"] == 3
+    assert opened.count("store") == 1  # one task, one opening of its store
+    runs_written = [where for where in opened if where.startswith("beta=")]
+    assert len(runs_written) == 3  # each run's loss_history.nc only (the report draws it); no diagnostics file
+
+
+def test_a_resumed_sweep_combines_earlier_runs_from_their_stores(sweep, tmp_path):
+    import shutil
+
+    spec, out, summary = sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    removed = summary.finished[-1]
+    shutil.rmtree(copy / "runs" / removed)
+    again = run_study(spec, copy)
+    assert again.finished == (removed,) and len(again.skipped) == 3
+    combined = load(copy / "combined.nc")
+    assert list(combined.collapse.run.values) == list(summary.finished)
+    before = load(out / "combined.nc")
+    np.testing.assert_allclose(combined.metrics.iw_log_likelihood.values, before.metrics.iw_log_likelihood.values,
+                               rtol=1e-5)
+    np.testing.assert_array_equal(rebuild_combined(copy).collapse.z_kl.values, combined.collapse.z_kl.values)
+
+
+def test_in_memory_views_equal_the_views_read_from_disk(sweep):
+    from ppl_vae.diagnostics.io import load_tree
+
+    _, out, summary = sweep
+    name = summary.finished[0]
+    store, run = view_target(out / "runs" / name / "diagnostics.nc")
+    from_tree = run_view(load_tree(store), run)
+    from_file = load(out / "runs" / name / "diagnostics.nc")
+    for group in from_file.groups():
+        xr.testing.assert_identical(from_tree[group], from_file[group])
