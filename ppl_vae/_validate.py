@@ -45,6 +45,15 @@ def check_int_range(name: str, value: int, low: int = 1, high: int | None = None
     return value
 
 
+def check_mapping(name: str, value):
+    """Return ``value`` if it is a mapping (a dict, a parsed YAML/JSON object), else ``ValueError`` naming ``name``."""
+    from collections.abc import Mapping
+
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a mapping (key: value entries), got {type(value).__name__} {value!r:.60}")
+    return value
+
+
 def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``."""
     allowed = tuple(choices)

@@ -125,7 +125,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 10**6) | st.floa
 SECTIONS = ("model", "arch", "data", "model_options", "grid", "train", "diagnostics", "execution")
 
 
-@FAST
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(SECTIONS), JSON, max_size=6))
 def test_any_spec_mapping_validates_or_is_refused_with_a_value_error(raw):
     from ppl_vae.sweep.spec import SweepSpec
