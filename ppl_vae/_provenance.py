@@ -194,3 +194,24 @@ def discard_damaged_group(checkpoint_dir: str | os.PathLike | None, error: BaseE
                   "group is trained again from the start", stacklevel=2)
     shutil.rmtree(folder, ignore_errors=True)
     return True
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's ``config.json``, refused by name unless it is a mapping whose model, data and train are mappings.
+
+    Raises
+    ------
+    ppl_vae._io.DamagedFileError
+        Naming the file and the entry.
+    """
+    from ppl_vae._io import DamagedFileError, read_json
+
+    info = read_json(path)
+    if not isinstance(info, dict):
+        raise DamagedFileError(f"{path} is not a run configuration (a JSON object), got a {type(info).__name__}; "
+                               "it is damaged or was not written by ppl_vae")
+    wrong = [key for key in ("model", "data", "train") if key in info and not isinstance(info[key], dict)]
+    if wrong:
+        raise DamagedFileError(f"{path}: {', '.join(map(repr, wrong))} must be a mapping; the file is damaged or was "
+                               "not written by ppl_vae")
+    return info

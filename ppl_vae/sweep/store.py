@@ -30,6 +30,7 @@ import xarray as xr
 
 from ppl_vae._io import DamagedFileError, atomic_write, atomic_write_json, check_path, read_json, visible_entries
 from ppl_vae._lock import refuse_link
+from ppl_vae._provenance import read_run_config
 from ppl_vae.sweep.api import held_out_rows
 from ppl_vae.sweep.spec import SpecMismatchError, SweepSpec, _config_class, run_name
 from ppl_vae.sweep.tasks import ConfigOutcome, TaskOutcome, diagnose_options
@@ -191,7 +192,7 @@ def run_diagnostics(run_dir: Path, spec: SweepSpec, stores: dict | None = None):
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, load_run
     from ppl_vae.sweep.api import diagnose_held_out
 
-    key = cache_key(spec, read_json(run_dir / CONFIG_NAME), run_dir / CHECKPOINT_NAME)
+    key = cache_key(spec, read_run_config(run_dir / CONFIG_NAME), run_dir / CHECKPOINT_NAME)
     cached = _read_cached(run_dir / DIAGNOSTICS_NAME, {} if stores is None else stores)
     if cached is not None and all(str(cached.attrs.get(name)) == str(value) for name, value in key.items()):
         return cached

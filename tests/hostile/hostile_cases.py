@@ -203,6 +203,13 @@ def _sweep_json(target: str, text: str):
     return prepare
 
 
+def _sweep_damaged_outputs(made, tmp):
+    sweep = _copy(made, tmp, "sweep")
+    (sweep / "summary.json").write_text("[")
+    (sweep / "combined.nc").write_bytes(b"CDF\x01 cut")
+    return ["sweep", *SWEEP, "--beta", "1,2", "--out", str(sweep)]
+
+
 def _sweep_overwrite_foreign(made, tmp):
     sweep = _copy(made, tmp, "sweep")
     (sweep / "runs" / "notes.md").write_text(VICTIM_TEXT)
@@ -518,6 +525,12 @@ CASES = [
     Case("S run metrics.json {}", _sweep_json("runs/beta=1/metrics.json", "{}"), ("metrics.json",),
          expect="either"),
     Case("S run checkpoint wrong shapes", _sweep_run_damaged_checkpoint, ("checkpoint.pt",)),
+    Case("S run config.json a list", _sweep_json("runs/beta=1/config.json", "[]"), ("config.json",),
+         expect="either"),
+    Case("S run diagnostics.nc empty (recomputed)", _sweep_json("runs/beta=1/diagnostics.nc", ""),
+         expect="handled", creates="sweep/combined.nc"),
+    Case("S summary.json and combined.nc damaged (rewritten)", _sweep_damaged_outputs, expect="handled",
+         creates="sweep/combined.nc"),
     Case("S --overwrite with the user's files in runs/", _sweep_overwrite_foreign, ("notes.md",),
          keep=("sweep/runs/notes.md", "sweep/runs/my_extra_run/keep.txt")),
     Case("S rerun after its data file changed", _sweep_data_changed, ("data.npz", "changed")),
