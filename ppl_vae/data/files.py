@@ -35,6 +35,7 @@ import xarray as xr
 
 from ppl_vae._io import file_sha256
 from ppl_vae.data.bundle import DataBundle
+from ppl_vae.data.sizes import check_declared_size
 
 #: File suffixes ``load`` reads, by kind.
 TABLE_SUFFIXES = (".csv", ".npy")
@@ -185,74 +186,6 @@ def check_rows(arrays: Mapping[str, np.ndarray], source: str) -> int:
     return next(iter(rows.values()))
 
 
-# --- sizes, before reading ------------------------------------------------------------------------------------
-
-
-def _npy_header(handle, source: str) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) a ``.npy`` stream declares, read from its header only."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(handle)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(handle)
-        else:
-            shape, _, dtype = fmt._read_array_header(handle, version)  # noqa: SLF001  (3.0: utf-8 field names)
-    except (ValueError, OSError, EOFError, TypeError, SyntaxError) as err:
-        raise DataFileError(f"{source}: not a readable .npy array ({' '.join(str(err).split())[:160]})") from None
-    return tuple(int(n) for n in shape), np.dtype(dtype)
-
-
-def _declared_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
-    return int(np.prod(shape, dtype=object)) * max(dtype.itemsize, 1)  # Python ints: no overflow
-
-
-def check_declared_size(path: Path, budget: int | None = None) -> None:
-    """Refuse a data file whose declared contents exceed the memory budget, before reading it.
-
-    ``.npy``: the shape and dtype in its header. ``.npz``: each member's header
-    and its declared decompressed size (a small archive may inflate to
-    gigabytes). ``.csv``: the file size. netCDF is checked from its variables'
-    shapes when opened lazily (:func:`_read_arrays`).
-
-    Raises
-    ------
-    DataFileError
-        Naming the file (and the member), the declared shape and the sizes.
-    """
-    from ppl_vae._validate import check_bytes
-
-    suffix, source = path.suffix.lower(), str(path)
-    try:
-        if suffix == ".npy":
-            with open(path, "rb") as handle:
-                shape, dtype = _npy_header(handle, source)
-            check_bytes(f"{source} (declared shape {shape}, {dtype})", _declared_bytes(shape, dtype), budget=budget)
-        elif suffix == ".npz":
-            import zipfile
-
-            try:
-                archive = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, OSError) as err:
-                raise DataFileError(f"{source}: not a readable .npz archive ({err})") from None
-            with archive:
-                members = archive.infolist()
-                check_bytes(f"{source} (its {len(members)} arrays decompressed)",
-                            sum(info.file_size for info in members), budget=budget)
-                for info in members:
-                    with archive.open(info) as handle:
-                        shape, dtype = _npy_header(handle, f"{source}: member {info.filename!r}")
-                    check_bytes(f"{source}: array {info.filename!r} (declared shape {shape}, {dtype})",
-                                _declared_bytes(shape, dtype), budget=budget)
-        elif suffix == ".csv":
-            check_bytes(f"{source} (a CSV table read into memory)", 4 * path.stat().st_size, budget=budget)
-    except ValueError as err:
-        if isinstance(err, DataFileError):
-            raise
-        raise DataFileError(str(err)) from None
-
-
 # --- selecting ------------------------------------------------------------------------------------------------
 
 
@@ -376,7 +309,7 @@ def load_file(path: str | os.PathLike, *, paired: bool = False, x_key: str | Non
                             f"{str(sha256)[:12]}...); the saved run no longer matches its data")
     keys = _keys(x_key, y_key, label_key)
     source = str(path)
-    check_declared_size(path)
+    check_declared_size(path)  # headers and decompressed sizes against the memory budget, before reading
     if suffix in TABLE_SUFFIXES:
         raw = _from_table(*_read_table(path), source, keys)
     else:
