@@ -49,8 +49,19 @@ def plain_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ppl_vae.bench.plain_grid", *args]
 
 
+def child_environment() -> dict[str, str]:
+    """This environment with this ``ppl_vae``'s folder first on ``PYTHONPATH``: the children run this code."""
+    import ppl_vae
+
+    root = str(Path(ppl_vae.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 def timed_process(argv: Sequence[str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one process run to its end; its output is kept only if it fails.
+
+    The process starts in an empty temporary folder (``python -m`` puts the
+    working folder first on the path: another checkout there must not be run).
 
     Raises
     ------
@@ -59,7 +70,9 @@ def timed_process(argv: Sequence[str]) -> tuple[float, float]:
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with tempfile.TemporaryDirectory(prefix="ppl-vae-cwd-") as cwd:
+        done = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                              env=child_environment())
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:

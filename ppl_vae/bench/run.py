@@ -246,14 +246,17 @@ def run_bench(device: str | torch.device = "cpu", *, quick: bool = False, thread
     quick
         Small MNIST-shaped data (1,024 pairs), fewer repeats, 300-step timing
         blocks, a K = 16 sweep of 500 steps and the 50-epoch grid: about four
-        and a half minutes on a 2-core CPU.
+        and a half minutes on a 2-core CPU; the ``cold`` and ``threads`` sections
+        (whole processes, once each in quick mode, three times otherwise) add
+        about three and a half minutes under load (measured), less on an idle machine.
     threads
         ``torch.set_num_threads`` for the run (restored afterwards); None:
         leave it. One thread is fastest for these small models on a shared CPU.
     cases, variants, sections
         Restrict what is measured (defaults: everything). ``'overhead'``
         ablates ``fit``'s Pyro overheads on the CPU (see
-        :mod:`ppl_vae.bench.profile`); it is skipped on CUDA.
+        :mod:`ppl_vae.bench.profile`); it, ``'cold'`` and ``'threads'``
+        (:mod:`ppl_vae.bench.cold`) are skipped on CUDA.
     log
         Called with one progress line per measurement.
 

@@ -23,7 +23,10 @@ Layout of a sweep directory::
     spec.json                  the validated spec; a rerun with another spec is refused
     runs/<name>/               one run directory per configuration, as ppl_vae.inference
                                writes them (config.json, checkpoint.pt, loss_history.nc,
-                               metrics.json) plus diagnostics.nc; or error.json if it failed
+                               metrics.json) plus diagnostics.nc, a view of the task's store;
+                               or error.json if it failed
+    store/<task>.nc            a task's diagnostics and losses along ``run``, written once
+                               (:mod:`ppl_vae.sweep.store`)
     combined.nc                every finished run's diagnostics stacked along ``run``
     summary.json               counts and failures of the last invocation
 
