@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from ppl_vae._lock import LOCK_NAME
+from ppl_vae._lock import LOCK_NAME, refuse_link
 
 
 def current_umask() -> int:
@@ -57,10 +57,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, excl
     ------
     FileExistsError
         ``exclusive`` and ``path`` exists (the new file is discarded).
+    ppl_vae._lock.LinkedOutputError
+        ``path`` is a symbolic link: refused by name, never followed or replaced.
     """
     target = check_path(path)
+    refuse_link(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if exclusive and target.exists():
+    if exclusive and os.path.lexists(target):
         raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -225,7 +228,8 @@ def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool = False, resume:
 
 def _clear_run(run_dir: Path, entries: list[Path], layout: Collection[str]) -> None:
     """Remove the files of an old run, refusing a directory that holds anything else."""
-    foreign = sorted(entry.name for entry in entries if entry.name not in layout or not entry.is_file())
+    foreign = sorted(entry.name for entry in entries
+                     if entry.name not in layout or entry.is_symlink() or not entry.is_file())
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise RunDirectoryExistsError(

@@ -73,3 +73,28 @@ def test_the_hint_names_only_options_the_command_has(tmp_path):
     with pytest.raises(RunDirectoryExistsError) as caught:
         prepare_run_dir(tmp_path, hint="pass --overwrite to reuse it")
     assert "--resume" not in str(caught.value) and "--overwrite" in str(caught.value)
+
+
+def test_an_atomic_write_never_follows_or_replaces_a_link(tmp_path):
+    from ppl_vae._lock import LinkedOutputError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    (tmp_path / "metrics.json").symlink_to(victim)
+    for exclusive in (False, True):
+        with pytest.raises(LinkedOutputError, match="metrics.json is a symbolic link"):
+            atomic_write_text(tmp_path / "metrics.json", "{}", exclusive=exclusive)
+    assert victim.read_text() == "mine\n" and (tmp_path / "metrics.json").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "victim.txt"]  # no temporary left
+
+
+def test_overwrite_refuses_a_run_file_that_is_a_link(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.json").symlink_to(victim)
+    with pytest.raises(RunDirectoryExistsError, match="metrics.json"):
+        prepare_run_dir(run, overwrite=True, layout=("config.json", "metrics.json"))
+    assert victim.read_text() == "mine\n" and (run / "config.json").is_file()

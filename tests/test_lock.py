@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from ppl_vae._lock import LOCK_NAME, OutputInUseError, claim_output, lock_path
+from ppl_vae._lock import (LOCK_NAME, LinkedOutputError, OutputInUseError, check_name_length, claim_output,
+                            enclosing_claim, lock_path)
 
 HOLD = """
 import sys, time
@@ -86,3 +87,76 @@ def test_a_file_is_claimed_beside_itself(tmp_path):
             with claim_output(page, "ppl-vae report", directory=False):
                 pass
     assert not (tmp_path / "reports").exists()  # made by the claim, left empty: removed
+
+
+# --- links and nesting (issue 23) ----------------------------------------------------------------------------
+
+
+def test_a_lock_file_that_is_a_link_is_refused_by_name_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(LinkedOutputError, match=rf"lock file .*{LOCK_NAME} is a symbolic link"):
+        with claim_output(run, "ppl-vae train"):
+            pass
+    assert victim.read_text() == "mine\n" and (run / LOCK_NAME).is_symlink()  # neither followed nor removed
+    (tmp_path / ".page.html.lock").symlink_to(tmp_path / "missing")  # a dangling link is refused too
+    with pytest.raises(LinkedOutputError, match=r"\.page\.html\.lock"):
+        with claim_output(tmp_path / "page.html", "ppl-vae report", directory=False):
+            pass
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_lock_file_with_another_hard_link_is_refused(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.link(victim, run / LOCK_NAME)
+    with pytest.raises(LinkedOutputError, match="other hard links"):
+        with claim_output(run, "ppl-vae train"):
+            pass
+    assert victim.read_text() == "mine\n"
+
+
+def test_an_output_that_is_a_link_is_refused_by_name(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").symlink_to(elsewhere)
+    with pytest.raises(LinkedOutputError, match="out is a symbolic link"):
+        with claim_output(tmp_path / "out", "ppl-vae train"):
+            pass
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_folder_inside_a_claimed_folder_is_refused_while_its_owner_lives(holder):
+    target, process = holder
+    inner = target / "runs" / "mine"
+    with pytest.raises(OutputInUseError, match=rf"mine is inside .*out, which is in use by .*pid {process.pid}"):
+        with claim_output(inner, "training"):
+            pass
+    with pytest.raises(OutputInUseError, match="is inside"):  # a file in it too
+        with claim_output(target / "page.html", "ppl-vae report", directory=False):
+            pass
+    assert not inner.exists()
+    process.kill()
+    process.wait()
+    with claim_output(inner, "training"):  # the owner is gone: free
+        pass
+
+
+def test_the_owner_may_claim_inside_its_own_folder(tmp_path):
+    with claim_output(tmp_path / "sweep", "ppl-vae sweep"):
+        with claim_output(tmp_path / "sweep" / "groups" / "g1", "training"):  # a sweep's own group checkpoint
+            assert enclosing_claim(tmp_path / "sweep" / "groups" / "g1") is None
+
+
+def test_names_too_long_for_the_file_system_are_refused_before_any_work(tmp_path):
+    with pytest.raises(OSError, match="more than the 255"):
+        check_name_length(tmp_path / ("r" * 256))
+    with pytest.raises(OSError, match="more than the 255"):  # the lock beside a file adds 6 bytes
+        with claim_output(tmp_path / ("p" * 250), "ppl-vae report", directory=False):
+            pass
+    check_name_length(tmp_path / ("r" * 255))

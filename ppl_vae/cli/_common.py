@@ -186,6 +186,7 @@ def load_data(family: str, data_name: str, *, split: str, classes, n_samples, di
               image_shape: str | None = None):
     """Load the data set (or file) a sub-command asked for, turning bad options into click errors."""
     from ppl_vae._io import DamagedFileError, reading
+    from ppl_vae._validate import check_data_options_apply
     from ppl_vae.data import DATASETS, load
 
     paired = family == "cvae"
@@ -194,6 +195,11 @@ def load_data(family: str, data_name: str, *, split: str, classes, n_samples, di
                                            correlation=correlation)
     if paired and "image_shape" in options:
         options["split"] = split
+    if data_name in DATASETS:
+        try:
+            check_data_options_apply(data_name, n_samples=n_samples, dim=dim, correlation=correlation, classes=classes)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
     if data_name == "synthetic":
         options["seed"] = data_seed
         if n_samples is not None:

@@ -114,6 +114,10 @@ def read_resumable(run_dir: Path, ctx: click.Context, parse_std) -> dict[str, An
     if missing:
         raise click.ClickException(f"cannot resume: {path} lacks {', '.join(missing)}; it was not written by "
                                    "`ppl-vae train`")
+    wrong = [name for name in ("model", "data", "train") if not isinstance(saved[name], dict)]
+    if wrong:
+        raise click.ClickException(f"cannot resume: {path}: {', '.join(map(repr, wrong))} must be a mapping; it is "
+                                   "damaged or was not written by `ppl-vae train`")
     changed = changed_options(ctx, saved, parse_std)
     if changed:
         raise click.UsageError(

@@ -34,6 +34,8 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 def spec_from_options(ctx: click.Context, params: dict[str, Any]):
     """The :class:`~ppl_vae.sweep.study.SweepSpec` of a spec file overridden by the options given."""
+    from ppl_vae._validate import check_data_options_apply
+    from ppl_vae.data import DATASETS
     from ppl_vae.sweep.study import SweepSpec, load_spec
 
     raw: dict[str, Any] = load_spec(params["spec"]).to_dict() if params["spec"] else {}
@@ -44,6 +46,11 @@ def spec_from_options(ctx: click.Context, params: dict[str, Any]):
     raw.setdefault("arch", "linear")
     if params["data_name"] is not None or "data" not in raw:
         data: dict[str, Any] = {"name": params["data_name"] or "digits"}
+        if data["name"] in DATASETS:  # options a built-in set does not take are refused, never ignored
+            try:
+                check_data_options_apply(data["name"], n_samples=params["n_samples"], dim=params["dim"])
+            except ValueError as err:
+                raise click.BadParameter(str(err)) from None
         data.update(file_options(data["name"], x_key=params["x_key"], y_key=params["y_key"],
                                  label_key=params["label_key"], image_shape=params["image_shape"],
                                  n_samples=params["n_samples"], dim=params["dim"]))

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from ppl_vae._io import write_netcdf
+from ppl_vae._validate import check_grid_size
 
 if TYPE_CHECKING:
     import xarray as xr
 from ppl_vae.cli._common import data_options, load_data, output_path, parse_float_list, parse_int_list
+
+#: Settings ``ppl-vae theory`` computes without ``--yes`` (each prints a table).
+THEORY_GRID_LIMIT = 10_000
 
 # Variables shown in the per-mode table, in this order, for each model.
 _TABLE_COLUMNS = {
@@ -116,9 +121,10 @@ def _describe_setting(family: str, setting: dict[str, float]) -> str:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the prediction(s) as netCDF.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
+@click.option("--yes", is_flag=True, help=f"Compute a grid of more than {THEORY_GRID_LIMIT:,} settings.")
 def command(family, data_name, x_key, y_key, label_key, image_shape, split, classes, n_samples, dim, correlation, data_seed, mnist_dir, latent_dim,
             latent_dims, beta, beta1, beta2, eta_dec, eta_enc, encoder_std, sigma1, sigma2, thresholds, out,
-            overwrite):
+            overwrite, yes):
     """Predict which latent modes of a linear VAE, CVAE or MHVAE collapse (closed form, no training).
 
     Prints one table per hyper-parameter setting (mode 0 = largest theta) and the
@@ -135,6 +141,11 @@ def command(family, data_name, x_key, y_key, label_key, image_shape, split, clas
         raise click.BadParameter("--encoder-std applies to --model vae only", param_hint="--encoder-std")
     encoder_std_arg = None if encoder_std is None else (encoder_std[0] if len(encoder_std) == 1 else encoder_std)
 
+    sizes = (len(beta1), len(beta2), len(eta_dec)) if family == "mhvae" else (len(beta), len(eta_dec))
+    try:  # counted as a product before anything is expanded or loaded
+        check_grid_size("the theory grid (--beta x --eta-dec)", math.prod(sizes), THEORY_GRID_LIMIT, yes)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     bundle = load_data(family, data_name, split=split, classes=classes, n_samples=n_samples, dim=dim,
                        correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir,
                        x_key=x_key, y_key=y_key, label_key=label_key, image_shape=image_shape)

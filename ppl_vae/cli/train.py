@@ -169,6 +169,8 @@ def command(program, settings, jit, family, arch, data_name, x_key, y_key, label
     """Train a model by SVI and write config, checkpoint, loss history and metrics to --out."""
     import torch
 
+    from ppl_vae._provenance import check_before_training
+    from ppl_vae.data.holdout import check_split
     from ppl_vae.inference import TrainingDivergedError, fit
     from ppl_vae.inference.convergence import NotConvergedWarning
     from ppl_vae.models import build_model, config_from_dict
@@ -209,7 +211,7 @@ def command(program, settings, jit, family, arch, data_name, x_key, y_key, label
             bundle = load_data(family, data_name, split=split, classes=classes, n_samples=n_samples, dim=dim,
                                correlation=correlation, data_seed=data_seed, mnist_dir=mnist_dir,
                                x_key=x_key, y_key=y_key, label_key=label_key, image_shape=image_shape)
-            n_train = bundle.n - (round(test_fraction * bundle.n) if test_fraction > 0 else 0)
+            n_train = check_split(bundle.n, test_fraction, "--test-fraction")[0]  # 0.999 of 80 rows: refused
             steps_per_epoch = math.ceil(n_train / min(batch_size or n_train, n_train))
             controls = kl_control_fields(family, kl_warmup=kl_warmup, kl_cycle=kl_cycle,
                                          kl_cycle_ratio=kl_cycle_ratio, free_bits=free_bits,
@@ -221,6 +223,7 @@ def command(program, settings, jit, family, arch, data_name, x_key, y_key, label
                 prior=prior, latent_mapping=latent_mapping, kl_controls=controls)
         torch.manual_seed(seed)  # parameter initialisation
         model = build_model(config)
+        check_before_training(config, bundle, run_dir)  # the theory's d x d cost, the run name's length
         with warnings.catch_warnings():  # said once, in the summary below
             warnings.simplefilter("ignore", NotConvergedWarning)
             result = fit(model, bundle, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,

@@ -43,6 +43,7 @@ import xarray as xr
 
 from ppl_vae._io import file_sha256
 from ppl_vae.data.bundle import DataBundle
+from ppl_vae.data.sizes import check_declared_size
 
 #: File suffixes ``load`` reads, by kind.
 TABLE_SUFFIXES = (".csv", ".npy")
@@ -77,9 +78,21 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             raise DataFileError(f"{path}: {err} (object arrays are not read; save numeric arrays)") from None
     try:
         with xr.open_dataset(path) as dataset:
+            _check_lazy_size(dataset, path)  # from the variables' shapes, before anything is decompressed
             return dataset_arrays(dataset.load())
+    except DataFileError:
+        raise
     except (OSError, ValueError) as err:
         raise DataFileError(f"{path}: not a readable netCDF file ({err})") from None
+
+
+def _check_lazy_size(dataset: xr.Dataset, path: Path) -> None:
+    from ppl_vae._validate import check_bytes
+
+    try:
+        check_bytes(f"{path} (its variables)", sum(int(v.nbytes) for v in dataset.data_vars.values()))
+    except ValueError as err:
+        raise DataFileError(str(err)) from None
 
 
 def dataset_arrays(dataset: xr.Dataset) -> dict[str, np.ndarray]:
@@ -405,6 +418,7 @@ def load_file(path: str | os.PathLike, *, paired: bool = False, x_key: str | Non
         raise DataFileError(f"{source}: {err}") from None
     if split is not None and split not in ("quadrant", "half"):
         raise DataFileError(f"{source}: split must be 'quadrant' or 'half', got {split!r}")
+    check_declared_size(path)  # headers and decompressed sizes against the memory budget, before reading
     if suffix in TABLE_SUFFIXES:
         raw = _from_table(*_read_table(path), source, keys)
     else:

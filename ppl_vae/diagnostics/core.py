@@ -59,7 +59,7 @@ import xarray as xr
 
 from .. import __version__
 from .._device import resolve_device
-from .._validate import check_int_range, check_positive
+from .._validate import check_finite_values, check_int_range, check_positive
 from ..data.bundle import DataBundle
 from ._isolation import referenced_modules, untouched
 from .collapse import COLLAPSE_EPSILON, LOW_INFORMATION_SHARE, check_share, collapse_dataset, latent_statistics
@@ -308,6 +308,9 @@ def diagnose(
         args = as_model_args(data, names_from, name="data").to(torch_device)
         eval_args = args if test_data is None else as_model_args(test_data, names_from,
                                                                  name="test_data").to(torch_device)
+        for label, given in (("data", args), ("test_data", eval_args)):  # NaN rows would be skipped by means
+            for arg_name, value in given.row_tensors().items():
+                check_finite_values(f"{label} {arg_name!r}", value)
         target = as_target(model, guide, args, latent_sites=latent_sites, observed_site=observed_site,
                            vectorize=vectorize)
         obs_index = select_observations(eval_args.n, n_obs, seed)

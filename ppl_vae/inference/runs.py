@@ -24,7 +24,7 @@ import torch
 import ppl_vae
 from ppl_vae._device import resolve_device
 from ppl_vae._io import DamagedFileError, atomic_write, atomic_write_json, read_json
-from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, check_split_matches, check_state, load_checkpoint
 
 CONFIG_NAME = "config.json"
 LOSS_NAME = "loss_history.nc"
@@ -169,12 +169,20 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "auto"):
                          "ppl_vae.inference.load_program_state(run_dir, model, guide)")
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     check_checkpoint_matches(info["model"], state, config_path, run_dir / CHECKPOINT_NAME)
-    model = build_model(config_from_dict(info["model"]))
+    check_split_matches(info, state, config_path, run_dir / CHECKPOINT_NAME)
+    try:
+        model = build_model(config_from_dict(info["model"]))
+    except (TypeError, ValueError, KeyError) as err:
+        raise DamagedFileError(f"{config_path}: its model config cannot be built ({' '.join(str(err).split())})"
+                               ) from None
+    check_state(state, run_dir / CHECKPOINT_NAME, model)
     model.load_state_dict(state["model_state"])
     model.to(resolve_device(device)).eval()
     spec = info.get("data")
     if not spec:
         raise ValueError(f"{config_path} has no data spec; the data set cannot be reloaded")
+    if not isinstance(spec, dict):
+        raise DamagedFileError(f"{config_path}: 'data' must be a data spec (a mapping), got {str(spec)[:60]!r}")
     bundle = load(**spec)
     info = dict(info, step=int(state["step"]), run_dir=str(run_dir))
     if (run_dir / METRICS_NAME).is_file():

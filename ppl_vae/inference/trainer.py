@@ -39,7 +39,8 @@ from ppl_vae._lock import claim_output
 from ppl_vae._validate import check_choice, check_int_range, check_positive
 from ppl_vae.data import train_test_split
 from ppl_vae.inference import convergence, kl_history, runs
-from ppl_vae.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ppl_vae.inference.checkpoint import (CHECKPOINT_NAME, FIT_KEYS, CheckpointError, check_state, load_checkpoint,
+                                          save_checkpoint)
 from ppl_vae.inference.elbo import estimator_name, site_estimators
 from ppl_vae.inference.program import as_bundle, as_program
 from ppl_vae.inference.randomness import NOISE_STREAM, ConfigBatches, ConfigNoise, make_generators
@@ -239,8 +240,10 @@ def fit(
     for m in models:
         m.check_data(data)
     n_rows = data.n
+    test_rows = None
     if test_fraction > 0.0:
-        data, _ = train_test_split(data, test_fraction, seed=split_seed)
+        data, held_out = train_test_split(data, test_fraction, seed=split_seed)
+        test_rows = held_out.attrs["holdout"]["test_rows_sha256"]
     for m in models:
         m.to(torch_device)
     trainee = _Trainee(models)
@@ -257,7 +260,8 @@ def fit(
         "steps": total_steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "lr_decay": lr_decay, "clip_norm": clip_norm, "seeds": list(seeds), "checkpoint_every": checkpoint_every,
         "test_fraction": test_fraction, "split_seed": split_seed, "n_rows": n_rows, "n_train": bundle.n,
-        "n_test": n_rows - bundle.n, "estimator": estimator_name(estimators), "site_estimators": estimators,
+        "n_test": n_rows - bundle.n, "test_rows_sha256": test_rows, "estimator": estimator_name(estimators),
+        "site_estimators": estimators,
         "n_configs": n_configs, "engine": "one model" if n_configs == 1 else "configs plate", "jit": bool(jit),
         "kl_every": kl_every, **({"data_source": bundle.attrs["source"]} if "source" in bundle.attrs else {}),
         **(provenance or {}),
@@ -277,18 +281,23 @@ def fit(
         if run_dir is not None:
             run_dir = prepare_run_dir(run_dir, overwrite=overwrite, resume=resume, layout=runs.RUN_FILES)
         if resume:
-            state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+            path = run_dir / CHECKPOINT_NAME
+            state = load_checkpoint(path)
+            check_state(state, path, trainee.module, keys=FIT_KEYS)  # before anything is removed
             _check_resumable(state, configs, train_options)
             train_options["resumed"] = [*state["train"].get("resumed", []),
                                         {"from_step": int(state["step"]), "steps": total_steps}]
-            runs.clear_results(run_dir)  # they describe the old end; rewritten when this run ends
-            trainee.module.load_state_dict(state["model_state"])
-            opt.load_state_dict(state["optimizer_state"])
-            sampler.load_state_dict(state["sampler_state"])
-            noise.load_state_dict(state["noise_state"])
-            history = list(state["loss_history"].numpy())
-            stopped = state["stopped"].to(torch_device)
-            diverged = {int(k): int(v) for k, v in state["diverged"].items()}
+            try:
+                trainee.module.load_state_dict(state["model_state"])
+                opt.load_state_dict(state["optimizer_state"])
+                sampler.load_state_dict(state["sampler_state"])
+                noise.load_state_dict(state["noise_state"])
+                history = list(state["loss_history"].numpy())
+                stopped = state["stopped"].to(torch_device)
+                diverged = {int(k): int(v) for k, v in state["diverged"].items()}
+            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+                raise CheckpointError(f"checkpoint {path} cannot be resumed: {type(err).__name__}: "
+                                      f"{' '.join(str(err).split())[:200]}") from None
             start_step = last_checkpoint = int(state["step"])
             kl_steps = [int(s) for s in state.get("kl_steps", torch.zeros(0, dtype=torch.int64)).tolist()]
             saved_kl = state.get("kl_history", {})
@@ -296,6 +305,7 @@ def fit(
                           for i in range(len(kl_steps))]
             if trainee.program and "global_rng" in state:
                 torch.set_rng_state(state["global_rng"])  # a program's own draws (e.g. subsample plates)
+            runs.clear_results(run_dir)  # they describe the old end; rewritten when this run ends
         if run_dir is not None:
             runs.write_config(run_dir, configs if not single else configs[0], bundle, train_options, seeds,
                               torch_device)

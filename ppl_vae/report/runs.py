@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .._io import DamagedFileError, atomic_write_text, check_path, file_sha256
 from .._lock import claim_output
+from .._provenance import check_json_attrs
 from .._validate import check_int_range
 from ..diagnostics import diagnose, load, save
 from ..inference.runs import DIAGNOSTICS_NAME, REPORT_DIAGNOSTICS_NAME, is_sweep_run
@@ -218,6 +219,7 @@ def read_inference_data(path: str | os.PathLike) -> az.InferenceData:
                          f"(groups found: {', '.join(idata.groups()) or 'none'})")
     for name in ("model_config", "hyperparameters", "data_spec"):
         idata.attrs.setdefault(name, "{}")
+    check_json_attrs(idata.attrs, path)  # a sent file's attributes are checked, not trusted
     return idata
 
 

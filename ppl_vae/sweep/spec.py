@@ -22,7 +22,7 @@ from typing import Any
 
 from ppl_vae._device import check_device_name
 from ppl_vae._io import DamagedFileError, reading
-from ppl_vae._validate import check_choice, check_int_range, check_positive
+from ppl_vae._validate import check_choice, check_int_range, check_mapping, check_positive, count_range
 from ppl_vae.sweep.api import DIAGNOSTICS_DEFAULTS
 
 FAMILIES = ("vae", "cvae", "mhvae")
@@ -71,6 +71,7 @@ def parse_values(entry: str, values: Any) -> tuple[Any, ...]:
                 first, last = int(match.group(1)), int(match.group(2))
                 if last < first:
                     raise ValueError(f"sweep spec grid[{entry!r}]: range {part!r} must go up (first <= last)")
+                count_range(f"sweep spec grid[{entry!r}]", first, last)  # counted before it is expanded
                 parsed.extend(range(first, last + 1))
                 continue
             try:
@@ -193,14 +194,14 @@ class SweepSpec:
         from ppl_vae.models import ARCHITECTURES
 
         arch = check_choice("sweep spec 'arch'", raw.get("arch", "linear"), ARCHITECTURES)
-        data = dict(raw.get("data") or {"name": "digits"})
+        data = dict(check_mapping("sweep spec 'data'", raw.get("data") or {"name": "digits"}))
         if "name" not in data:
             raise ValueError("sweep spec 'data' must give the data set's 'name' (synthetic, digits, mnist, or the "
                              "path of a data file)")
         data.pop("paired", None)  # implied by the model family
 
         settable = _settable_fields(family)
-        model_options = dict(raw.get("model_options") or {})
+        model_options = dict(check_mapping("sweep spec 'model_options'", raw.get("model_options") or {}))
         bad = sorted(set(model_options) - set(settable))
         if bad:
             raise ValueError(f"sweep spec model_options: unknown parameter(s) {', '.join(map(repr, bad))} for "

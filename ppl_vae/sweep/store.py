@@ -28,7 +28,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ppl_vae._io import atomic_write, atomic_write_json, check_path, read_json, visible_entries
+from ppl_vae._io import DamagedFileError, atomic_write, atomic_write_json, check_path, read_json, visible_entries
+from ppl_vae._lock import refuse_link
+from ppl_vae._provenance import read_run_config
 from ppl_vae.sweep.api import held_out_rows
 from ppl_vae.sweep.spec import SpecMismatchError, SweepSpec, _config_class, run_name
 from ppl_vae.sweep.tasks import ConfigOutcome, TaskOutcome, diagnose_options
@@ -137,6 +139,7 @@ def _write_run_files(run_dir: Path, spec: SweepSpec, config, seed: int, data_spe
     """A run's files but its diagnostics and ``metrics.json``; the diagnostics cache key if it finished."""
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, LOSS_NAME, METRICS_NAME, save_checkpoint
 
+    refuse_link(run_dir, "run folder")  # never write through a link planted in runs/
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / METRICS_NAME).unlink(missing_ok=True)  # unfinished until everything is written
     train = _train_options(spec, seed, vectorised, outcome.provenance)
@@ -189,7 +192,7 @@ def run_diagnostics(run_dir: Path, spec: SweepSpec, stores: dict | None = None):
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, load_run
     from ppl_vae.sweep.api import diagnose_held_out
 
-    key = cache_key(spec, read_json(run_dir / CONFIG_NAME), run_dir / CHECKPOINT_NAME)
+    key = cache_key(spec, read_run_config(run_dir / CONFIG_NAME), run_dir / CHECKPOINT_NAME)
     cached = _read_cached(run_dir / DIAGNOSTICS_NAME, {} if stores is None else stores)
     if cached is not None and all(str(cached.attrs.get(name)) == str(value) for name, value in key.items()):
         return cached
@@ -219,32 +222,46 @@ def _read_cached(path: Path, stores: dict):
         return None
 
 
-def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: bool = False) -> Path:
-    """Create ``out`` for ``spec``, or reuse it if it holds the same spec.
+def prepare_sweep_dir(out: str | os.PathLike, spec: SweepSpec, *, overwrite: bool = False, bundle=None) -> Path:
+    """Create ``out`` for ``spec``, or reuse it if it holds the same spec (and, given ``bundle``, the same data file).
 
     Raises
     ------
     SpecMismatchError
-        ``out`` holds a sweep of another spec and ``overwrite`` is not set.
+        ``out`` holds a sweep of another spec (or of a data file whose bytes
+        changed) and ``overwrite`` is not set.
     FileExistsError
-        ``out`` is a non-empty directory that is not a sweep directory.
+        ``out`` is a non-empty directory that is not a sweep directory, or
+        ``overwrite`` would delete files the sweep's records do not account for.
+    ppl_vae._io.DamagedFileError
+        ``spec.json`` is not a sweep record.
     """
+    from ppl_vae._provenance import (data_changed_message, foreign_sweep_entries, identity_changes, saved_sweep,
+                                     sweep_identity)
+
     out = check_path(out, "the sweep directory")
     spec_path = out / SPEC_NAME
+    identity = spec.identity() if bundle is None else sweep_identity(spec, bundle)
     if spec_path.is_file():
-        saved = read_json(spec_path)
-        if saved.get("identity") != spec.identity():
+        saved = saved_sweep(spec_path, read_json(spec_path))
+        changed = identity_changes(saved["identity"], identity)
+        if changed:
             if not overwrite:
-                before, now = saved.get("identity", {}), spec.identity()
-                changed = sorted(key for key in now if before.get(key) != now[key])
+                if changed == ["data_sha256"]:
+                    raise SpecMismatchError(data_changed_message(out, saved["identity"], identity))
                 raise SpecMismatchError(
                     f"{out} holds a sweep with a different spec (changed: {', '.join(changed)}); "
                     "use another --out, or pass --overwrite to discard its results")
+            foreign = foreign_sweep_entries(out, saved)
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                raise FileExistsError(f"{out} holds files its sweep did not write ({shown}); refusing to overwrite "
+                                      "it: move them away or choose another --out")
             _discard_results(out)
     elif out.exists() and visible_entries(out):
         raise FileExistsError(f"{out} exists and is not a sweep directory (no {SPEC_NAME}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(spec_path, {"identity": spec.identity(), "spec": spec.to_dict(), "grid_order": list(spec.grid)})
+    atomic_write_json(spec_path, {"identity": identity, "spec": spec.to_dict(), "grid_order": list(spec.grid)})
     return out
 
 
@@ -265,7 +282,9 @@ def read_spec(out: str | os.PathLike) -> SweepSpec:
     path = Path(out) / SPEC_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{out} is not a sweep directory: {SPEC_NAME} is missing")
-    saved = read_json(path)
+    from ppl_vae._provenance import saved_sweep
+
+    saved = saved_sweep(path, read_json(path))
     raw = saved["spec"]
     raw["grid"] = {key: raw["grid"][key] for key in saved["grid_order"]}  # JSON keys were sorted
     return SweepSpec.from_dict(raw)
@@ -300,7 +319,7 @@ def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = N
     stores: dict = {}
     idatas = [fresh[name] if name in fresh else run_diagnostics(out / RUNS_DIR / name, spec, stores)
               for name, _ in done]
-    final_loss = [read_json(out / RUNS_DIR / name / METRICS_NAME)["final_loss"] for name, _ in done]
+    final_loss = [_final_loss(out / RUNS_DIR / name / METRICS_NAME) for name, _ in done]
     combined = combine(idatas, run_names=[name for name, _ in done])
     hyper = set(_config_class(spec.model)._hyperparameter_names)
     extra = {key: ("run", np.asarray([point[key] for _, point in done])) for key in spec.grid if key not in hyper}
@@ -311,6 +330,16 @@ def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = N
         combined[group] = combined[group].assign_coords(extra)
     combined.attrs.update(sweep=str(out.resolve().name), n_configs=spec.n_configs, n_finished=len(done))
     return combined
+
+
+def _final_loss(path: Path) -> float:
+    """``final_loss`` of a finished run's ``metrics.json``, or one error naming the file."""
+    metrics = read_json(path)
+    value = metrics.get("final_loss") if isinstance(metrics, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DamagedFileError(f"{path} holds no final_loss number: it is damaged or was not written by ppl-vae "
+                               "sweep (delete the run's folder to train it again)")
+    return float(value)
 
 
 def write_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = None) -> Path:

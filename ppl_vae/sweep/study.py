@@ -58,6 +58,7 @@ from typing import Any
 
 from ppl_vae._io import atomic_write_json, check_path
 from ppl_vae._lock import claim_output
+from ppl_vae._provenance import check_run_names
 from ppl_vae.sweep.api import plan_tasks
 from ppl_vae.sweep.backends import Backend, LocalBackend, SweepTask
 # The spec, the task runner and the store, re-exported: ``ppl_vae.sweep.study`` stays the one import.
@@ -199,8 +200,9 @@ def run_study(spec: SweepSpec, out: str | os.PathLike, *, backend: Backend | Non
     out = check_path(out, "the sweep directory")
     bundle = spec.load_data()
     configs, seeds, names = spec.expand(bundle)  # every config is valid before any work starts
+    check_run_names(out, names)  # a name the file system cannot hold fails now, not after training
     with claim_output(out, "ppl-vae sweep"):
-        prepare_sweep_dir(out, spec, overwrite=overwrite)
+        prepare_sweep_dir(out, spec, overwrite=overwrite, bundle=bundle)
         return _run_claimed(spec, out, bundle, (configs, seeds, names), backend=backend, runner=runner, echo=echo,
                             start=start)
 

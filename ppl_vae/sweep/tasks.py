@@ -128,17 +128,25 @@ def run_group(task: SweepTask, bundle, *, diagnostics: Mapping[str, Any] | None 
     of its own while the others of the task finish. With ``groups_dir`` the task
     checkpoints into ``groups_dir/<group_id>`` and resumes from it.
     """
+    from ppl_vae._provenance import discard_damaged_group
     from ppl_vae.inference import TrainingDivergedError
+    from ppl_vae.inference.checkpoint import CheckpointError
     from ppl_vae.inference.convergence import NotConvergedWarning
     from ppl_vae.inference.runs import convergence_metrics, linear_theory_metrics
     from ppl_vae.models import build_model
 
     options = {**DIAGNOSTICS_DEFAULTS, **(diagnostics or {})}
     checkpoint_dir = None if groups_dir is None else str(Path(groups_dir) / group_id(task))
+    discard_damaged_group(checkpoint_dir)  # a damaged group checkpoint is retrained, not failed on every rerun
     try:
         with warnings.catch_warnings():  # recorded per run and summed up in the sweep's summary instead
             warnings.simplefilter("ignore", NotConvergedWarning)
-            result: TaskResult = run_task(task, bundle, diagnostics=options, checkpoint_dir=checkpoint_dir)
+            try:
+                result: TaskResult = run_task(task, bundle, diagnostics=options, checkpoint_dir=checkpoint_dir)
+            except CheckpointError as err:  # e.g. parameter shapes only the model can check
+                if not discard_damaged_group(checkpoint_dir, err):
+                    raise
+                result = run_task(task, bundle, diagnostics=options, checkpoint_dir=checkpoint_dir)
     except Exception as err:  # noqa: BLE001 - recorded per configuration, the sweep goes on
         return TaskOutcome.failed(task, err)
     # The rows the task trained on (as fit split them): what the linear theory describes.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ppl_vae._validate import check_finite_matrix
+from ppl_vae._validate import check_finite_matrix, check_real, check_theory_cost
 
 
 def relative_tolerance(dim: int) -> float:
@@ -30,6 +30,13 @@ def as_data_matrix(name: str, data) -> np.ndarray:
     """
     if hasattr(data, "detach"):  # a torch tensor; avoid importing torch for NumPy users
         data = data.detach().cpu().numpy()
+    try:
+        check_real(name, np.asarray(data))  # a complex array would lose its imaginary part in the cast below
+    except (TypeError, ValueError) as err:
+        if "complex" in str(err):
+            raise
+    if np.ndim(data) == 2:
+        check_theory_cost(name, np.shape(data)[1])
     try:
         array = np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):

@@ -1,9 +1,11 @@
 """Seeded train / test partition."""
 
+import numpy as np
 import pytest
 import torch
 
 from ppl_vae.data import DataBundle, load, train_test_split
+from ppl_vae.data.holdout import rows_digest
 
 
 def numbered_bundle(n):
@@ -25,7 +27,11 @@ def test_parts_are_disjoint_cover_and_sized():
 def test_parts_keep_original_order_and_provenance():
     train, test = train_test_split(numbered_bundle(30), seed=2)
     assert train.labels.tolist() == sorted(train.labels.tolist())
-    assert test.attrs["holdout"] == {"part": "test", "test_fraction": 0.1, "seed": 2}
+    digest = rows_digest(np.asarray(test.labels.tolist()))  # the labels of numbered_bundle are the row indices
+    assert test.attrs["holdout"] == {"part": "test", "test_fraction": 0.1, "seed": 2, "n_test": 3,
+                                     "test_rows_sha256": digest}
+    _, other = train_test_split(numbered_bundle(30), seed=3)
+    assert other.attrs["holdout"]["test_rows_sha256"] != digest  # another split, another fingerprint
     assert train.attrs["holdout"]["part"] == "train"
     assert train.attrs["spec"] == {"name": "numbered"}
 
