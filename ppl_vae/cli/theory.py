@@ -141,7 +141,8 @@ def command(family, data_name, x_key, y_key, label_key, image_shape, split, clas
         raise click.BadParameter("--encoder-std applies to --model vae only", param_hint="--encoder-std")
     encoder_std_arg = None if encoder_std is None else (encoder_std[0] if len(encoder_std) == 1 else encoder_std)
 
-    sizes = (len(beta1), len(beta2), len(eta_dec)) if family == "mhvae" else (len(beta), len(eta_dec))
+    n_eta_dec = 1 if eta_dec is None else len(eta_dec)  # None: one noise level on the data's scale
+    sizes = (len(beta1), len(beta2), n_eta_dec) if family == "mhvae" else (len(beta), n_eta_dec)
     try:  # counted as a product before anything is expanded or loaded
         check_grid_size("the theory grid (--beta x --eta-dec)", math.prod(sizes), THEORY_GRID_LIMIT, yes)
     except ValueError as err:

@@ -17,6 +17,7 @@ read from files the user has placed in a local directory.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -250,6 +251,26 @@ def _image_bundle(name: str, images: np.ndarray, labels: np.ndarray, split: str 
     )
 
 
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits as ``(images (1797, 8, 8) float64 in 0..16, labels (1797,) int64)``.
+
+    Read straight from the CSV that scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``,
+    64 pixel columns then the class), the file ``sklearn.datasets.load_digits`` reads: importing
+    ``sklearn.datasets`` costs most of a second of every command's start-up. Falls back to
+    ``load_digits`` when the file is not where scikit-learn keeps it.
+    """
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    path = None if spec is None or not spec.submodule_search_locations else \
+        Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits as sklearn_digits
+
+        digits = sklearn_digits()
+        return digits.images, np.asarray(digits.target, dtype=np.int64)
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 def load_digits(*, classes: Iterable[int] | None = None, split: str | None = None) -> DataBundle:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
 
@@ -267,12 +288,10 @@ def load_digits(*, classes: Iterable[int] | None = None, split: str | None = Non
         Pixels scaled to [0, 1] (raw values / 16), float32; ``labels`` int64;
         ``image_shape`` ``(8, 8)``.
     """
-    from sklearn.datasets import load_digits as sklearn_digits
-
     classes = _check_classes(classes)
     split = _check_split(split)
-    digits = sklearn_digits()
-    images, labels = _keep_classes(digits.images, np.asarray(digits.target), classes, "'digits'")
+    images, target = bundled_digits()
+    images, labels = _keep_classes(images, target, classes, "'digits'")
     spec = {"name": "digits", "paired": split is not None, "classes": classes, "split": split}
     return _image_bundle("digits", images / 16.0, labels, split, {"classes": classes, "spec": spec})
 

@@ -282,3 +282,19 @@ def test_join_split_rejects_mismatched_pieces():
         join_split(x, y[:, :-1], (4, 4), "quadrant")
     with pytest.raises(ValueError, match="y"):
         join_split(x, None, (4, 4), "half")
+
+
+def test_bundled_digits_are_exactly_what_sklearn_load_digits_gives(monkeypatch):
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from ppl_vae.data import images as images_module
+
+    reference = sklearn_digits()
+    pixels, labels = images_module.bundled_digits()
+    np.testing.assert_array_equal(pixels, reference.images)
+    np.testing.assert_array_equal(labels, reference.target)
+    # where scikit-learn keeps its data elsewhere, its own loader is used
+    monkeypatch.setattr(images_module.importlib.util, "find_spec", lambda name: None)
+    fallback_pixels, fallback_labels = images_module.bundled_digits()
+    np.testing.assert_array_equal(fallback_pixels, reference.images)
+    np.testing.assert_array_equal(fallback_labels, reference.target)

@@ -68,7 +68,8 @@ def test_mixed_report_renders_in_chromium(mixed_report, tmp_path, width):
     assert dom.count("<h4>What to change</h4>") == 4
     assert dom.count("to keep k z1 dimensions active") == 1 and dom.count("to keep k z2 dimensions active") == 1
     assert "LINEAR model's answer" in dom and "From the run's own closed form" in dom
-    assert dom.count("<figcaption>since when: mean KL per dimension over training") == 2  # the two runs with a KL history
+    # every run: fit writes each run's kl_history.nc, and the user's model's file carries a kl_history group
+    assert dom.count("<figcaption>since when: mean KL per dimension over training") == 4
     assert dom.count("<figcaption>learned against predicted") == 4
     assert dom.count("<figcaption>prior against aggregate posterior") == 5  # one per latent level
     assert re.search(r"of 6 latent dimensions collapsed; theory predicted \d+", dom)
