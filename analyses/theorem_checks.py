@@ -126,7 +126,7 @@ def run(settings) -> ClaimCheck:
     images, _ = image_data(settings, test_fraction=0.1)
     # the rotation of nearly equal modes into the latent axes is slow (the loss is flat along it)
     steps = settings.steps(40, 3500, 12000)
-    options = {"steps": steps, "lr": 0.05, "lr_decay": float(np.exp(np.log(3e-3) / steps))}
+    options = {"steps": steps, "lr": 0.05, "final_lr_fraction": 3e-3}
 
     cases = [(label, base, grid, pairs if base.family == "cvae" else single)
              for label, base, grid in experiments(dim, latent)]

@@ -73,7 +73,9 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
     index = settings.out / INDEX
     failed = [o.name for o in outcomes if o.status == "failed"]
     agree = sum(o.status == "agrees" for o in outcomes)
-    click.echo(f"{agree}/{len(outcomes)} experiments agree with the paper; {len(failed)} failed; "
+    unconverged = sum(o.status == "not converged" for o in outcomes)
+    click.echo(f"{agree}/{len(outcomes)} experiments agree with the paper; {unconverged} not converged (no "
+               f"verdict); {len(failed)} failed; "
                f"{time.perf_counter() - start:.0f} s. Report: {index}")
     if failed:
         click.echo(f"failed: {', '.join(failed)} (details in {index})", err=True)

@@ -107,9 +107,9 @@ class FitResult:
         The training options as written to ``config.json`` (``train``): estimator,
         seeds, K, data split, ...
     convergence
-        One verdict per configuration of a linear model
-        (:func:`ppl_vae.inference.convergence.judge`: ``converged`` True, False or
-        None when not judged, and why); None for a non-linear or diverged one.
+        One verdict per configuration (:func:`ppl_vae.inference.convergence.judge`:
+        ``converged`` True, False or None when not judged, and why; parameters moved,
+        loss and per-dimension KL settled); None for a diverged one.
     """
 
     models: tuple[Any, ...]
@@ -394,7 +394,8 @@ def fit(
                 "configs": configs, "train": train_options,
             })
 
-        watch = set(convergence.snapshot_steps(total_steps, start_step) if trainee.linear else ())
+        watch = set(convergence.snapshot_steps(total_steps, start_step))
+        initial = convergence.parameter_copy(trainee.parameters)  # a frozen model is never settled
         snapshots: list[list] = []
         bar = _progress_bar(progress, start_step, total_steps, n_configs)
         pending: list[torch.Tensor] = []
@@ -423,7 +424,7 @@ def fit(
                 done = step + 1
                 if done in watch:
                     trainee.write_back()
-                    snapshots.append(convergence.take_snapshot(models))
+                    snapshots.append(convergence.take_snapshot(models, bundle, len(snapshots)))
                 at_checkpoint = run_dir is not None and (done % checkpoint_every == 0 or done == total_steps)
                 if done % SYNC_EVERY == 0 or at_checkpoint or done == total_steps:
                     values = torch.stack(pending).cpu().double().numpy()  # (S, K)
@@ -458,7 +459,8 @@ def fit(
         tail = history_array[-min(100, len(history_array)):] if len(history_array) else np.full((1, n_configs), np.nan)
         with np.errstate(all="ignore"):
             final = np.array([np.nan if k in diverged else float(np.mean(tail[:, k])) for k in range(n_configs)])
-        verdicts = _convergence(snapshots, history_array, diverged, trainee)
+        moved = convergence.parameter_movement(initial, trainee.parameters, n_configs)
+        verdicts = _convergence(snapshots, history_array, diverged, trainee, moved)
         result = FitResult(models=tuple(models), loss=loss, final_loss=float(final[0]) if single else final,
                            steps=len(history_array), wall_time=wall_time, device=str(torch_device), run_dir=run_dir,
                            diverged=diverged, provenance=train_options, convergence=verdicts)
@@ -467,12 +469,10 @@ def fit(
         return result
 
 
-def _convergence(snapshots: list[list], history: np.ndarray, diverged: dict[int, int], trainee: _Trainee
-                 ) -> list[dict[str, Any] | None]:
-    """:func:`ppl_vae.inference.convergence.judge` of each configuration (None: not linear, or diverged); warns."""
-    if not trainee.linear:
-        return [None] * trainee.n_configs
-    verdicts = convergence.judge(snapshots, history, trainee.n_configs)
+def _convergence(snapshots: list[list], history: np.ndarray, diverged: dict[int, int], trainee: _Trainee,
+                 moved: np.ndarray) -> list[dict[str, Any] | None]:
+    """:func:`ppl_vae.inference.convergence.judge` of each configuration (None: diverged); warns."""
+    verdicts = convergence.judge(snapshots, history, trainee.n_configs, moved)
     verdicts = [None if k in diverged else verdict for k, verdict in enumerate(verdicts)]
     line = convergence.summary_line(verdicts)
     if line is not None:

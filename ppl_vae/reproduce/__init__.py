@@ -15,6 +15,7 @@ from ppl_vae.reproduce.analysis import (
     diagnose_runs,
     diagnose_options,
     diagnose_sweep,
+    fit_options,
     image_data,
     mnist_available,
     relative_error_above_floor,
@@ -25,6 +26,7 @@ from ppl_vae.reproduce.analysis import (
     subsample,
     training_options,
 )
+from ppl_vae.reproduce import gate
 from ppl_vae.reproduce.figures import seed_trends, series
 from ppl_vae.reproduce.outputs import ClaimCheck, ExperimentOutput, read_claim, read_manifest
 from ppl_vae.reproduce.report import write_index
@@ -45,7 +47,7 @@ from ppl_vae.reproduce.settings import (SCALES, Settings, compute_threads, exper
                                        run_script)
 
 __all__ = [
-    "EXPERIMENTS", "SCALES", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "RunCollector",
+    "EXPERIMENTS", "SCALES", "gate", "fit_options", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "RunCollector",
     "Settings",
     "check_names", "collapse_table", "compute_threads", "image_batch_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
     "experiment_parser", "find_analyses_dir", "image_data", "load_script", "mnist_available",

@@ -13,9 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from ppl_vae._io import atomic_write_text
+from ppl_vae.reproduce import gate
 from ppl_vae.reproduce.outputs import read_claim, read_manifest
 from ppl_vae.reproduce.runner import EXPERIMENTS, ExperimentOutcome
 
+#: How a status reads in a verdict line ("not converged": the rule's outcome is no verdict).
+VERDICT_WORDS = {"agrees": "agrees", "disagrees": "does not agree",
+                 "not converged": "not converged (no verdict: a run behind it did not converge)"}
 #: Tables longer than this are linked, not inlined.
 INLINE_ROWS = 40
 
@@ -42,8 +46,10 @@ def experiment_markdown(root: Path, outcome: ExperimentOutcome) -> str:
         parts += [f"**Failed**: {outcome.error.strip().splitlines()[-1] if outcome.error else 'no detail'}", ""]
     if check is not None:
         parts += [f"**Claim.** {check.claim}", "",
-                  f"**Verdict: {'agrees' if check.agrees else 'does not agree'}** ({check.n_seeds} seeds; "
+                  f"**Verdict: {VERDICT_WORDS[check.status]}** ({check.n_seeds} seeds; "
                   f"measured = seed mean, se = its standard error over seeds). Rule: {check.rule}", ""]
+        if gate.describe(check.convergence):
+            parts += [gate.describe(check.convergence), ""]
         evidence = check.evidence_table()
         if len(evidence):
             parts += [markdown_table(evidence), ""]

@@ -50,7 +50,9 @@ class ExperimentOutcome:
     """How one experiment of a reproduce job went.
 
     ``status`` is ``'agrees'``, ``'disagrees'`` (it ran; the numbers do not
-    support the paper's claim) or ``'failed'`` (it raised; ``error`` says why).
+    support the paper's claim), ``'not converged'`` (a run behind the verdict
+    did not converge: no verdict, :mod:`ppl_vae.reproduce.gate`) or
+    ``'failed'`` (it raised; ``error`` says why).
     """
 
     name: str
@@ -127,8 +129,7 @@ def run_one(name: str, settings: Settings, analyses_dir: str | Path) -> Experime
             check = read_claim(settings.out / name)
         if check is None:
             raise RuntimeError(f"{name}.main returned no ClaimCheck and wrote no claim.json")
-        status = "agrees" if check.agrees else "disagrees"
-        return ExperimentOutcome(name, status, time.perf_counter() - start, check=check)
+        return ExperimentOutcome(name, check.status, time.perf_counter() - start, check=check)
     except Exception as err:  # noqa: BLE001 - one experiment's failure must not stop the others
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
         trace = traceback.format_exc(limit=-4)

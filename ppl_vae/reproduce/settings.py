@@ -188,7 +188,9 @@ def image_batch_threads(settings: Settings) -> Iterator[None]:
 
 def run_script(doc: str, run: Callable[[Settings], Any], argv: Sequence[str] | None = None) -> Any:
     """An analysis script's ``main``: parse ``argv`` (described by the docstring's first line), then
-    ``run(settings)`` under :func:`compute_threads`."""
+    ``run(settings)`` under :func:`compute_threads` and a convergence ledger (:mod:`ppl_vae.reproduce.gate`)."""
+    from ppl_vae.reproduce.gate import ledger
+
     settings = parse_settings(doc.splitlines()[0], argv)
-    with compute_threads(settings):
+    with compute_threads(settings), ledger():  # the convergence gate reads the runs trained in here
         return run(settings)
