@@ -62,7 +62,8 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
 
     def finish(outcomes) -> None:  # while the results folder is still claimed
         write_index(settings.out, outcomes, scale=scale, command=command_line)
-        write_results_markdown(settings.out, outcomes, command=command_line, wall_time=time.perf_counter() - start)
+        write_results_markdown(settings.out, outcomes, command=command_line, wall_time=time.perf_counter() - start,
+                               scale=settings.scale)
 
     try:
         outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir, finish=finish)
