@@ -35,9 +35,14 @@ from ppl_vae.reproduce.report import INDEX
 @click.option("--mnist-dir", type=click.Path(file_okay=False), default="data/mnist", show_default=True,
               help="MNIST IDX files for the full mode (nothing is downloaded).")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty results folder.")
+@click.option("--objective", type=click.Choice(["standard", "authors"]), default="standard", show_default=True,
+              help="Non-linear experiments: the standard beta-ELBO, or the authors' ReLU-script objective "
+                   "(||y - mu||^2 / eta_dec^2 + beta KL with a gradient-norm clip of 0.01: twice the -ELBO at KL "
+                   "weight beta / 2). Linear experiments always use the standard beta-ELBO.")
 @click.option("--analyses-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the analysis scripts (default: analyses/ of the source checkout).")
-def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, analyses_dir) -> None:
+def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, objective,
+            analyses_dir) -> None:
     """Reproduce the experiments of Dang et al. (ICLR 2024), SPEC section 6.
 
     Without --quick the experiments run at the paper's scale on MNIST (local
@@ -51,19 +56,20 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
         raise click.UsageError("give at most one of --quick and --tiny")
     scale = "tiny" if tiny else "quick" if quick else "full"
     settings = Settings(scale=scale, out=Path(out), seed=seed, device=device, mnist_dir=Path(mnist_dir),
-                        overwrite=overwrite, n_seeds=n_seeds, max_steps=max_steps)
+                        overwrite=overwrite, n_seeds=n_seeds, max_steps=max_steps, objective=objective)
     start = time.perf_counter()
     # Rebuilt from the parsed options (sys.argv is not this command's when called in process).
     words = ["ppl-vae", "reproduce", *([f"--{scale}"] if scale != "full" else []),
              *[w for name in only for w in ("--only", name)], "--out", str(out), "--seed", str(seed),
              "--seeds", str(settings.n_seeds), *(["--max-steps", str(max_steps)] if max_steps else []),
-             "--device", device, *(["--mnist-dir", str(mnist_dir)] if scale == "full" else [])]
+             "--device", device, *(["--mnist-dir", str(mnist_dir)] if scale == "full" else []),
+             *(["--objective", objective] if objective != "standard" else [])]
     command_line = " ".join(shlex.quote(word) for word in words)
 
     def finish(outcomes) -> None:  # while the results folder is still claimed
         write_index(settings.out, outcomes, scale=scale, command=command_line)
         write_results_markdown(settings.out, outcomes, command=command_line, wall_time=time.perf_counter() - start,
-                               scale=settings.scale)
+                               scale=settings.scale, objective=objective)
 
     try:
         outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir, finish=finish)

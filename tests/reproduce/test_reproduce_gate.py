@@ -98,3 +98,32 @@ def test_a_real_sweep_carries_a_convergence_record_per_run(tmp_path):
     with gate.ledger() as records:
         run_replicates([CVAEConfig(4, 4, 2, arch="mlp", hidden_dims=(8,))], pairs, settings, steps=120)
     assert len(records) == 2 and all(r["converged"] is not None and r["param_rel_change"] > 0 for r in records)
+
+
+def test_the_authors_objective_halves_the_kl_weights_and_clips_and_reports_the_stated_beta(tmp_path, monkeypatch):
+    """||y - mu||^2 / eta^2 + beta KL = 2 x (-ELBO at KL weight beta / 2); clip 0.01 on it = 0.005 on ours."""
+    import ppl_vae.sweep
+    from ppl_vae.models import MHVAEConfig, build_model
+
+    seen = {}
+
+    def fake_sweep(base, configs, data, *, seeds, **options):
+        seen["configs"], seen["options"] = list(configs), options
+        return ppl_vae.sweep.SweepResult(tuple(configs), tuple(seeds), tuple(build_model(c) for c in configs),
+                                         None, "separate", 0.0, convergence=(None,) * len(configs))
+
+    monkeypatch.setattr(ppl_vae.sweep, "run_sweep", fake_sweep)
+    settings = Settings(scale="quick", out=tmp_path, n_seeds=1, objective="authors")
+    stated = MHVAEConfig(8, (2, 2), arch="mlp", hidden_dims=(4,), beta1=2.0, beta2=0.5)
+    result = run_replicates([stated], None, settings, kind="mhvae")
+    trained = seen["configs"][0]
+    assert (trained.beta1, trained.beta2) == (1.0, 0.25) and seen["options"]["clip_norm"] == 0.005
+    assert result.configs[0] == stated and result.models[0].config == stated  # tables read the authors' beta
+    linear = CVAEConfig(4, 4, 2, beta=0.5)
+    run_replicates([linear], None, settings, kind="linear")
+    assert seen["configs"][0].beta == 0.5 and seen["options"].get("clip_norm") is None  # linear: standard ELBO
+    standard = Settings(scale="quick", out=tmp_path, n_seeds=1)
+    run_replicates([stated], None, standard, kind="mhvae")
+    assert seen["configs"][0] == stated and seen["options"]["clip_norm"] == 100.0
+    with pytest.raises(ValueError, match="objective"):
+        Settings(scale="quick", out=tmp_path, objective="paper")
