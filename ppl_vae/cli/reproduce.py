@@ -35,13 +35,16 @@ from ppl_vae.reproduce.report import INDEX
 @click.option("--mnist-dir", type=click.Path(file_okay=False), default="data/mnist", show_default=True,
               help="MNIST IDX files for the full mode (nothing is downloaded).")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty results folder.")
+@click.option("--resume", is_flag=True,
+              help="Continue a job in --out started with the same options: finished experiments are kept, the "
+                   "others run again.")
 @click.option("--objective", type=click.Choice(["standard", "authors"]), default="standard", show_default=True,
               help="Non-linear experiments: the standard beta-ELBO, or the authors' ReLU-script objective "
                    "(||y - mu||^2 / eta_dec^2 + beta KL with a gradient-norm clip of 0.01: twice the -ELBO at KL "
                    "weight beta / 2). Linear experiments always use the standard beta-ELBO.")
 @click.option("--analyses-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the analysis scripts (default: analyses/ of the source checkout).")
-def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, objective,
+def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, resume, objective,
             analyses_dir) -> None:
     """Reproduce the experiments of Dang et al. (ICLR 2024), SPEC section 6.
 
@@ -72,7 +75,8 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
                                scale=settings.scale, objective=objective)
 
     try:
-        outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir, finish=finish)
+        outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir, finish=finish,
+                                   resume=resume)
     except RunDirectoryExistsError as err:
         raise click.ClickException(f"{err} (nothing was run)") from None
     except INPUT_ERRORS as err:
