@@ -156,7 +156,7 @@ def replicates(configs: Sequence[Any], settings: Settings) -> tuple[list[Any], l
 
 
 def run_replicates(configs: Sequence[Any], train: DataBundle, settings: Settings, *, kind: str = "mlp",
-                   **overrides):
+                   judged=None, **overrides):
     """Train every configuration once per seed of ``settings.seeds``, as one sweep.
 
     With ``settings.objective == 'authors'`` the non-linear configurations
@@ -167,6 +167,8 @@ def run_replicates(configs: Sequence[Any], train: DataBundle, settings: Settings
     each replicate from its own seed (weights, batch order, noise), so the
     replicates are independent. ``overrides`` replace entries of
     :func:`training_options` (``steps`` rescales the learning-rate decay, :func:`fit_options`).
+    ``judged(config)`` False marks runs the verdict does not read (they do not gate it,
+    :func:`ppl_vae.reproduce.gate.record`).
 
     Returns
     -------
@@ -191,7 +193,7 @@ def run_replicates(configs: Sequence[Any], train: DataBundle, settings: Settings
         for model, config in zip(result.models, stated):
             model.config = config
         result = dataclasses.replace(result, configs=tuple(stated))
-    gate.record(result)  # the convergence gate of the experiment's verdict
+    gate.record(result, judged=judged)  # the convergence gate of the experiment's verdict
     return result
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 #: Statuses of a claim check, in the order the report lists them.
@@ -53,11 +53,13 @@ def run_label(config: Any, seed: int) -> str:
     return ",".join(p for p in parts if p) + f",seed={seed}"
 
 
-def record(result: Any, *, label: str = "") -> list[dict[str, Any]]:
+def record(result: Any, *, label: str = "", judged: Callable[[Any], bool] | None = None) -> list[dict[str, Any]]:
     """Add the convergence records of a :class:`ppl_vae.sweep.SweepResult`'s runs to the open ledger.
 
     Returns the records (also when no ledger is open, e.g. a notebook calling
     ``run_replicates`` directly). A diverged run is recorded as not converged.
+    ``judged(config)`` False marks a run the verdict does not read (e.g. a
+    figure's extra grid): it is recorded and reported, but does not gate.
     """
     records = []
     conv = tuple(result.convergence) or (None,) * len(result.configs)
@@ -69,7 +71,8 @@ def record(result: Any, *, label: str = "") -> list[dict[str, Any]]:
             verdict = {"converged": None, "reason": "no convergence record"}
         records.append({"run": (f"{label}:" if label else "") + run_label(config, seed),
                         "converged": verdict["converged"], "reason": verdict["reason"],
-                        "param_rel_change": verdict.get("param_rel_change")})
+                        "param_rel_change": verdict.get("param_rel_change"),
+                        "judged": True if judged is None else bool(judged(config))})
     current = _LEDGER.get()
     if current is not None:
         current.extend(records)
@@ -83,11 +86,18 @@ def current_records() -> list[dict[str, Any]] | None:
 
 
 def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of converged, not converged and not judged runs, and the first reasons of the failures."""
-    bad = [r for r in records if r["converged"] is False]
-    return {"n_runs": len(records), "n_converged": sum(r["converged"] is True for r in records),
-            "n_not_converged": len(bad), "n_not_judged": sum(r["converged"] is None for r in records),
-            "not_converged": [f"{r['run']}: {r['reason']}" for r in bad[:MAX_REASONS]]}
+    """Counts of converged, not converged and not judged runs, and the first reasons of the failures.
+
+    Only the runs the verdict reads (``judged``) count; the others are
+    counted apart (``n_unused``, ``n_unused_not_converged``).
+    """
+    used = [r for r in records if r.get("judged", True)]
+    unused = [r for r in records if not r.get("judged", True)]
+    bad = [r for r in used if r["converged"] is False]
+    return {"n_runs": len(used), "n_converged": sum(r["converged"] is True for r in used),
+            "n_not_converged": len(bad), "n_not_judged": sum(r["converged"] is None for r in used),
+            "not_converged": [f"{r['run']}: {r['reason']}" for r in bad[:MAX_REASONS]],
+            "n_unused": len(unused), "n_unused_not_converged": sum(r["converged"] is False for r in unused)}
 
 
 def status(agrees: bool, summary: dict[str, Any] | None) -> str:
@@ -103,6 +113,9 @@ def describe(summary: dict[str, Any] | None) -> str:
         return ""
     text = (f"Convergence gate: {summary['n_converged']} of {summary['n_runs']} runs converged, "
             f"{summary['n_not_converged']} did not, {summary['n_not_judged']} not judged (too short).")
+    if summary.get("n_unused"):
+        text += (f" {summary['n_unused']} more runs (not read by the verdict, e.g. a figure's grid): "
+                 f"{summary['n_unused_not_converged']} of them did not converge.")
     if summary["n_not_converged"]:
         text += " Not converged: " + "; ".join(summary["not_converged"])
         if summary["n_not_converged"] > len(summary["not_converged"]):

@@ -127,3 +127,14 @@ def test_the_authors_objective_halves_the_kl_weights_and_clips_and_reports_the_s
     assert seen["configs"][0] == stated and seen["options"]["clip_norm"] == 100.0
     with pytest.raises(ValueError, match="objective"):
         Settings(scale="quick", out=tmp_path, objective="paper")
+
+
+def test_runs_the_verdict_does_not_read_are_reported_but_do_not_gate():
+    sweep = _sweep(True, False)
+    with gate.ledger():
+        gate.record(sweep, judged=lambda config: False)
+        gate.record(_sweep(True))
+        check = ClaimCheck.from_verdict("x", "claim", _verdict(True))
+    assert check.status == "agrees"
+    assert check.convergence["n_unused"] == 2 and check.convergence["n_unused_not_converged"] == 1
+    assert "1 of them did not converge" in gate.describe(check.convergence)
