@@ -13,7 +13,14 @@ variance theta_i = 1 - a^2 in every direction, and mode i collapses iff
 theta_i < beta eta_dec^2 = 0.25, i.e. only at a = 1. The predicted counts
 are therefore flat from a = 1/2 to a = 0: the rule allows flat segments and
 asks for no reversal along the levels and for more collapse at a = 1 than
-at a = 0.
+at a = 0. The paper's claim for the non-linear model is GRADED (the stronger
+the correlation, the more collapse), so the MLP is also held to a rank rule
+over all five levels a in {0, 1/8, 1/4, 1/2, 1}: the Spearman correlation of
+a with the seed-mean collapse level, one-sided p < 0.05 over the levels and
+the lower end of its 90% bootstrap interval over seeds above zero (with five
+levels that needs an almost perfect ordering: the issue-22 rerun's
+0.33 / 0.21 / 0.20 / 0.41 / 1.0 has rho 0.6, p 0.14, and fails). The linear
+model is held to Theorem 2 instead, whose counts are flat below a = 1.
 
 Outputs (``OUT/correlation_levels/``): ``diagnostics.nc`` (all runs along
 ``run``), ``runs.csv`` (per level, architecture and seed), ``summary.csv``
@@ -34,7 +41,7 @@ from ppl_vae import plots
 from ppl_vae.data import CORRELATION_LEVELS, synthetic_pairs, train_test_split
 from ppl_vae.models import CVAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, RunCollector, Verdict, close_check, order_check,
-                               run_replicates, run_script, seed_summary, seed_trends, trend_checks)
+                               run_replicates, run_script, seed_summary, seed_trends, spearman_check, trend_checks)
 from ppl_vae.theory import linear_cvae
 
 NAME = "correlation_levels"
@@ -43,15 +50,18 @@ ARCHITECTURES = ("linear", "mlp")
 BETA, ETA_ENC, ETA_DEC = 1.0, 1.0, 0.5
 
 
-def judge(summary: pd.DataFrame, dim: int) -> Verdict:
+def judge(summary: pd.DataFrame, dim: int, table: pd.DataFrame | None = None) -> Verdict:
     """The rule, a pure function of the seed summary (counterfactual tests in ``tests/analyses``).
 
     For each architecture, along the levels from independent (a = 0) to
     identical (a = 1): the collapse level (fraction of (point, dimension)
     pairs with KL < 0.01) never falls by more than one dimension's share or
     two standard errors (flat segments, as the theory predicts, pass), and
-    is larger at a = 1 than at a = 0 by more than that. Linear CVAE: the
-    collapsed count at every level within max(1, 2 SE) of Theorem 2's.
+    is larger at a = 1 than at a = 0 by more than that. MLP: the graded
+    claim as a rank rule (:func:`ppl_vae.reproduce.spearman_check` of a
+    against the per-seed collapse levels of ``table``, one row per level,
+    architecture and seed). Linear CVAE: the collapsed count at every level
+    within max(1, 2 SE) of Theorem 2's.
     """
     checks = []
     for arch in ARCHITECTURES:
@@ -63,12 +73,18 @@ def judge(summary: pd.DataFrame, dim: int) -> Verdict:
                                   (ends.loc[1.0].z_collapse_level_mean, ends.loc[1.0].z_collapse_level_se),
                                   (ends.loc[0.0].z_collapse_level_mean, ends.loc[0.0].z_collapse_level_se),
                                   floor=1.0 / dim))
+    if table is not None:
+        mlp = table[table.arch == "mlp"].pivot_table(index="seed", columns="a", values="z_collapse_level")
+        checks.append(spearman_check("mlp: Spearman(a, collapse level) over the 5 levels (graded claim)",
+                                     mlp.columns.to_numpy(float), mlp.to_numpy(float)))
     for row in summary[summary.arch == "linear"].itertuples():
         checks.append(close_check(f"linear: collapsed dimensions at a = {row.a:g}", row.z_n_collapsed_mean,
                                   row.z_n_collapsed_se, row.predicted_collapsed, floor=1.0, source="Theorem 2"))
     rule = ("per architecture, collapse level never falls from a = 0 to a = 1 by more than max(1/dim, 2 SE) "
-            "(flat segments pass) and is larger at a = 1 than at a = 0 by more than that; linear: collapsed count "
-            "within max(1, 2 SE) of Theorem 2 at every level")
+            "(flat segments pass) and is larger at a = 1 than at a = 0 by more than that; MLP: the graded claim, "
+            "Spearman(a, collapse level) over a in {0, 1/8, 1/4, 1/2, 1} with one-sided p < 0.05 and its 90% "
+            "bootstrap lower end over seeds > 0; linear: collapsed count within max(1, 2 SE) of Theorem 2 at "
+            "every level")
     return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
@@ -114,7 +130,7 @@ def run(settings) -> ClaimCheck:
                                      title=f"MLP CVAE per correlation level, seed {settings.seed}"),
                f"epsilon-collapse curves of the MLP CVAE, one line per correlation level (seed {settings.seed})")
 
-    verdict = judge(summary, dim)
+    verdict = judge(summary, dim, table)
     check = ClaimCheck.from_verdict(NAME, CLAIM, verdict, {"dim": dim, "n": n, "threshold": BETA * ETA_DEC ** 2})
     out.claim(check)
     return check

@@ -87,7 +87,7 @@ def run(settings) -> ClaimCheck:
     # the residual spectrum of images spans a factor ~20: the small modes need a longer, gentler schedule
     steps = settings.steps(40, 8000, int(np.ceil(100 * train.n / 128)))
     schedule = ({"lr": 1e-4, "lr_decay": 1.0, "batch_size": 128} if settings.scale == "full" else
-                {"lr": 0.02, "lr_decay": float(np.exp(np.log(0.05) / steps))})
+                {"lr": 0.02, "final_lr_fraction": 0.05})
     with image_batch_threads(settings):
         result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings, kind="linear",
                                 steps=steps, **schedule)

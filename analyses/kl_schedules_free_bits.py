@@ -4,10 +4,14 @@ Not an experiment of the paper: the mitigations users reach for first, held agai
 forms predict. A schedule only changes the path (its weight is 1 at the end), so for the LINEAR CVAE
 warm-up and cyclical annealing must end at the fixed-beta optimum of Theorem 2; free bits change the
 objective, so each latent dimension ends at or above the floor lambda (``ppl_vae.theory.free_bits``).
-How MANY dimensions sit at the floor has a closed form only while no latent dimension at the floor can
-profit from sharing its capacity across modes (``attrs["certified_global"]``); where sharing lowers the
-loss (``mode_sharing_descends``) a full-matrix model puts more dimensions at the floor than the
-mode-aligned formula says, so that count is reported beside the formula, not judged. The MLP CVAE is
+How MANY dimensions sit at the floor is read off the GLOBAL optimum of the free-bits loss
+(``ppl_vae.theory.free_bits``, ``global_n_at_floor``), in every mode: the closed form when no mode sits
+at the floor ("certified", ``certified_global``) or when no sharing descends; the numerical full-matrix
+minimum when mode sharing descends (then the mode-aligned closed form is not the optimum: a dimension at
+the floor shares its free capacity across modes, the loss goes lower, and an active mode can be pushed
+down to the floor, so the global optimum has MORE dimensions at the floor than the formula's count).
+On the 8x8 digits quadrants sharing descends at every floor (0.05, 0.2, 0.5 nats): the formula's
+6 / 7 / 12 dimensions at the floor against the global optimum's 7 / 10 / 13 or so. The MLP CVAE is
 measured beside it, where no theory applies and a schedule may well change the end point: reported,
 judged only on the floor.
 
@@ -35,7 +39,7 @@ from ppl_vae.diagnostics import diagnose
 from ppl_vae.inference.schedules import schedule_curve
 from ppl_vae.models import CVAEConfig
 from ppl_vae.plots import plot_kl_schedule
-from ppl_vae.reproduce import (Check, ClaimCheck, ExperimentOutput, Verdict, bound_check, close_check,
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, bound_check, close_check,
                                diagnose_options, image_data, run_replicates, run_script, seed_summary, subsample,
                                training_options)
 from ppl_vae.theory.closed_form import linear_cvae
@@ -74,7 +78,7 @@ def run(settings) -> ClaimCheck:
         options = training_options(settings, kind=arch)
         if arch == "linear":
             options["steps"] = settings.steps(40, 4000, 12000)
-            options["lr"], options["lr_decay"] = 0.02, float(np.exp(np.log(0.05) / options["steps"]))
+            options["lr"], options["final_lr_fraction"] = 0.02, 0.05
         steps = options.pop("steps")
         base = CVAEConfig(train.x.shape[1], train.y.shape[1], latent, arch=arch, beta=BETA, eta_dec=ETA_DEC,
                           hidden_dims=(settings.pick(8, 64, 128),))
@@ -118,7 +122,10 @@ def _at_floor(kl: np.ndarray, floor: float) -> int:
 def predicted(train, latent: int) -> dict[str, float | bool]:
     """The linear theory on the training rows: collapsed modes at fixed beta; modes at each floor.
 
-    ``certified {lambda}`` says whether the mode-aligned free-bits optimum is the global one.
+    ``at_floor {lambda}`` is the number of latent dimensions at the floor at the GLOBAL optimum;
+    ``formula {lambda}`` the mode-aligned closed form's; ``case {lambda}`` which case of
+    ``ppl_vae.theory.free_bits`` holds; ``certified {lambda}`` what the module calls certified
+    (``certified_global``: no mode at the floor, the closed form is the global optimum).
     """
     from ppl_vae.theory.free_bits import linear_cvae_free_bits
 
@@ -126,8 +133,10 @@ def predicted(train, latent: int) -> dict[str, float | bool]:
     out: dict[str, float | bool] = {"fixed": float(fixed["collapsed"].sum())}
     for lam in FREE_BITS:
         floored = linear_cvae_free_bits(train.x, train.y, latent, beta=BETA, eta_dec=ETA_DEC, free_bits=lam)
-        out[f"at_floor {lam:g}"] = float(floored["at_floor"].sum())
-        out[f"certified {lam:g}"] = not bool(floored.attrs["mode_sharing_descends"])
+        out[f"at_floor {lam:g}"] = float(floored.attrs["global_n_at_floor"])
+        out[f"formula {lam:g}"] = float(floored["at_floor"].sum())
+        out[f"case {lam:g}"] = floored.attrs["case"]
+        out[f"certified {lam:g}"] = bool(floored.attrs["certified_global"])
     return out
 
 
@@ -137,8 +146,12 @@ def summarise(table: pd.DataFrame, predictions: dict[str, float]) -> pd.DataFram
     summary = seed_summary(table, ["arch", "variant", "free_bits"], metrics)
     summary["predicted_collapsed"] = np.where(summary.free_bits > 0, 0.0, predictions["fixed"])
     summary["predicted_at_floor"] = [predictions.get(f"at_floor {lam:g}", 0.0) for lam in summary.free_bits]
+    summary["formula_at_floor"] = [predictions.get(f"formula {lam:g}", n) for lam, n in
+                                   zip(summary.free_bits, summary.predicted_at_floor)]
+    summary["prediction_case"] = [predictions.get(f"case {lam:g}", "certified") for lam in summary.free_bits]
     summary["prediction_certified"] = [bool(predictions.get(f"certified {lam:g}", True)) for lam in summary.free_bits]
-    summary.loc[summary.arch != "linear", ["predicted_collapsed", "predicted_at_floor"]] = np.nan
+    summary.loc[summary.arch != "linear", ["predicted_collapsed", "predicted_at_floor", "formula_at_floor"]] = np.nan
+    summary.loc[summary.arch != "linear", "prediction_case"] = "no theory"
     summary.loc[summary.arch != "linear", "prediction_certified"] = False
     return summary
 
@@ -148,9 +161,10 @@ def judge(summary: pd.DataFrame) -> Verdict:
 
     Linear model: warm-up and cyclical end within one dimension (or two standard errors) of Theorem 2's
     fixed-beta collapsed count AND of the fixed variant's measured count; each free-bits variant has no
-    dimension below 0.8 lambda (seed mean of the smallest KL) and, where the closed form is certified
-    global, as many dimensions at the floor as predicted, within the same tolerance. MLP: the floor
-    part only (no theory for its end point).
+    dimension below 0.8 lambda (seed mean of the smallest KL) and as many dimensions at the floor as
+    the GLOBAL optimum has (``predicted_at_floor``: the closed form where it is the optimum, the
+    numerical full-matrix minimum where mode sharing descends), within the same tolerance, in every
+    case. MLP: the floor part only (no theory for its end point).
     """
     rows = {(r.arch, r.variant): r for r in summary.itertuples()}
     checks = []
@@ -167,18 +181,15 @@ def judge(summary: pd.DataFrame) -> Verdict:
             continue
         checks.append(bound_check(f"{arch} {name}: smallest per-dimension KL (nats)", row.min_kl_mean, row.min_kl_se,
                                   above=0.8 * row.free_bits))
-        if arch == "linear" and row.prediction_certified:
+        if arch == "linear":
+            source = ("closed form, certified global" if row.prediction_certified else
+                      f"global optimum ({row.prediction_case}; mode-aligned formula {row.formula_at_floor:g})")
             checks.append(close_check(f"{arch} {name}: dimensions at the floor", row.n_at_floor_mean,
-                                      row.n_at_floor_se, row.predicted_at_floor, floor=1.0,
-                                      source="closed form, certified global"))
-        elif arch == "linear":
-            checks.append(Check(f"{arch} {name}: dimensions at the floor (not judged: mode sharing lowers the "
-                                f"loss below the mode-aligned formula's {row.predicted_at_floor:g})",
-                                row.n_at_floor_mean, row.n_at_floor_se, "not judged", True))
+                                      row.n_at_floor_se, row.predicted_at_floor, floor=1.0, source=source))
     rule = ("linear: warm-up and cyclical within max(1, 2 SE) of Theorem 2's fixed-beta count and of the fixed "
-            "variant; free bits: smallest per-dimension KL >= 0.8 lambda and, where the closed form is certified "
-            "global, the predicted number of dimensions at the floor within max(1, 2 SE); seed means over the "
-            "seeds of runs.csv")
+            "variant; free bits: smallest per-dimension KL >= 0.8 lambda and (linear) the number of dimensions at the "
+            "floor within max(1, 2 SE) of the global optimum's (closed form when certified, numerical "
+            "full-matrix minimum when mode sharing descends); seed means over the seeds of runs.csv")
     return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 

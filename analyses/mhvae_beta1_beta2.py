@@ -10,6 +10,14 @@ beta2 = 1, beta2 in {0.1, 0.5, 1, 2} at beta1 = 1, and eta_enc in
 trained for the reconstruction figure. Every configuration trains once per
 seed (one vectorised run) and is diagnosed on held-out rows.
 
+Steps: 8,000 minibatch steps of 128 in quick mode (20,000 full), lr 3e-3
+decaying to a tenth over the run. At 2,000 steps the verdict was decided by
+under-training (issue 22: the failing beta1 step was +0.10); at 8,000 x 3
+seeds every check passes (measured for issue 22 with the convergence gate:
+41 of the 42 runs converged, the one that did not, beta1 = beta2 = 2, is in
+the reconstruction grid only, which the rule does not read). The gate judges
+the runs on the beta1 and beta2 lines (eta_enc = 0.5).
+
 What the theory says (SPEC 4.4, the linear model): a z2 mode collapses
 (omega_i = 0, sigma2_i = eta_enc) when beta2 / beta1 is large against
 sigma1^2 / eta_dec^2 and theta_i is small, so a larger beta2 collapses z2
@@ -132,7 +140,9 @@ def run(settings) -> ClaimCheck:
     base = MHVAEConfig(train.x.shape[1], (latent, latent), arch="mlp", hidden_dims=settings.pick((16,), (64,), (256,)),
                        eta_enc=ETA, eta_dec=ETA, sigma1=SIGMA1, sigma2=None)
     configs = configurations(base, values)
-    result = run_replicates(configs, train, settings, kind="mhvae")
+    # the convergence gate reads the runs the rule reads: the beta1 and beta2 lines at eta_enc = 0.5
+    result = run_replicates(configs, train, settings, kind="mhvae",
+                            judged=lambda c: c.eta_enc == ETA and 1.0 in (c.beta1, c.beta2))
     combined = diagnose_sweep(result, train, test, settings, names=[run_name(c, KEYS) for c in result.configs])
     out.inference_data("diagnostics", combined, "diagnose() of every configuration and seed, combined along run")
     x = train.x.double().numpy()

@@ -125,7 +125,7 @@ def run(settings) -> ClaimCheck:
             # the linear model is held to the closed form, so it trains to convergence: full batch on the
             # digits; minibatches on MNIST (full batch would hold all 60,000 images per step)
             steps = settings.steps(40, 2500, 20000)
-            overrides = ({"steps": steps, "lr": 0.05, "lr_decay": float(np.exp(np.log(3e-3) / steps)),
+            overrides = ({"steps": steps, "lr": 0.05, "final_lr_fraction": 3e-3,
                           "batch_size": settings.pick(None, None, 512)} if arch == "linear" else {})
             with image_batch_threads(settings) if arch == "linear" else contextlib.nullcontext():
                 result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings,

@@ -39,10 +39,18 @@ def _experiments() -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty results folder.")
 @threads_option(0, " The full scale's runs use them; the quick scale's small models run on one (two for "
                 "full-batch image runs).")
+@click.option("--resume", is_flag=True,
+              help="Continue a job in --out started with the same options: finished experiments are kept, the "
+                   "others run again.")
+@click.option("--objective", type=click.Choice(["standard", "authors"]), default="standard", show_default=True,
+              help="Non-linear experiments: the standard beta-ELBO, or the authors' ReLU-script objective "
+                   "(||y - mu||^2 / eta_dec^2 + beta KL with a gradient-norm clip of 0.01: twice the -ELBO at KL "
+                   "weight beta / 2). Linear experiments always use the standard beta-ELBO.")
 @click.option("--analyses-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the analysis scripts (default: analyses/ of the source checkout).")
-def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, analyses_dir) -> None:
-    """Reproduce the experiments of Dang et al. (ICLR 2024), SPEC section 6.
+def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, resume, objective,
+            analyses_dir) -> None:
+    """Reproduce the experiments of Dang et al. (ICLR 2024); see docs/science.md and analyses/RESULTS.md.
 
     Without --quick the experiments run at the paper's scale on MNIST (local
     IDX files in --mnist-dir) and are meant for a GPU (--device cuda). Writes
@@ -60,21 +68,24 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
         raise click.UsageError("give at most one of --quick and --tiny")
     scale = "tiny" if tiny else "quick" if quick else "full"
     settings = Settings(scale=scale, out=Path(out), seed=seed, device=device, mnist_dir=Path(mnist_dir),
-                        overwrite=overwrite, n_seeds=n_seeds, max_steps=max_steps)
+                        overwrite=overwrite, n_seeds=n_seeds, max_steps=max_steps, objective=objective)
     start = time.perf_counter()
     # Rebuilt from the parsed options (sys.argv is not this command's when called in process).
     words = ["ppl-vae", "reproduce", *([f"--{scale}"] if scale != "full" else []),
              *[w for name in only for w in ("--only", name)], "--out", str(out), "--seed", str(seed),
              "--seeds", str(settings.n_seeds), *(["--max-steps", str(max_steps)] if max_steps else []),
-             "--device", device, *(["--mnist-dir", str(mnist_dir)] if scale == "full" else [])]
+             "--device", device, *(["--mnist-dir", str(mnist_dir)] if scale == "full" else []),
+             *(["--objective", objective] if objective != "standard" else [])]
     command_line = " ".join(shlex.quote(word) for word in words)
 
     def finish(outcomes) -> None:  # while the results folder is still claimed
         write_index(settings.out, outcomes, scale=scale, command=command_line)
-        write_results_markdown(settings.out, outcomes, command=command_line, wall_time=time.perf_counter() - start)
+        write_results_markdown(settings.out, outcomes, command=command_line, wall_time=time.perf_counter() - start,
+                               scale=settings.scale, objective=objective)
 
     try:
-        outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir, finish=finish)
+        outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir, finish=finish,
+                                   resume=resume)
     except RunDirectoryExistsError as err:
         raise click.ClickException(f"{err} (nothing was run)") from None
     except INPUT_ERRORS as err:
@@ -82,7 +93,9 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
     index = settings.out / INDEX
     failed = [o.name for o in outcomes if o.status == "failed"]
     agree = sum(o.status == "agrees" for o in outcomes)
-    click.echo(f"{agree}/{len(outcomes)} experiments agree with the paper; {len(failed)} failed; "
+    unconverged = sum(o.status == "not converged" for o in outcomes)
+    click.echo(f"{agree}/{len(outcomes)} experiments agree with the paper; {unconverged} not converged (no "
+               f"verdict); {len(failed)} failed; "
                f"{time.perf_counter() - start:.0f} s. Report: {index}")
     if failed:
         click.echo(f"failed: {', '.join(failed)} (details in {index})", err=True)

@@ -1,4 +1,19 @@
-"""Did a linear model's training settle? A cheap check at the end of ``fit``.
+"""Did a model's training settle? A cheap check at the end of ``fit``, for every architecture.
+
+Three things must hold for a run to count as converged (``converged`` True):
+
+1. the parameters moved measurably from their initial values (relative L2
+   change at least :data:`MOVE_RTOL`): a model that never trained (``lr``
+   1e-12) has a flat loss and a frozen readout, and is never "settled";
+2. the loss stopped falling over the last :data:`WINDOW` of the steps;
+3. the judged metric stopped moving over that window: the per-dimension KL
+   (without beta) of every latent site on a fixed probe of at most
+   :data:`PROBE_ROWS` training rows, read at :data:`N_METRIC_SNAPSHOTS`
+   steps: the number of collapsed dimensions (mean KL < 0.01 nats) changes by
+   at most :data:`COUNT_TOL`, and the total KL has no change larger than
+   :data:`METRIC_RTOL` of its value (at least :data:`KL_FLOOR` nats).
+
+For linear models the decoder singular values are watched as well:
 
 SVI with a constant learning rate never stops moving: the parameters jitter
 around the optimum by an amount that grows with the learning rate. For the
@@ -17,7 +32,7 @@ watches what the run reports:
   :data:`DRIFT_RTOL` of its value) means the readout has not settled;
 - the loss over the same window: a decrease between its two halves larger
   than three standard errors and than :data:`LOSS_RTOL` (relative) means
-  training was still improving when it stopped.
+  training was still improving when it stopped (item 2 above).
 
 A run shorter than :data:`MIN_STEPS`, or resumed inside the window, is not
 judged (``converged`` None).
@@ -44,10 +59,24 @@ DRIFT_RTOL = 0.05
 LOSS_RTOL = 1e-3
 #: Shortest run the check judges.
 MIN_STEPS = 100
+#: Least relative L2 change of a configuration's parameters from their initial values that counts as training.
+MOVE_RTOL = 1e-3
+#: Training rows on which the per-dimension KL is read at the snapshots.
+PROBE_ROWS = 128
+#: Snapshots (spread over the window, first and last included) at which the per-dimension KL is read.
+N_METRIC_SNAPSHOTS = 4
+#: Most change (max - min over the metric snapshots) of the collapsed-dimension count.
+COUNT_TOL = 1
+#: Most change of the total KL over the metric snapshots, relative to its value.
+METRIC_RTOL = 0.1
+#: Smallest total KL (nats) the relative change is measured against (a nearly collapsed site may halve 0.01 nats).
+KL_FLOOR = 0.5
+#: Mean KL (nats) below which a dimension counts as collapsed (the diagnostics' default epsilon).
+KL_EPSILON = 0.01
 
 
 class NotConvergedWarning(UserWarning):
-    """A linear model's readout or loss had not settled when training stopped."""
+    """A model's parameters, loss or judged readout had not settled when training stopped."""
 
 
 def snapshot_steps(total_steps: int, start_step: int) -> list[int]:
@@ -60,37 +89,144 @@ def snapshot_steps(total_steps: int, start_step: int) -> list[int]:
     return sorted({int(round(step)) for step in np.linspace(first, total_steps, N_SNAPSHOTS)} - {0})
 
 
-def take_snapshot(models) -> list[np.ndarray | None]:
-    """Each model's decoder singular values (None for a non-linear model)."""
-    return [decoder_singular_values(m) if m.config.arch == "linear" else None for m in models]
+def metric_snapshot(index: int) -> bool:
+    """Whether the ``index``-th snapshot (0-based, of :data:`N_SNAPSHOTS`) also reads the per-dimension KL."""
+    stride = max(1, (N_SNAPSHOTS - 1) // (N_METRIC_SNAPSHOTS - 1))
+    return index % stride == 0 or index == N_SNAPSHOTS - 1
 
 
-def judge(snapshots: list[list[np.ndarray | None]], history: np.ndarray, n_configs: int) -> list[dict[str, Any] | None]:
-    """One verdict per configuration: ``{'converged': bool | None, 'reason': str, ...}``; None if not linear.
+def take_snapshot(models, data=None, index: int = 0) -> list[dict[str, np.ndarray | None]]:
+    """Each model's readout: ``{'sv': decoder singular values (linear) or None, 'kl': per-dimension KL or None}``.
+
+    ``kl`` (all sites' dimensions, concatenated; nats) is read from the first
+    :data:`PROBE_ROWS` rows of ``data`` when ``data`` is given and
+    :func:`metric_snapshot` selects ``index``.
+    """
+    probe = None
+    if data is not None and metric_snapshot(index):
+        import torch
+
+        probe = data.subset(torch.arange(min(PROBE_ROWS, data.n), device=data.x.device))
+    return [{"sv": decoder_singular_values(m) if m.config.arch == "linear" else None,
+             "kl": None if probe is None else kl_by_dimension(m, probe)} for m in models]
+
+
+def kl_by_dimension(model, probe) -> np.ndarray:
+    """Mean over the probe rows of KL(q || p) per latent dimension, every site concatenated (nats, no beta)."""
+    from ppl_vae.diagnostics.collapse import kl_per_dimension
+
+    was_training = model.training
+    try:
+        kl = kl_per_dimension(model, probe, num_samples=1, batch_size=PROBE_ROWS)
+    finally:
+        model.train(was_training)
+    return np.concatenate([kl[site].values.mean(axis=0) for site in kl.data_vars])
+
+
+def parameter_copy(parameters) -> list:
+    """Detached copies of the trained parameters (the starting point :func:`parameter_movement` measures from)."""
+    return [p.detach().clone() for p in parameters]
+
+
+def parameter_movement(initial, final, n_configs: int) -> np.ndarray:
+    """Relative L2 change ``||theta - theta_0|| / ||theta_0||`` of each configuration's parameters.
+
+    Parameters
+    ----------
+    initial, final
+        Matching sequences of tensors; with ``n_configs > 1`` each has a leading
+        configuration axis of size ``n_configs`` (a batched model's stacked
+        parameters).
+
+    Returns
+    -------
+    np.ndarray of shape ``(n_configs,)``, float64 (dimensionless).
+    """
+    change = np.zeros(n_configs)
+    size = np.zeros(n_configs)
+    for start, end in zip(initial, final):
+        start, end = start.detach().double(), end.detach().double()
+        rows = start.reshape(n_configs, -1) if n_configs > 1 else start.reshape(1, -1)
+        moved = (end.reshape(rows.shape) - rows)
+        change += moved.pow(2).sum(dim=1).cpu().numpy()
+        size += rows.pow(2).sum(dim=1).cpu().numpy()
+    return np.sqrt(change) / np.maximum(np.sqrt(size), np.finfo(np.float64).tiny)
+
+
+def judge(snapshots: list[list], history: np.ndarray, n_configs: int,
+          moved: np.ndarray | None = None) -> list[dict[str, Any] | None]:
+    """One verdict per configuration: ``{'converged': bool | None, 'reason': str, ...}``; None if it diverged.
 
     Parameters
     ----------
     snapshots
         ``take_snapshot`` at each of :func:`snapshot_steps` (empty: not judged).
+        A bare array per model (older callers) is read as its decoder singular values.
     history
         ``(steps, K)`` per-sample loss of the whole run.
+    moved
+        ``(K,)`` :func:`parameter_movement` of this run (None: not checked).
     """
     verdicts: list[dict[str, Any] | None] = []
     for k in range(n_configs):
-        values = [snap[k] for snap in snapshots]
-        if snapshots and (values[0] is None or not all(np.isfinite(v).all() for v in values)):
-            verdicts.append(None)  # not a linear model, or diverged in the window
+        values = [_as_record(snap[k]) for snap in snapshots]
+        if any(_non_finite(v) for v in values):
+            verdicts.append(None)  # diverged in the window
             continue
         if len(values) < 2:
             verdicts.append({"converged": None, "reason": f"not judged: fewer than {MIN_STEPS} steps, or resumed "
                                                            "inside the last fifth of the run"})
             continue
-        verdicts.append(_verdict(np.stack(values), history[:, k]))
+        verdicts.append(_verdict(values, history[:, k], None if moved is None else float(moved[k])))
     return verdicts
 
 
-def _verdict(singular_values: np.ndarray, loss: np.ndarray) -> dict[str, Any]:
-    """The verdict of one configuration from its ``(snapshots, modes)`` decoder singular values and loss."""
+def _as_record(value) -> dict[str, np.ndarray | None]:
+    return value if isinstance(value, dict) else {"sv": value, "kl": None}
+
+
+def _non_finite(record: dict[str, np.ndarray | None]) -> bool:
+    return any(v is not None and not np.isfinite(v).all() for v in record.values())
+
+
+def _verdict(records: list[dict], loss: np.ndarray, moved: float | None) -> dict[str, Any]:
+    """The verdict of one configuration from its snapshots, its loss and its parameter movement."""
+    reasons: list[str] = []
+    details: dict[str, Any] = {}
+    if moved is not None:
+        details["param_rel_change"] = moved
+        if moved < MOVE_RTOL:
+            reasons.append(f"the parameters barely moved from their initial values (relative change {moved:.2g} < "
+                           f"{MOVE_RTOL:g}): the model did not train")
+    kl = [r["kl"] for r in records if r["kl"] is not None]
+    if len(kl) >= 2:
+        reasons += _metric_reasons(np.stack(kl), details)
+    sv = [r["sv"] for r in records if r["sv"] is not None]
+    if len(sv) >= 2:
+        reasons += _sv_reasons(np.stack(sv), details)
+    drop = _loss_drop(loss)
+    if drop is not None:
+        reasons.append(f"the loss was still falling ({drop:.2g} nats per sample over the stretch)")
+    return {"converged": not reasons, "reason": "; ".join(reasons) or "settled", **details}
+
+
+def _metric_reasons(kl: np.ndarray, details: dict[str, Any]) -> list[str]:
+    """Reasons the ``(snapshots, dims)`` per-dimension KL has not settled (empty: it has)."""
+    counts = (kl < KL_EPSILON).sum(axis=1)
+    totals = kl.sum(axis=1)
+    change = float(np.ptp(totals)) / max(float(totals.max()), KL_FLOOR)
+    details.update(kl_collapsed_counts=counts.tolist(), kl_total_rel_change=change)
+    reasons = []
+    if counts.max() - counts.min() > COUNT_TOL:
+        reasons.append(f"the KL-collapsed dimension count changed between {counts.min()} and {counts.max()} over "
+                       f"the last {WINDOW:.0%} of the steps")
+    if change > METRIC_RTOL:
+        reasons.append(f"the total KL still moved by {change:.0%} over the last {WINDOW:.0%} of the steps")
+    return reasons
+
+
+def _sv_reasons(singular_values: np.ndarray, details: dict[str, Any]) -> list[str]:
+    """Reasons the ``(snapshots, modes)`` decoder singular values of a linear model have not settled."""
     counts = (singular_values < COLLAPSE_TOL).sum(axis=1)
     reasons = []
     if counts.min() != counts.max():
@@ -103,11 +239,8 @@ def _verdict(singular_values: np.ndarray, loss: np.ndarray) -> dict[str, Any]:
     drift = _drift(singular_values[:, (singular_values >= COLLAPSE_TOL).all(axis=0)])
     if drift > DRIFT_RTOL:
         reasons.append(f"an active decoder singular value was still drifting ({drift:.0%} over the stretch)")
-    drop = _loss_drop(loss)
-    if drop is not None:
-        reasons.append(f"the loss was still falling ({drop:.2g} nats per sample over the stretch)")
-    return {"converged": not reasons, "reason": "; ".join(reasons) or "settled",
-            "collapsed_counts": counts.tolist(), "max_rel_jitter_decoder_sv": jitter, "max_rel_drift_active_sv": drift}
+    details.update(collapsed_counts=counts.tolist(), max_rel_jitter_decoder_sv=jitter, max_rel_drift_active_sv=drift)
+    return reasons
 
 
 def _drift(values: np.ndarray) -> float:
@@ -144,4 +277,4 @@ def summary_line(verdicts: list[dict[str, Any] | None]) -> str | None:
         return None
     which = "" if len(verdicts) == 1 else f"configuration(s) {', '.join(str(k) for k, _ in bad)}: "
     return (f"training did not converge ({which}{bad[0][1]['reason']}); the collapse count is not reliable: "
-            "train longer or with a smaller learning rate")
+            "train longer, or with a learning rate that lets the model move and settle")

@@ -69,14 +69,9 @@ class FitResult:
         The training options as written to ``config.json`` (``train``): estimator,
         seeds, K, data split, ...
     convergence
-        One verdict per configuration of a linear model
-        (:func:`ppl_vae.inference.convergence.judge`: ``converged`` True, False or
-        None when not judged, and why); None for a non-linear or diverged one.
-    kl_history
-        Per-dimension KL of each latent site every ``kl_every`` steps, on the training
-        batch (:mod:`ppl_vae.inference.kl_history`): ``{site}_kl`` over
-        ``("step", "{site}_dim")``, with a leading ``config`` for a sequence; None
-        with ``kl_every=0``.
+        One verdict per configuration (:func:`ppl_vae.inference.convergence.judge`:
+        ``converged`` True, False or None when not judged, and why; parameters moved,
+        loss and per-dimension KL settled); None for a diverged one or a user's program.
     """
 
     models: tuple[Any, ...]
@@ -167,12 +162,12 @@ def kl_controls(module) -> tuple[dict[str, tuple], dict[str, torch.Tensor]]:
     return schedules, floors
 
 
-def _convergence(snapshots: list[list], history: np.ndarray, diverged: dict[int, int], trainee: _Trainee
-                 ) -> list[dict[str, Any] | None]:
-    """:func:`ppl_vae.inference.convergence.judge` of each configuration (None: not linear, or diverged); warns."""
-    if not trainee.linear:
+def _convergence(snapshots: list[list], history: np.ndarray, diverged: dict[int, int], trainee: _Trainee,
+                 moved: np.ndarray) -> list[dict[str, Any] | None]:
+    """:func:`ppl_vae.inference.convergence.judge` of each configuration (None: a user's program, or diverged); warns."""
+    if trainee.program:
         return [None] * trainee.n_configs
-    verdicts = convergence.judge(snapshots, history, trainee.n_configs)
+    verdicts = convergence.judge(snapshots, history, trainee.n_configs, moved)
     verdicts = [None if k in diverged else verdict for k, verdict in enumerate(verdicts)]
     line = convergence.summary_line(verdicts)
     if line is not None:

@@ -9,6 +9,11 @@ latent site at optimisation step ``t`` (0-based) is ``beta * w(t)`` with
   ramp fraction ``R = cycle_ratio`` in (0, 1]: ``tau = t mod P``,
   ``w(t) = min(1, (tau + 1) / (R P))``.
 
+Learning rate.  :func:`lr_decay_for` turns a decay stated for the run (the
+last step's rate as a fraction of the first's) into ``fit``'s per-step factor
+for a given number of steps, so a run that is lengthened or shortened ends at
+the same fraction of its starting rate.
+
 ``w`` is strictly positive (a Pyro ``poutine.scale`` must be > 0, SPEC 7) and
 at most 1.  Setting both ``warmup_steps`` and ``cycle_steps`` for the same
 configuration is refused: the two schedules answer the same question
@@ -71,6 +76,28 @@ def check_schedule(warmup_steps=0, cycle_steps=0, cycle_ratio=0.5) -> None:
     if np.any(both):
         raise ValueError("warmup_steps and cycle_steps cannot both be > 0 for the same configuration: "
                          "choose linear warm-up (warmup_steps) or cyclical annealing (cycle_steps)")
+
+
+def lr_decay_for(steps: int, final_fraction: float) -> float:
+    """The per-step factor ``d`` of ``fit``'s ``lr_t = lr * d**t`` that ends a ``steps``-step run at ``final_fraction``.
+
+    Parameters
+    ----------
+    steps : int >= 1
+        Optimisation steps of the run (``t = 0 .. steps - 1``).
+    final_fraction : float in (0, 1]
+        The last step's learning rate over the first's.
+
+    Returns
+    -------
+    float in (0, 1]: ``final_fraction ** (1 / (steps - 1))`` (1 for a one-step run),
+    so ``d ** (steps - 1) == final_fraction`` at any step count.
+    """
+    steps = check_int_range("steps", steps, 1)
+    final_fraction = float(final_fraction)
+    if not (np.isfinite(final_fraction) and 0.0 < final_fraction <= 1.0):
+        raise ValueError(f"final_fraction must lie in (0, 1], got {final_fraction!r}")
+    return 1.0 if steps == 1 else float(np.exp(np.log(final_fraction) / (steps - 1)))
 
 
 def _tensor(value, dtype: torch.dtype, device) -> torch.Tensor:

@@ -326,7 +326,9 @@ def fit(
         # A short run computes the KL at every step (its record outputs it; a few small kernels a step)
         # rather than pay for a second record of the loss for the steps that keep it.
         kl_each_step = kl_history.kl_at_every_step(kl_every, total_steps - start_step)
-        watch = set(convergence.snapshot_steps(total_steps, start_step) if trainee.linear else ())
+        # a user's program is not judged: its readout (KL of a suite model on probe rows) does not apply
+        watch = set(convergence.snapshot_steps(total_steps, start_step) if not trainee.program else ())
+        initial = convergence.parameter_copy(trainee.parameters)  # a frozen model is never settled
         snapshots: list[list] = []
         bar = _progress_bar(progress, start_step, total_steps, n_configs)
         pending: list[torch.Tensor] = []
@@ -360,7 +362,7 @@ def fit(
                 done = step + 1
                 if done in watch:
                     trainee.write_back()
-                    snapshots.append(convergence.take_snapshot(models))
+                    snapshots.append(convergence.take_snapshot(models, bundle, len(snapshots)))
                 at_checkpoint = run_dir is not None and (done % checkpoint_every == 0 or done == total_steps)
                 if done % SYNC_EVERY == 0 or at_checkpoint or done == total_steps:
                     values = torch.stack(pending).cpu().double().numpy()  # (S, K)
@@ -395,7 +397,8 @@ def fit(
         tail = history_array[-min(100, len(history_array)):] if len(history_array) else np.full((1, n_configs), np.nan)
         with np.errstate(all="ignore"):
             final = np.array([np.nan if k in diverged else float(np.mean(tail[:, k])) for k in range(n_configs)])
-        verdicts = _convergence(snapshots, history_array, diverged, trainee)
+        moved = convergence.parameter_movement(initial, trainee.parameters, n_configs)
+        verdicts = _convergence(snapshots, history_array, diverged, trainee, moved)
         kl = (kl_history.as_dataset(kl_steps, kl_history.stack_records(kl_records), single, diverged)
               if kl_every > 0 else None)
         result = FitResult(models=tuple(models), loss=loss, final_loss=float(final[0]) if single else final,

@@ -21,6 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from ppl_vae._io import atomic_write, atomic_write_json, atomic_write_text, prepare_run_dir, write_netcdf
+from ppl_vae.reproduce import gate
 from ppl_vae.reproduce.verdicts import EVIDENCE_COLUMNS
 
 MANIFEST = "manifest.json"
@@ -64,6 +65,10 @@ class ClaimCheck:
         ok``): what the report shows as the verdict's table.
     n_seeds
         Replicates behind every seed mean the rule read.
+    convergence
+        :func:`ppl_vae.reproduce.gate.summarise` of the runs the experiment
+        trained (empty: none recorded); any run that did not converge makes
+        :attr:`status` ``'not converged'``.
     """
 
     experiment: str
@@ -73,12 +78,20 @@ class ClaimCheck:
     numbers: dict[str, Any]
     evidence: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     n_seeds: int = 1
+    convergence: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``'agrees'``, ``'disagrees'``, or ``'not converged'`` (the convergence gate, :mod:`.gate`)."""
+        return gate.status(self.agrees, self.convergence)
 
     @classmethod
     def from_verdict(cls, experiment: str, claim: str, verdict, numbers: dict[str, Any] | None = None) -> ClaimCheck:
-        """The claim check of a :class:`ppl_vae.reproduce.verdicts.Verdict`."""
+        """The claim check of a :class:`ppl_vae.reproduce.verdicts.Verdict`, gated by the convergence records of
+        the runs trained so far in the open :func:`ppl_vae.reproduce.gate.ledger` (if any)."""
+        records = gate.current_records()
         return cls(experiment, claim, verdict.agrees, verdict.rule, numbers or {}, verdict.evidence(),
-                   verdict.n_seeds)
+                   verdict.n_seeds, {} if records is None else gate.summarise(records))
 
     def evidence_table(self) -> pd.DataFrame:
         """The checks as a table (empty when the rule recorded none)."""
@@ -87,13 +100,14 @@ class ClaimCheck:
     def to_dict(self) -> dict[str, Any]:
         return _plain({"experiment": self.experiment, "claim": self.claim, "agrees": bool(self.agrees),
                        "rule": self.rule, "numbers": self.numbers, "evidence": self.evidence,
-                       "n_seeds": self.n_seeds})
+                       "n_seeds": self.n_seeds, "status": self.status, "convergence": self.convergence})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClaimCheck:
         return cls(experiment=data["experiment"], claim=data["claim"], agrees=bool(data["agrees"]),
                    rule=data.get("rule", ""), numbers=data.get("numbers", {}),
-                   evidence=list(data.get("evidence", [])), n_seeds=int(data.get("n_seeds", 1)))
+                   evidence=list(data.get("evidence", [])), n_seeds=int(data.get("n_seeds", 1)),
+                   convergence=dict(data.get("convergence") or {}))
 
 
 class ExperimentOutput:

@@ -28,6 +28,7 @@ body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f2f2f2} .agrees{background:#e3f4e1} .disagrees{background:#fdf1d6} .failed{background:#f9d6d5}
+.not-converged{background:#e8e8f4}
 figure{display:inline-block;margin:.5em;max-width:100%} figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.85em;color:#555;max-width:640px} pre{background:#f7f7f7;padding:.5em;overflow:auto}
 .numbers{font-family:monospace;font-size:.8em;white-space:pre-wrap}
@@ -45,10 +46,10 @@ def summary_table(outcomes: Sequence[ExperimentOutcome]) -> str:
     for outcome in outcomes:
         check = outcome.check
         claim = html.escape(check.claim) if check else html.escape(EXPERIMENTS.get(outcome.name, ""))
-        verdict = {"agrees": "yes", "disagrees": "no", "failed": "failed"}[outcome.status]
+        verdict = {"agrees": "yes", "disagrees": "no", "not converged": "not converged", "failed": "failed"}[outcome.status]
         detail = (f"{html.escape(check.rule)} ({check.n_seeds} seeds){_evidence_html(check)}"
                   if check else f"<pre>{html.escape(outcome.error.splitlines()[0] if outcome.error else '')}</pre>")
-        rows.append(f"<tr class=\"{outcome.status}\"><td><a href=\"#{outcome.name}\">{outcome.name}</a></td>"
+        rows.append(f"<tr class=\"{outcome.status.replace(' ', '-')}\"><td><a href=\"#{outcome.name}\">{outcome.name}</a></td>"
                     f"<td>{claim}</td><td><b>{verdict}</b></td><td>{detail}</td><td>{outcome.seconds:.1f}</td></tr>")
     rows.append("</table>")
     return "\n".join(rows)
@@ -101,11 +102,13 @@ def write_index(root: str | Path, outcomes: Sequence[ExperimentOutcome], *, scal
     root = Path(root)
     n_agree = sum(o.status == "agrees" for o in outcomes)
     n_failed = sum(o.status == "failed" for o in outcomes)
+    n_unconverged = sum(o.status == "not converged" for o in outcomes)
     body = [
         "<h1>Reproducing Dang et al. (ICLR 2024): posterior collapse in CVAEs and MHVAEs</h1>",
         f"<p>ppl_vae {html.escape(__version__)}, scale <b>{html.escape(scale)}</b>"
         + (f", command <code>{html.escape(command)}</code>" if command else "")
-        + f". {n_agree} of {len(outcomes)} experiments agree with the paper's claim; {n_failed} failed. "
+        + f". {n_agree} of {len(outcomes)} experiments agree with the paper's claim; {n_failed} failed; "
+        f"{n_unconverged} not converged (no verdict). "
         "A latent dimension counts as collapsed when its data-mean KL(q || p) is below 0.01 nats.</p>",
         summary_table(outcomes),
         *(experiment_section(root, outcome) for outcome in outcomes),

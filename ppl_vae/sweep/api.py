@@ -66,6 +66,9 @@ class SweepResult:
         for a diverged configuration), or None when run without diagnostics.
     diverged
         Configuration -> first step with a non-finite loss (stopped; the others went on).
+    convergence
+        ``fit``'s convergence record per configuration
+        (:func:`ppl_vae.inference.convergence.judge`; None: diverged).
     """
 
     configs: tuple[Any, ...]
@@ -76,6 +79,7 @@ class SweepResult:
     wall_time: float
     diagnostics: tuple[Any, ...] | None = None
     diverged: dict[int, int] = dataclasses.field(default_factory=dict)
+    convergence: tuple[Any, ...] = ()
 
 
 def expand_grid(base_config: Any, grid: Mapping[str, Sequence[Any]], *, seed: int = 0
@@ -384,14 +388,17 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
                           "test_fraction": test_fraction, "split_seed": split_seed, "n_tasks": len(tasks)})
     by_config: list[Any] = [None] * len(configs)
     diverged: dict[int, int] = {}
+    records: list[Any] = [None] * len(configs)
     for result in results:
         for row, k in enumerate(result.index):
             if result.diagnostics is not None:
                 by_config[k] = result.diagnostics[row]
             if row in result.diverged:
                 diverged[k] = result.diverged[row]
+            if row < len(result.convergence):
+                records[k] = result.convergence[row]
     return SweepResult(tuple(configs), tuple(seeds), tuple(models), dataset, path, wall_time,
-                       tuple(by_config) if options is not None else None, diverged)
+                       tuple(by_config) if options is not None else None, diverged, tuple(records))
 
 
 def diagnostics_options(diagnostics: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:

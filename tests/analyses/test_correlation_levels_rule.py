@@ -30,10 +30,10 @@ def _runs(level_of=lambda a: 1.0 if a == 1.0 else 0.1, count_of=lambda a: PREDIC
     return pd.DataFrame(rows)
 
 
-def _judge(experiment, runs):
+def _judge(experiment, runs, graded=False):
     summary = seed_summary(runs, ["arch", "level", "a", "predicted_collapsed"],
                            ["z_collapse_level", "z_n_collapsed", "z_active_units", "nll"])
-    return experiment.judge(summary, DIM)
+    return experiment.judge(summary, DIM, runs if graded else None)
 
 
 def test_the_theorys_flat_segments_agree(experiment):
@@ -57,3 +57,20 @@ def test_a_reversal_between_weak_levels_is_refused(experiment):
 def test_a_linear_count_off_the_theorem_is_refused(experiment):
     verdict = _judge(experiment, _runs(count_of=lambda a: 12 if a == 1.0 else 0))
     assert not verdict.agrees and verdict.table().query("not ok").check.str.contains("linear").all()
+
+
+def test_a_graded_mlp_trend_agrees(experiment):
+    verdict = _judge(experiment, _runs(level_of=lambda a: 0.2 + 0.8 * a, noise=0.01), graded=True)
+    assert verdict.agrees, verdict.table()
+    assert any("graded claim" in c.check and c.ok for c in verdict.checks)
+
+
+def test_the_issue_22_levels_fail_the_graded_rule(experiment):
+    """0.33 / 0.21 / 0.20 / 0.41 / 1.0 for a = 0 .. 1: identical beats independent, but the levels are not graded."""
+    levels = {0.0: 0.33, 0.125: 0.21, 0.25: 0.20, 0.5: 0.41, 1.0: 1.0}
+    runs = _runs(level_of=lambda a: levels[a], noise=0.01)
+    runs.loc[runs.arch == "linear", "z_collapse_level"] = [1.0 if a == 1.0 else 0.0
+                                                           for a in runs.loc[runs.arch == "linear", "a"]]
+    verdict = _judge(experiment, runs, graded=True)
+    failed = verdict.table().query("not ok").check
+    assert not verdict.agrees and failed.str.contains("graded claim").any()

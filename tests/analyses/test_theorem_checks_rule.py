@@ -38,3 +38,15 @@ def test_one_seed_off_by_one_mode_is_tolerated_but_every_seed_is_not(experiment)
 
 def test_singular_values_off_the_theorem_are_refused(experiment):
     assert not experiment.judge(_runs(error=0.08)).agrees
+
+
+def test_the_issue_22_counterparts_are_checked(experiment, tmp_path):
+    """beta1 != 1, a real-data Theorem 5 case and the authors' linear VAE (latent 5, eta_dec 1, beta 1, learnable)."""
+    from ppl_vae.reproduce import Settings
+
+    synthetic = {label: base for label, base, _ in experiment.experiments(6, 4)}
+    assert synthetic["mhvae_beta1_2"].beta1 == 2.0
+    real = {label: base for label, base, _ in experiment.real_experiments(64, Settings("quick", tmp_path))}
+    authors = real["real_vae_learnable_authors"]
+    assert (authors.latent_dim, authors.eta_dec, authors.beta, authors.encoder_std) == (5, 1.0, 1.0, None)
+    assert real["real_mhvae_fixed"].sigma2 == 0.5

@@ -1,4 +1,4 @@
-"""The end-of-fit convergence check of linear models: a too-large learning rate is flagged, a settled run is not."""
+"""The end-of-fit convergence check: a too-large learning rate and a frozen model are flagged, a settled run is not."""
 
 import json
 import warnings
@@ -9,7 +9,8 @@ import torch
 
 from ppl_vae.data import synthetic_pairs
 from ppl_vae.inference import fit
-from ppl_vae.inference.convergence import MIN_STEPS, NotConvergedWarning, judge, snapshot_steps
+from ppl_vae.inference.convergence import (MIN_STEPS, MOVE_RTOL, NotConvergedWarning, judge, parameter_movement,
+                                          snapshot_steps)
 from ppl_vae.models import CVAEConfig, build_model
 
 
@@ -42,13 +43,39 @@ def test_a_settled_run_is_converged_without_a_warning(pairs):
     assert len(set(verdict["collapsed_counts"])) == 1
 
 
-def test_short_or_non_linear_runs_are_not_judged(pairs):
+def test_short_runs_are_not_judged(pairs):
     assert snapshot_steps(MIN_STEPS - 1, 0) == [] and snapshot_steps(1000, 900) == []
     assert _fit(pairs, 0.01, steps=30).convergence[0]["converged"] is None
+
+
+def _mlp_fit(pairs, lr, steps):
     torch.manual_seed(0)
-    mlp = fit(build_model(CVAEConfig(6, 6, 2, arch="mlp", hidden_dims=(8,))), pairs, steps=120, progress=False,
-              device="cpu")
-    assert mlp.convergence == [None]
+    return fit(build_model(CVAEConfig(6, 6, 2, arch="mlp", hidden_dims=(8,))), pairs, steps=steps, lr=lr,
+               progress=False, device="cpu")
+
+
+def test_a_frozen_non_linear_model_is_never_settled(pairs):
+    """lr 1e-12: flat loss, frozen KL, and still not converged (the parameters did not move)."""
+    with pytest.warns(NotConvergedWarning, match="barely moved"):
+        result = _mlp_fit(pairs, 1e-12, 300)
+    verdict = result.convergence[0]
+    assert verdict["converged"] is False and verdict["param_rel_change"] < MOVE_RTOL
+    assert "barely moved" in verdict["reason"] and "loss" not in verdict["reason"]  # only the movement catches it
+
+
+def test_a_non_linear_run_is_judged_on_its_loss_and_its_kl(pairs):
+    short = _mlp_fit(pairs, 3e-3, 120).convergence[0]  # still learning at 120 steps
+    assert short["converged"] is False and short["param_rel_change"] > MOVE_RTOL
+    assert len(short["kl_collapsed_counts"]) >= 2
+
+
+def test_parameter_movement_per_configuration():
+    start = [torch.ones(3, 4), torch.zeros(3, 2)]
+    end = [torch.ones(3, 4), torch.zeros(3, 2)]
+    end[0][1] += 1.0  # only configuration 1 moved
+    moved = parameter_movement(start, end, 3)
+    np.testing.assert_allclose(moved, [0.0, 1.0, 0.0])
+    np.testing.assert_allclose(parameter_movement([torch.full((2, 2), 2.0)], [torch.full((2, 2), 3.0)], 1), [0.5])
 
 
 def test_judge_reads_a_changing_count_a_drift_and_a_falling_loss():
@@ -63,6 +90,16 @@ def test_judge_reads_a_changing_count_a_drift_and_a_falling_loss():
     assert "loss was still falling" in judge(settled, falling, 1)[0]["reason"]
 
 
+def test_judge_reads_the_kl_metric_and_the_movement():
+    flat = np.random.default_rng(0).normal(10.0, 0.01, size=(500, 1))
+    steady = [[{"sv": None, "kl": np.array([1.0, 0.5, 0.001])}] for _ in range(4)]
+    assert judge(steady, flat, 1, np.array([0.5]))[0]["converged"] is True
+    assert "barely moved" in judge(steady, flat, 1, np.array([1e-6]))[0]["reason"]
+    collapsing = [[{"sv": None, "kl": np.array([1.0, 0.5, 0.001]) * f}] for f in (1.0, 0.3, 0.01, 0.001)]
+    reason = judge(collapsing, flat, 1, np.array([0.5]))[0]["reason"]
+    assert "KL-collapsed dimension count changed between 1 and 3" in reason and "total KL still moved" in reason
+
+
 def test_cli_train_says_so_in_its_summary(tmp_path):
     from click.testing import CliRunner
 
@@ -74,3 +111,19 @@ def test_cli_train_says_so_in_its_summary(tmp_path):
                                        str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "warning: training did not converge" in result.output and "converged false" in result.output
+
+
+def test_cli_train_flags_a_frozen_model(tmp_path):
+    """Issue 22: ``ppl-vae train ... --lr 1e-12 --steps 300`` is not 'settled'."""
+    from click.testing import CliRunner
+
+    from ppl_vae.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--model", "cvae", "--data", "synthetic", "--n-samples", "400",
+                                       "--dim", "6", "--correlation", "noise_1_2", "--latent-dim", "4", "--steps",
+                                       "300", "--lr", "1e-12", "--device", "cpu", "--no-progress", "--out",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "warning: training did not converge" in result.output and "barely moved" in result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["converged"] is False

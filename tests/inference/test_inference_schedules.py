@@ -3,7 +3,8 @@ import pytest
 import torch
 import xarray as xr
 
-from ppl_vae.inference.schedules import check_schedule, kl_weight, predicted_end_point, schedule_curve
+from ppl_vae.inference.schedules import (check_schedule, kl_weight, lr_decay_for, predicted_end_point,
+                                         schedule_curve)
 from ppl_vae.theory import linear_vae
 
 
@@ -113,3 +114,19 @@ def test_a_config_schedule_has_one_curve_per_latent_level_and_carries_the_floor(
     assert curve.sel(level="z1", step=9).item() == 1.0 and curve.sel(level="z1", step=0).item() == 0.1
     assert curve.sel(level="z2", step=20).item() == curve.sel(level="z2", step=0).item() < 1.0
     assert curve.attrs["free_bits"] == 0.3
+
+
+@pytest.mark.parametrize("steps", [1, 2, 37, 1500, 6000, 62500])
+def test_lr_decay_for_ends_at_the_same_fraction_at_any_step_count(steps):
+    """Issue 22: the final rate is the stated fraction of the initial one however long the run is."""
+    decay = lr_decay_for(steps, 0.1)
+    final = 0.1 if steps > 1 else 1.0
+    assert decay ** (steps - 1) == pytest.approx(final, rel=1e-9) and 0.0 < decay <= 1.0
+
+
+def test_lr_decay_for_refuses_a_bad_fraction():
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="final_fraction"):
+            lr_decay_for(100, bad)
+    with pytest.raises(ValueError, match="steps"):
+        lr_decay_for(0, 0.1)

@@ -155,3 +155,22 @@ def test_mnist_available_needs_all_four_files(tmp_path):
     assert not mnist_available(tmp_path)
     (tmp_path / f"{stems[-1]}.gz").write_bytes(b"")
     assert mnist_available(tmp_path)
+
+
+def test_a_resumed_job_keeps_finished_experiments_and_reruns_the_rest(fake_analyses, tmp_path):
+    """Full mode resumes per experiment: claim.json marks an experiment done; other settings are refused."""
+    directory, (first, second, third) = fake_analyses
+    settings = Settings("tiny", tmp_path / "out", seed=3)
+    run_experiments(settings, [first, second, third], analyses_dir=directory, progress=False)
+    marker = tmp_path / "out" / first / "numbers.csv"
+    marker.write_text("kept\n")  # a rerun would rewrite it
+    (directory / f"{third}.py").write_text(GOOD.format(name=third, agrees=True))  # the failed one now works
+    outcomes = run_experiments(settings, [first, second, third], analyses_dir=directory, progress=False, resume=True)
+    assert [o.status for o in outcomes] == ["agrees", "disagrees", "agrees"]
+    assert outcomes[0].seconds == 0.0 and marker.read_text() == "kept\n"
+    with pytest.raises(ValueError, match="cannot resume"):
+        run_experiments(Settings("tiny", tmp_path / "out", seed=4), [first], analyses_dir=directory,
+                        progress=False, resume=True)
+    with pytest.raises(FileNotFoundError):
+        run_experiments(Settings("tiny", tmp_path / "new", seed=3), [first], analyses_dir=directory,
+                        progress=False, resume=True)
