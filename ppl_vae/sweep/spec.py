@@ -104,11 +104,16 @@ def _check_section(name: str, given: Any, defaults: Mapping[str, Any]) -> dict[s
         given = {}
     if not isinstance(given, Mapping):
         raise ValueError(f"sweep spec {name!r} must be a mapping, got {given!r}")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"sweep spec {name}: unknown entr{'y' if len(unknown) == 1 else 'ies'} "
-                         f"{', '.join(map(repr, unknown))}; allowed: {', '.join(map(repr, defaults))}")
+    _refuse_unknown(f"sweep spec {name}", given, defaults)
     return {**defaults, **given}
+
+
+def _refuse_unknown(where: str, given: Mapping[str, Any], allowed) -> None:
+    """ValueError naming the entries of ``given`` that are not in ``allowed``."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown entr{'y' if len(unknown) == 1 else 'ies'} "
+                         f"{', '.join(map(repr, unknown))}; allowed: {', '.join(map(repr, allowed))}")
 
 
 def _config_class(family: str):
@@ -186,10 +191,7 @@ class SweepSpec:
         """Validate and normalise a spec read from YAML, TOML, JSON or built in code."""
         if not isinstance(raw, Mapping):
             raise ValueError(f"a sweep spec must be a mapping of sections, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - set(SPEC_SECTIONS))
-        if unknown:
-            raise ValueError(f"sweep spec: unknown entr{'y' if len(unknown) == 1 else 'ies'} "
-                             f"{', '.join(map(repr, unknown))}; allowed: {', '.join(SPEC_SECTIONS)}")
+        _refuse_unknown("sweep spec", raw, SPEC_SECTIONS)
         family = check_choice("sweep spec 'model'", raw.get("model", "cvae"), FAMILIES)
         from ppl_vae.models import ARCHITECTURES
 
