@@ -67,7 +67,7 @@ class TaskResult:
     provenance
         ``fit``'s training record (estimator, seeds, K, group, data split).
     convergence
-        ``fit``'s convergence verdict per configuration (None: not a linear model).
+        ``fit``'s convergence verdict per configuration (None: not judged, a diverged configuration).
     """
 
     index: tuple[int, ...]
