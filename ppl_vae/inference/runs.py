@@ -90,7 +90,9 @@ def write_results(run_dir: Path, result, bundle) -> None:
 
 
 def convergence_metrics(verdicts: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """``converged`` and ``convergence`` entries of ``metrics.json`` (nothing when no configuration was judged: a user's program, or a diverged run).
+    """``converged`` and ``convergence`` entries of ``metrics.json``.
+
+    Nothing when no configuration was judged (a user's program, or a diverged run).
 
     One model: ``converged`` is True, False or None (not judged) and
     ``convergence`` the verdict; K models: a list of each.
