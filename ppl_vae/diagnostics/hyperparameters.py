@@ -50,21 +50,24 @@ def _dim(site: dict, n: int) -> int:
     return int(site["value"].reshape(n, -1).shape[1])
 
 
+
+def _record(found: dict, missing: dict[str, str], name: str, value, why: str) -> None:
+    """``found[name] = value``, or ``missing[name] = why`` when the traces gave no value."""
+    if value is None:
+        missing[name] = why
+    else:
+        found[name] = value
+
 def _read_vae(site: str, q_site: dict, p_site: dict, obs_site: dict, n: int, found: dict,
               missing: dict[str, str]) -> None:
     """latent_dim, beta and eta_enc of a one-latent model."""
     found["latent_dim"] = _dim(q_site, n)
     beta = _scale_ratio(q_site, obs_site)
-    if beta is None:
-        missing["beta"] = f"the poutine.scale of guide site {site!r} over that of the observed site differs between points"
-    else:
-        found["beta"] = beta
+    _record(found, missing, "beta", beta,
+            f"the poutine.scale of guide site {site!r} over that of the observed site differs between points")
     eta_enc = _normal_std(p_site["fn"], zero_mean=True)
-    if eta_enc is None:
-        missing["eta_enc"] = (f"the prior of {site!r} is not N(0, eta_enc^2 I) (a learned or conditional prior, "
-                              "or not Normal)")
-    else:
-        found["eta_enc"] = eta_enc
+    _record(found, missing, "eta_enc", eta_enc,
+            f"the prior of {site!r} is not N(0, eta_enc^2 I) (a learned or conditional prior, or not Normal)")
 
 
 def _read_mhvae(guide_trace, model_trace, sites: tuple[str, ...], obs_site: dict, n: int, found: dict,
@@ -80,22 +83,13 @@ def _read_mhvae(guide_trace, model_trace, sites: tuple[str, ...], obs_site: dict
     found["latent_dims"] = (_dim(z1_q, n), _dim(z2_q, n))
     for name, site in (("beta1", z1_q), ("beta2", z2_q)):
         beta = _scale_ratio(site, obs_site)
-        if beta is None:
-            missing[name] = f"the poutine.scale of guide site {site['name']!r} differs between points"
-        else:
-            found[name] = beta
+        _record(found, missing, name, beta, f"the poutine.scale of guide site {site['name']!r} differs between points")
     eta_enc = _normal_std(model_trace.nodes[top]["fn"], zero_mean=True)
-    if eta_enc is None:
-        missing["eta_enc"] = f"the prior of {top!r} is not N(0, eta_enc^2 I)"
-    else:
-        found["eta_enc"] = eta_enc
+    _record(found, missing, "eta_enc", eta_enc, f"the prior of {top!r} is not N(0, eta_enc^2 I)")
     found["z1_prior_std"] = _normal_std(model_trace.nodes[bottom]["fn"], zero_mean=False)
     sigma1 = _normal_std(z1_q["fn"], zero_mean=False)
-    if sigma1 is None:
-        missing["sigma1"] = (f"q({bottom} | x) has a learned or varying std; the closed form needs a fixed "
-                             "isotropic sigma1")
-    else:
-        found["sigma1"] = sigma1
+    _record(found, missing, "sigma1", sigma1,
+            f"q({bottom} | x) has a learned or varying std; the closed form needs a fixed isotropic sigma1")
     sigma2 = _normal_std(z2_q["fn"], zero_mean=False)
     if sigma2 is not None:
         found["sigma2"] = sigma2

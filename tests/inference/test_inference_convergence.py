@@ -100,29 +100,26 @@ def test_judge_reads_the_kl_metric_and_the_movement():
     assert "KL-collapsed dimension count changed between 1 and 3" in reason and "total KL still moved" in reason
 
 
-def test_cli_train_says_so_in_its_summary(tmp_path):
+def _train_linear_cvae(run_dir, steps: str, lr: str):
+    """``ppl-vae train`` of a small linear CVAE on synthetic pairs; the click result."""
     from click.testing import CliRunner
 
     from ppl_vae.cli import main
 
-    result = CliRunner().invoke(main, ["train", "--model", "cvae", "--data", "synthetic", "--n-samples", "400",
-                                       "--dim", "6", "--correlation", "noise_1_2", "--latent-dim", "4", "--steps",
-                                       "600", "--lr", "0.2", "--device", "cpu", "--no-progress", "--out",
-                                       str(tmp_path / "run")])
+    return CliRunner().invoke(main, ["train", "--model", "cvae", "--data", "synthetic", "--n-samples", "400",
+                                     "--dim", "6", "--correlation", "noise_1_2", "--latent-dim", "4", "--steps",
+                                     steps, "--lr", lr, "--device", "cpu", "--no-progress", "--out", str(run_dir)])
+
+
+def test_cli_train_says_so_in_its_summary(tmp_path):
+    result = _train_linear_cvae(tmp_path / "run", "600", "0.2")
     assert result.exit_code == 0, result.output
     assert "warning: training did not converge" in result.output and "converged false" in result.output
 
 
 def test_cli_train_flags_a_frozen_model(tmp_path):
     """Issue 22: ``ppl-vae train ... --lr 1e-12 --steps 300`` is not 'settled'."""
-    from click.testing import CliRunner
-
-    from ppl_vae.cli import main
-
-    result = CliRunner().invoke(main, ["train", "--model", "cvae", "--data", "synthetic", "--n-samples", "400",
-                                       "--dim", "6", "--correlation", "noise_1_2", "--latent-dim", "4", "--steps",
-                                       "300", "--lr", "1e-12", "--device", "cpu", "--no-progress", "--out",
-                                       str(tmp_path / "run")])
+    result = _train_linear_cvae(tmp_path / "run", "300", "1e-12")
     assert result.exit_code == 0, result.output
     assert "warning: training did not converge" in result.output and "barely moved" in result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
