@@ -71,7 +71,7 @@ def _fit_and_diagnose(source, model, guide, bundle, run_dir: Path, *, ref, hyper
     from ppl_vae.diagnostics import diagnose, save
     from ppl_vae.inference import fit
     from ppl_vae.inference.runs import DIAGNOSTICS_NAME
-    from ppl_vae.report.runs import held_out_split
+    from ppl_vae.data.holdout import held_out_split
 
     target = (source, None) if source is not None else (model, guide)
     result = fit(*target, bundle, run_dir=run_dir, hyper=dict(hyper), provenance={"program": ref.to_dict()},

@@ -104,3 +104,16 @@ def check_split(n: int, test_fraction: float, name: str = "test_fraction") -> tu
                              f"{'none to train on' if held >= n else 'none held out'}; choose a fraction that "
                              f"leaves rows on both sides (e.g. 0.1), or 0 for no held-out rows")
     return split_sizes(n, fraction)
+
+
+def held_out_split(bundle: DataBundle, train_options: dict) -> tuple[DataBundle, DataBundle | None]:
+    """(training data, held-out data or None) as a run's training options describe.
+
+    A run trained with ``test_fraction`` > 0 (and ``split_seed``, default 0) in
+    its ``train`` options was fitted on the training part; the rest is held out
+    (:func:`train_test_split`).
+    """
+    fraction = float(train_options.get("test_fraction") or 0.0)
+    if fraction <= 0.0:
+        return bundle, None
+    return train_test_split(bundle, fraction, seed=int(train_options.get("split_seed", 0)))

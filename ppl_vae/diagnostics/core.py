@@ -50,9 +50,8 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import numpy as np
 import torch
 import xarray as xr
@@ -66,6 +65,7 @@ from .collapse import COLLAPSE_EPSILON, LOW_INFORMATION_SHARE, check_share, coll
 from .draws import draw_groups, select_observations
 from .io import netcdf_safe_attrs, safe_dataset
 from .likelihood import evaluation_metrics
+from .plain import PlainDiagnostics
 from .target import (
     ModelArgs,
     PyroTarget,
@@ -76,6 +76,9 @@ from .target import (
     parameter_device,
     variable_name,
 )
+
+if TYPE_CHECKING:  # ArviZ is imported only where an InferenceData is built (ppl_vae.diagnostics.plain)
+    import arviz as az
 from .theory_link import check_theory_option, infer_linear_setting, inferred_theory_group, theory_group
 
 
@@ -128,7 +131,9 @@ def run_attributes(target: PyroTarget, args: ModelArgs, seed: int, data_spec: di
 
 
 def build_inference_data(groups: dict, attrs: dict) -> az.InferenceData:
-    """``InferenceData`` with custom groups (collapse, theory, metrics) allowed."""
+    """``InferenceData`` with custom groups (collapse, theory, metrics) allowed (ArviZ imported here)."""
+    import arviz as az
+
     with warnings.catch_warnings():
         # arviz warns that collapse / theory / metrics are not among its standard groups
         warnings.filterwarnings("ignore", message=".*not .*default.*group.*", category=UserWarning)
@@ -357,13 +362,15 @@ def assemble(target: PyroTarget, args: ModelArgs, groups: dict[str, xr.Dataset],
              metrics: xr.Dataset, *, theory: bool | dict, seed: int, kl_samples: int, metrics_data: str,
              data_spec: dict | None, device: torch.device, collapse_epsilon: float = COLLAPSE_EPSILON,
              low_information_share: float = LOW_INFORMATION_SHARE,
-             eval_args: ModelArgs | None = None) -> az.InferenceData:
+             eval_args: ModelArgs | None = None,
+             as_inference_data: bool = True) -> az.InferenceData | PlainDiagnostics:
     """One model's ``InferenceData`` from its draw groups, latent statistics and metrics.
 
     Adds the collapse, theory, log-likelihood and metrics groups and the
     top-level attributes (module docstring); ``groups`` is not modified.
     ``args`` are the training data (theory, provenance); ``eval_args`` the
-    points of every other group (default ``args``).
+    points of every other group (default ``args``). ``as_inference_data=False``
+    returns the same groups and attributes as a :class:`PlainDiagnostics` (no ArviZ).
     """
     eval_args = args if eval_args is None else eval_args
     groups = dict(groups)
@@ -401,4 +408,5 @@ def assemble(target: PyroTarget, args: ModelArgs, groups: dict[str, xr.Dataset],
     if theory_note:
         attrs["theory_unavailable"] = theory_note
     groups = {name: safe_dataset(ds) for name, ds in groups.items()}
-    return build_inference_data(groups, netcdf_safe_attrs(attrs))
+    plain = PlainDiagnostics(groups, netcdf_safe_attrs(attrs))
+    return plain.to_inference_data() if as_inference_data else plain

@@ -9,7 +9,8 @@ at dim -2, data points at dim -1). The posterior / prior draws and the latent
 statistics run once for all K; the importance-weighted likelihood, which is
 memory-bound on a CPU, runs in slices of configurations sized by
 :data:`MAX_ELEMENTS` (one at a time for the digits MLP). The results are then
-cut into one :class:`arviz.InferenceData` per configuration, assembled by the
+cut into one :class:`arviz.InferenceData` (or
+:class:`~ppl_vae.diagnostics.plain.PlainDiagnostics`) per configuration, assembled by the
 same code as ``diagnose``.
 
 Random numbers: ``diagnose`` draws from torch's generator seeded with ``seed``;
@@ -24,9 +25,8 @@ do not depend on which other configurations share its group.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import numpy as np
 import torch
 from torch import nn
@@ -38,7 +38,11 @@ from .collapse import COLLAPSE_EPSILON, LOW_INFORMATION_SHARE, statistic_tensors
 from .core import assemble, check_sizes, place
 from .draws import draw_datasets, draw_tensors, select_observations, subset_rows
 from .likelihood import BATCH_SIZE, SAMPLE_CHUNK, metrics_dataset, pointwise_metrics
+from .plain import PlainDiagnostics
 from .target import ModelArgs, PyroTarget, as_model_args, as_target
+
+if TYPE_CHECKING:
+    import arviz as az
 
 #: Cap on the floats of one tensor of the likelihood pass (draws x configurations x points x widest
 #: layer). That pass is memory-bound on a CPU: one configuration's chunk (100 draws x 256 points x a
@@ -151,7 +155,8 @@ def diagnose_group(
     max_elements: int | None = None,
     collapse_epsilon: float = COLLAPSE_EPSILON,
     low_information_share: float = LOW_INFORMATION_SHARE,
-) -> list[az.InferenceData]:
+    as_inference_data: bool = True,
+) -> list[az.InferenceData] | list[PlainDiagnostics]:
     """``[diagnose(model, data, ...) for model in models]``, computed in batched passes.
 
     Parameters
@@ -168,6 +173,10 @@ def diagnose_group(
         Cap on the floats of one tensor of the likelihood pass (default
         :data:`MAX_ELEMENTS` for the device): the configurations go through it in
         slices (same numbers).
+    as_inference_data
+        False: each configuration's groups and attributes as a
+        :class:`~ppl_vae.diagnostics.plain.PlainDiagnostics` (ArviZ is not
+        imported; what a sweep stacks and writes).
 
     Returns
     -------
@@ -216,7 +225,8 @@ def diagnose_group(
         idatas.append(assemble(alone, args, groups, statistics, metrics, theory=theory, seed=seed,
                                kl_samples=kl_samples, metrics_data=metrics_data, data_spec=data_spec,
                                device=torch_device, collapse_epsilon=collapse_epsilon,
-                               low_information_share=low_information_share, eval_args=eval_args))
+                               low_information_share=low_information_share, eval_args=eval_args,
+                               as_inference_data=as_inference_data))
     return idatas
 
 

@@ -1,4 +1,10 @@
-"""netCDF round trip of diagnostics, and stacking several runs along ``run``."""
+"""netCDF round trip of diagnostics, and stacking several runs along ``run``.
+
+ArviZ is imported only where an ``InferenceData`` is read or built; the functions
+a sweep uses to stack and write diagnostics (:func:`stack_runs`, :func:`save_tree`,
+:func:`run_view` and :func:`combine` with ``as_inference_data=False``) also take
+and give :class:`~ppl_vae.diagnostics.plain.PlainDiagnostics`, and import no ArviZ.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,16 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import arviz as az
 import numpy as np
 import xarray as xr
 
 from .._io import atomic_write
+from .plain import PlainDiagnostics, is_diagnostics
+
+if TYPE_CHECKING:
+    import arviz as az
 
 ENGINE = "netcdf4"
 
@@ -39,12 +49,11 @@ def safe_dataset(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def make_netcdf_safe(idata: az.InferenceData) -> az.InferenceData:
-    """A copy of ``idata`` whose attributes (top level, groups, variables) netCDF can store."""
-    groups = {name: safe_dataset(idata[name]) for name in idata.groups()}
-    from .core import build_inference_data
-
-    return build_inference_data(groups, netcdf_safe_attrs(dict(idata.attrs)))
+def make_netcdf_safe(idata: az.InferenceData | PlainDiagnostics) -> az.InferenceData | PlainDiagnostics:
+    """A copy of ``idata`` (of the same type) whose attributes (top level, groups, variables) netCDF can store."""
+    plain = PlainDiagnostics({name: safe_dataset(idata[name]) for name in idata.groups()},
+                             netcdf_safe_attrs(dict(idata.attrs)))
+    return plain if isinstance(idata, PlainDiagnostics) else plain.to_inference_data()
 
 
 def save(idata: az.InferenceData, path: str | os.PathLike) -> Path:
@@ -54,6 +63,8 @@ def save(idata: az.InferenceData, path: str | os.PathLike) -> Path:
     :func:`diagnose` output is already safe, so ``load(save(d))`` equals ``d``.
     """
     safe = make_netcdf_safe(idata)
+    if isinstance(safe, PlainDiagnostics):
+        safe = safe.to_inference_data()
     return atomic_write(path, lambda tmp: safe.to_netcdf(str(tmp), engine=ENGINE))
 
 
@@ -63,6 +74,8 @@ def load(path: str | os.PathLike) -> az.InferenceData:
         raise FileNotFoundError(f"no diagnostics file at {path}")
     if is_view(path):  # a sweep run's diagnostics.nc: a view of its task's store
         return load_view(path)
+    import arviz as az
+
     with az.rc_context({"data.load": "eager"}):
         return az.from_netcdf(str(path), engine=ENGINE)
 
@@ -83,7 +96,7 @@ def _prepared(ds: xr.Dataset, run: str) -> tuple[xr.Dataset, list[str]]:
     return ds.expand_dims(run=[run]), extra_coords
 
 
-def run_hyperparameters(idatas: Sequence[az.InferenceData]) -> dict[str, np.ndarray]:
+def run_hyperparameters(idatas: Sequence[az.InferenceData | PlainDiagnostics]) -> dict[str, np.ndarray]:
     """Hyper-parameter name -> one value per run (NaN where a run's family lacks it)."""
     per_run = [json.loads(idata.attrs.get("hyperparameters", "{}")) for idata in idatas]
     names = sorted({name for hp in per_run for name in hp})
@@ -100,7 +113,7 @@ def named_runs(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceDat
         ``run_names`` with a dict, names not distinct or not one per run, or
         something that is not an InferenceData.
     """
-    if isinstance(idatas, (az.InferenceData, str, bytes)) or not isinstance(idatas, Iterable):
+    if is_diagnostics(idatas) or isinstance(idatas, (str, bytes)) or not isinstance(idatas, Iterable):
         raise ValueError(f"idatas must be a list of InferenceData or a dict name -> InferenceData, "
                          f"got {type(idatas).__name__}")
     if isinstance(idatas, Mapping):
@@ -112,14 +125,15 @@ def named_runs(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceDat
         names = [f"run{i}" for i in range(len(runs))] if run_names is None else [str(n) for n in run_names]
     if len(names) != len(runs) or len(set(names)) != len(names):
         raise ValueError(f"run_names must be {len(runs)} distinct labels, got {list(names)!r}")
-    odd = [name for name, run in zip(names, runs) if not isinstance(run, az.InferenceData)]
+    odd = [name for name, run in zip(names, runs) if not is_diagnostics(run)]
     if odd:
         raise ValueError(f"every run must be an arviz.InferenceData (diagnose / load output); not {odd}")
     return dict(zip(names, runs))
 
 
 def combine(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceData],
-            run_names: Sequence[str] | None = None) -> az.InferenceData:
+            run_names: Sequence[str] | None = None, *,
+            as_inference_data: bool = True) -> az.InferenceData | PlainDiagnostics:
     """Stack several runs' diagnostics along a new ``run`` dimension.
 
     Every group present in all runs is concatenated; each run's
@@ -141,6 +155,10 @@ def combine(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceData],
         name -> InferenceData (the form :func:`compare_heldout` takes too).
     run_names
         One label per run of a list (default ``run0``, ``run1``, ...); must be distinct.
+    as_inference_data
+        False: the result as a :class:`~ppl_vae.diagnostics.plain.PlainDiagnostics`
+        (the same groups and attributes; ArviZ is not imported if no run is an
+        ``InferenceData``).
     """
     runs = named_runs(idatas, run_names)
     if not runs:
@@ -168,9 +186,8 @@ def combine(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceData],
         groups[group] = combined.set_coords(extra_coords).assign_coords(run_coords)
     # each run's provenance (config, data spec, seed), keyed by run name
     attrs = {"runs": json.dumps({name: _plain(i.attrs) for name, i in zip(names, idatas)}, default=str)}
-    from .core import build_inference_data
-
-    return build_inference_data(groups, attrs)
+    plain = PlainDiagnostics(groups, attrs)
+    return plain.to_inference_data() if as_inference_data else plain
 
 
 def _plain(attrs: dict) -> dict:
@@ -191,7 +208,7 @@ VIEW_KIND = "ppl_vae diagnostics view"
 VIEW_STORE_PREFIX = "../../store/"
 
 
-def stack_runs(idatas: Sequence[az.InferenceData], names: Sequence[str],
+def stack_runs(idatas: Sequence[az.InferenceData | PlainDiagnostics], names: Sequence[str],
                extra: dict[str, xr.Dataset] | None = None, attrs: dict | None = None) -> xr.DataTree:
     """K runs' diagnostics with identical layouts (one task's configurations) as one tree along ``run``.
 
@@ -241,8 +258,12 @@ def store_runs(tree: xr.DataTree) -> list[str]:
     return list(json.loads(tree.attrs["runs"]))
 
 
-def run_view(tree: xr.DataTree, name: str) -> az.InferenceData:
-    """Run ``name`` of a store as its own InferenceData (what :func:`stack_runs` was given for it)."""
+def run_view(tree: xr.DataTree, name: str, *,
+             as_inference_data: bool = True) -> az.InferenceData | PlainDiagnostics:
+    """Run ``name`` of a store as its own InferenceData (what :func:`stack_runs` was given for it).
+
+    ``as_inference_data=False``: as a :class:`~ppl_vae.diagnostics.plain.PlainDiagnostics` (no ArviZ).
+    """
     k = store_runs(tree).index(str(name))
     groups = {}
     for group, node in tree["diagnostics"].children.items():
@@ -250,9 +271,8 @@ def run_view(tree: xr.DataTree, name: str) -> az.InferenceData:
         own = tree["runs"][str(k)].children.get(group)
         ds.attrs = dict(own.attrs) if own is not None else dict(ds.attrs)
         groups[group] = ds
-    from .core import build_inference_data
-
-    return build_inference_data(groups, dict(tree["runs"][str(k)].attrs))
+    plain = PlainDiagnostics(groups, dict(tree["runs"][str(k)].attrs))
+    return plain.to_inference_data() if as_inference_data else plain
 
 
 def save_tree(tree: xr.DataTree, path: str | os.PathLike) -> Path:

@@ -22,64 +22,17 @@ import arviz as az
 import xarray as xr
 from tqdm.auto import tqdm
 
-from .. import __version__
-from .._io import DamagedFileError, atomic_write_text, check_path, file_sha256
+# The cache-key helpers and the held-out split live in light modules (a sweep uses them without
+# importing the report); re-exported here, where they have always been imported from.
+from .._diagnostics_cache import data_split_key, diagnostics_cache_key, file_digest  # noqa: F401
+from .._io import DamagedFileError, atomic_write_text, check_path
 from .._lock import claim_output
 from .._provenance import check_json_attrs
 from .._validate import check_int_range
 from ..diagnostics import diagnose, load, save
+from ..data.holdout import held_out_split  # noqa: F401
 from ..inference.runs import DIAGNOSTICS_NAME, REPORT_DIAGNOSTICS_NAME, is_sweep_run
 from .html import build_html
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (the checkpoint), to tell a retrained run from the cached one."""
-    return file_sha256(path)
-
-
-def held_out_split(bundle, train_options: dict):
-    """(training data, held-out data or None) as the run's training options describe.
-
-    A run trained with ``test_fraction`` > 0 (and ``split_seed``, default 0) in
-    its ``train`` options was fitted on the training part; the rest is held out.
-    """
-    fraction = float(train_options.get("test_fraction") or 0.0)
-    if fraction <= 0.0:
-        return bundle, None
-    from ..data import train_test_split
-
-    return train_test_split(bundle, fraction, seed=int(train_options.get("split_seed", 0)))
-
-
-def data_split_key(train_options: dict, n_test: int, max_points: int | None = None) -> dict:
-    """The rows diagnostics were computed on: the run's held-out split and the cap on its rows.
-
-    ``max_points`` counts only when it cut the held-out rows (``n_test`` of them),
-    so a sweep's capped diagnostics and a report's uncapped ones agree when the
-    cap took nothing away.
-    """
-    fraction = float(train_options.get("test_fraction") or 0.0)
-    return {"test_fraction": fraction, "split_seed": int(train_options.get("split_seed", 0)) if fraction > 0 else None,
-            "max_points": max_points if max_points is not None and n_test > max_points else None}
-
-
-def diagnostics_cache_key(info: dict, checkpoint: str, iw_samples: int, seed: int, options: dict,
-                          split: dict) -> dict:
-    """What a cached ``diagnostics.nc`` must match to be reused (stored in its attrs).
-
-    Shared by the report and the sweep studies so a diagnostics file written by one
-    is recognised by the other. ``split`` is :func:`data_split_key`'s.
-    """
-    return {
-        "diagnose_options": json.dumps(options, sort_keys=True, default=str),
-        "model_config": json.dumps(info["model"], sort_keys=True),
-        "data_spec": json.dumps(info["data"], sort_keys=True, default=str),
-        "data_split": json.dumps(split, sort_keys=True),
-        "checkpoint_sha256": checkpoint,
-        "iw_samples": int(iw_samples),
-        "seed": int(seed),
-        "ppl_vae_version": __version__,
-    }
 
 
 def read_cache(path: Path, key: dict) -> az.InferenceData | None:

@@ -232,7 +232,10 @@ def diagnose_task(models: Sequence[Any], diverged: Mapping[int, int], train, tes
     ``batched``: the models share an architecture that trains as one batched model,
     so the ones that did not diverge are diagnosed in batched passes
     (:func:`ppl_vae.diagnostics.diagnose_group`: the numbers of ``diagnose`` of
-    each, at a fraction of the cost); else with :func:`diagnose_held_out` one by one.
+    each, at a fraction of the cost), each returned as a
+    :class:`~ppl_vae.diagnostics.plain.PlainDiagnostics` (stacked and written
+    as they are, without importing ArviZ); else with :func:`diagnose_held_out`
+    one by one (InferenceData).
     """
     from ppl_vae.diagnostics import diagnose_group
 
@@ -240,7 +243,7 @@ def diagnose_task(models: Sequence[Any], diverged: Mapping[int, int], train, tes
     if batched and len(kept) > 1:
         with _param_store_restored():
             idatas = diagnose_group([models[k] for k in kept], train, test_data=test, device=device,
-                                    progress=False, **options)
+                                    progress=False, as_inference_data=False, **options)
     else:
         idatas = [diagnose_held_out(models[k], train, test, options, device) for k in kept]
     by_config = dict(zip(kept, idatas))
@@ -392,13 +395,20 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
     for result in results:
         for row, k in enumerate(result.index):
             if result.diagnostics is not None:
-                by_config[k] = result.diagnostics[row]
+                by_config[k] = _as_inference_data(result.diagnostics[row])
             if row in result.diverged:
                 diverged[k] = result.diverged[row]
             if row < len(result.convergence):
                 records[k] = result.convergence[row]
     return SweepResult(tuple(configs), tuple(seeds), tuple(models), dataset, path, wall_time,
                        tuple(by_config) if options is not None else None, diverged, tuple(records))
+
+
+def _as_inference_data(diagnostics: Any) -> Any:
+    """A task's diagnostics of one configuration as the InferenceData ``run_sweep`` promises (None stays None)."""
+    from ppl_vae.diagnostics.plain import PlainDiagnostics
+
+    return diagnostics.to_inference_data() if isinstance(diagnostics, PlainDiagnostics) else diagnostics
 
 
 def diagnostics_options(diagnostics: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:

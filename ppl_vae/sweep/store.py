@@ -97,7 +97,7 @@ def write_task(out: Path, spec: SweepSpec, names: Sequence[str], grid: tuple[lis
         write_view(run_dir / DIAGNOSTICS_NAME, f"{group}.nc", name)
         (run_dir / ERROR_NAME).unlink(missing_ok=True)
         atomic_write_json(run_dir / _metrics_name(), outcome.metrics)
-        written[name] = run_view(tree, name)
+        written[name] = run_view(tree, name, as_inference_data=False)
     return written
 
 
@@ -169,16 +169,16 @@ def cache_key(spec: SweepSpec, info: Mapping[str, Any], checkpoint: Path) -> dic
     """What a sweep run's ``diagnostics.nc`` must match: the sweep's diagnostics settings on this run.
 
     ``info`` holds the run's ``model`` config, ``data`` spec and ``train`` options
-    (``config.json``'s content); see :func:`ppl_vae.report.runs.diagnostics_cache_key`.
+    (``config.json``'s content); see :func:`ppl_vae._diagnostics_cache.diagnostics_cache_key`.
     """
-    from ppl_vae.report.runs import data_split_key, diagnostics_cache_key, file_digest
+    from ppl_vae._diagnostics_cache import data_split_key, diagnostics_cache_key, file_digest
 
     split = data_split_key(spec.train, int(info["train"].get("n_test", 0)), spec.diagnostics["max_points"])
     return diagnostics_cache_key(dict(info), file_digest(checkpoint), spec.diagnostics["iw_samples"],
                                  spec.diagnostics["seed"], diagnose_options(spec.diagnostics), split)
 
 
-def run_diagnostics(run_dir: Path, spec: SweepSpec, stores: dict | None = None):
+def run_diagnostics(run_dir: Path, spec: SweepSpec, stores: dict | None = None, *, as_inference_data: bool = True):
     """A finished run's diagnostics made with the sweep's settings: its ``diagnostics.nc``, or recomputed.
 
     ``diagnostics.nc`` is a view of the run's task store (or, after a
@@ -186,14 +186,16 @@ def run_diagnostics(run_dir: Path, spec: SweepSpec, stores: dict | None = None):
     of its own) when it cannot be read or was made otherwise (other
     ``iw_samples``, split, checkpoint or package version), so ``combined.nc``
     never mixes settings. ``stores`` caches the task stores read (path -> tree),
-    so that a store is opened once for all its runs.
+    so that a store is opened once for all its runs. ``as_inference_data=False``:
+    a view read from a store is returned as a
+    :class:`~ppl_vae.diagnostics.plain.PlainDiagnostics` (no ArviZ).
     """
     from ppl_vae.diagnostics import save
     from ppl_vae.inference import CHECKPOINT_NAME, CONFIG_NAME, load_run
     from ppl_vae.sweep.api import diagnose_held_out
 
     key = cache_key(spec, read_run_config(run_dir / CONFIG_NAME), run_dir / CHECKPOINT_NAME)
-    cached = _read_cached(run_dir / DIAGNOSTICS_NAME, {} if stores is None else stores)
+    cached = _read_cached(run_dir / DIAGNOSTICS_NAME, {} if stores is None else stores, as_inference_data)
     if cached is not None and all(str(cached.attrs.get(name)) == str(value) for name, value in key.items()):
         return cached
     model, bundle, info = load_run(run_dir, device="cpu")
@@ -206,7 +208,7 @@ def run_diagnostics(run_dir: Path, spec: SweepSpec, stores: dict | None = None):
     return idata
 
 
-def _read_cached(path: Path, stores: dict):
+def _read_cached(path: Path, stores: dict, as_inference_data: bool = True):
     """The diagnostics at ``path`` (a view, read through ``stores``, or a file); None if they cannot be read."""
     from ppl_vae.diagnostics import load
     from ppl_vae.diagnostics.io import is_view, load_tree, run_view, view_target
@@ -217,7 +219,7 @@ def _read_cached(path: Path, stores: dict):
         store, run = view_target(path)
         if store not in stores:
             stores[store] = load_tree(store)
-        return run_view(stores[store], run)
+        return run_view(stores[store], run, as_inference_data=as_inference_data)
     except Exception:  # noqa: BLE001 - whatever the damage (missing, netCDF, HDF5, truncation), recompute
         return None
 
@@ -290,7 +292,8 @@ def read_spec(out: str | os.PathLike) -> SweepSpec:
     return SweepSpec.from_dict(raw)
 
 
-def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = None):
+def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = None, *,
+                     as_inference_data: bool = True):
     """Every finished configuration's diagnostics stacked along ``run`` (sweep order).
 
     Coordinates along ``run``: the model hyper-parameters and ``family`` (as
@@ -299,7 +302,10 @@ def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = N
     names to diagnostics already in memory (the runs just written); every other
     run's come from :func:`run_diagnostics`:
     its view of its task store when made with the sweep's settings, else
-    recomputed, so settings never mix.
+    recomputed, so settings never mix. ``as_inference_data=False``: the result as a
+    :class:`~ppl_vae.diagnostics.plain.PlainDiagnostics` (what :func:`write_combined`
+    writes; ArviZ is imported only if a run's diagnostics had to be read or
+    recomputed as an InferenceData).
 
     Raises
     ------
@@ -317,10 +323,11 @@ def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = N
     if not done:
         raise FileNotFoundError(f"no finished configuration in {out / RUNS_DIR}")
     stores: dict = {}
-    idatas = [fresh[name] if name in fresh else run_diagnostics(out / RUNS_DIR / name, spec, stores)
+    idatas = [fresh[name] if name in fresh
+              else run_diagnostics(out / RUNS_DIR / name, spec, stores, as_inference_data=as_inference_data)
               for name, _ in done]
     final_loss = [_final_loss(out / RUNS_DIR / name / METRICS_NAME) for name, _ in done]
-    combined = combine(idatas, run_names=[name for name, _ in done])
+    combined = combine(idatas, run_names=[name for name, _ in done], as_inference_data=as_inference_data)
     hyper = set(_config_class(spec.model)._hyperparameter_names)
     extra = {key: ("run", np.asarray([point[key] for _, point in done])) for key in spec.grid if key not in hyper}
     if "seed" not in extra:
@@ -352,7 +359,7 @@ def write_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = Non
 
     from ppl_vae.diagnostics.io import make_netcdf_safe, save_tree
 
-    combined = make_netcdf_safe(rebuild_combined(out, fresh))
+    combined = make_netcdf_safe(rebuild_combined(out, fresh, as_inference_data=False))
     tree = xr.DataTree.from_dict({"/": xr.Dataset(attrs=dict(combined.attrs)),
                                   **{group: combined[group] for group in combined.groups()}})
     return save_tree(tree, Path(out) / COMBINED_NAME)

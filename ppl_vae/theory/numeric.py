@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import xarray as xr
-from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from ppl_vae._validate import check_int_range, check_positive, check_positive_seq
@@ -232,6 +231,8 @@ def minimise(value_and_grad: Callable[[dict[str, np.ndarray]], tuple[float, dict
     def flat_value_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
         value, grads = value_and_grad(unpack(flat))
         return float(value), np.concatenate([np.ravel(grads[name]) for name in names])
+
+    from scipy.optimize import minimize  # here, not at the top: SciPy costs a sweep's start-up ~0.5 s
 
     best_flat, best_value, values = None, np.inf, []
     # The matrices are tiny: a multi-threaded BLAS only adds synchronisation, which costs
@@ -448,6 +449,8 @@ def minimise_with_kl_floor(reconstruction: Callable, kl_per_dim: Callable, shape
         params = unpack(flat)
         kl, _ = kl_per_dim(params)
         return float(reconstruction(params)[0] + beta * np.sum(np.maximum(free_bits, kl)))
+
+    from scipy.optimize import minimize  # imported when used (see above)
 
     best_flat, best_value, values = None, np.inf, []
     with threadpool_limits(limits=1):
