@@ -334,3 +334,27 @@ def load_view(path: str | os.PathLike) -> az.InferenceData:
         for group in view.groups():
             view[group].load()
     return view
+
+
+def load_view_loss(path: str | os.PathLike) -> xr.DataArray:
+    """The training loss over ``step`` of the run a view names, read from its task's store.
+
+    A sweep writes each task's losses once, as the store's ``loss`` node
+    (``loss`` over ``(run, step)``, nats); this is the run's row, shaped as a
+    run directory's ``loss_history.nc`` holds it (``loss`` over ``step``).
+    Only that node of the store is read.
+
+    Raises
+    ------
+    FileNotFoundError
+        The store the view names is missing.
+    ValueError
+        The file is not a view, or the store holds no loss for its run.
+    """
+    store, run = view_target(path)
+    if not store.is_file():
+        raise FileNotFoundError(f"{path} is a view of {store}, which is missing")
+    with xr.open_dataset(str(store), group="loss", engine=ENGINE) as losses:
+        if "loss" not in losses.data_vars or run not in losses.indexes.get("run", ()):
+            raise ValueError(f"{store} holds no training loss of run {run!r}")
+        return losses["loss"].sel(run=run, drop=True).load()

@@ -93,18 +93,22 @@ def diagnose_run(run_dir: str | os.PathLike, *, iw_samples: int = 1000, seed: in
 
 
 def read_loss_history(run_dir: str | os.PathLike) -> xr.DataArray | None:
-    """The ``loss`` over ``step`` of ``loss_history.nc`` (None if the run has none).
+    """The ``loss`` over ``step`` of ``loss_history.nc``, or of a sweep run's task store (None if the run has none).
+
+    A sweep writes a task's losses once, in its store (``store/<task>.nc``); its
+    runs have no ``loss_history.nc`` (those of earlier versions do, and it is
+    read first) and their ``diagnostics.nc`` is a view naming the store.
 
     Raises
     ------
     DamagedFileError
-        The file exists but cannot be read (the message names it).
+        The file (or the store the run's view names) exists but cannot be read (the message names it).
     """
     from ..inference import LOSS_NAME
 
     path = Path(run_dir) / LOSS_NAME
     if not path.is_file():
-        return None
+        return _store_loss(Path(run_dir))
     try:
         with xr.open_dataset(path) as ds:
             return ds["loss"].load()
@@ -112,6 +116,46 @@ def read_loss_history(run_dir: str | os.PathLike) -> xr.DataArray | None:
         detail = " ".join(str(err).split())[:200] or type(err).__name__
         raise DamagedFileError(f"{path} cannot be read as a loss history (netCDF with a 'loss' variable): "
                                f"{detail}") from None
+
+
+def _store_loss(run_dir: Path) -> xr.DataArray | None:
+    """A sweep run's loss: from the task store its ``diagnostics.nc`` view names, else from its checkpoint.
+
+    The checkpoint (which holds the whole loss history) answers for a sweep run
+    copied without its store, or whose diagnostics were recomputed into a file of
+    their own; any other run without ``loss_history.nc`` has no loss (None).
+    """
+    from ..diagnostics.io import is_view, load_view_loss, view_target
+
+    view = run_dir / DIAGNOSTICS_NAME
+    try:
+        if view.is_file() and is_view(view) and view_target(view)[0].is_file():
+            return load_view_loss(view)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DamagedFileError(f"{view}: the training loss in its task store cannot be read: {detail}") from None
+    return _checkpoint_loss(run_dir)
+
+
+def _checkpoint_loss(run_dir: Path) -> xr.DataArray | None:
+    """The loss history a sweep run's checkpoint holds, as ``loss_history.nc`` would (None if not a sweep run)."""
+    import numpy as np
+
+    from .._io import read_json
+    from ..inference import CHECKPOINT_NAME, CONFIG_NAME
+    from ..inference.checkpoint import load_checkpoint
+
+    if not (run_dir / CONFIG_NAME).is_file() or not (run_dir / CHECKPOINT_NAME).is_file():
+        return None
+    info = read_json(run_dir / CONFIG_NAME)
+    if not isinstance(info, dict) or not is_sweep_run(info):
+        return None
+    history = load_checkpoint(run_dir / CHECKPOINT_NAME).get("loss_history")
+    if history is None:
+        return None
+    values = np.asarray(history, dtype=np.float64)
+    return xr.DataArray(values, dims="step", coords={"step": np.arange(values.size)}, name="loss",
+                        attrs={"long_name": "negative beta-ELBO per sample", "units": "nats"})
 
 
 KL_HISTORY_NAME = "kl_history.nc"  # the shared contract's file name (beside loss_history.nc)

@@ -4,9 +4,10 @@ Layout::
 
     spec.json                  the validated spec; a rerun with another spec is refused
     runs/<name>/               one run directory per configuration (config.json, checkpoint.pt,
-                               loss_history.nc, diagnostics.nc, metrics.json; or error.json)
+                               diagnostics.nc, metrics.json; or error.json)
     store/<id>.nc              one task's diagnostics and losses along ``run``, written in one
-                               opening; a run's diagnostics.nc is a view of its entry here
+                               opening; a run's diagnostics.nc is a view of its entry here, and
+                               its training loss is read from here (no loss_history.nc per run)
     groups/<id>/               a local task's checkpoints while it trains
     combined.nc                every finished run's diagnostics stacked along ``run``
     summary.json               counts and failures of the last invocation
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ppl_vae._io import DamagedFileError, atomic_write, atomic_write_json, check_path, read_json, visible_entries
+from ppl_vae._io import DamagedFileError, atomic_write_json, check_path, read_json, visible_entries
 from ppl_vae._lock import refuse_link
 from ppl_vae._provenance import read_run_config
 from ppl_vae.sweep.api import held_out_rows
@@ -69,7 +70,7 @@ def write_task(out: Path, spec: SweepSpec, names: Sequence[str], grid: tuple[lis
     """Write one task's run directories and its store; return the finished runs' diagnostics (name -> idata).
 
     Each configuration gets its ``config.json`` (and ``error.json`` if it
-    failed, or ``checkpoint.pt`` and ``loss_history.nc``); then the task's
+    failed, or ``checkpoint.pt``); then the task's
     diagnostics and losses are written as one file, ``store/<group>.nc``, in one
     opening; then each finished run's ``diagnostics.nc`` (a view of its entry in
     the store) and, last, its ``metrics.json`` (the finished marker). A crash
@@ -157,10 +158,8 @@ def _write_run_files(run_dir: Path, spec: SweepSpec, config, seed: int, data_spe
         "loss_history": torch.tensor(np.array(history), dtype=torch.float64), "config": config.to_dict(),
         "train": train,
     })
-    # loss_history.nc as every run directory has it (the report draws it); the store holds it too.
-    loss = xr.DataArray(history, dims="step", coords={"step": np.arange(history.size)}, name="loss",
-                        attrs={"long_name": "negative beta-ELBO per sample", "units": "nats"})
-    atomic_write(run_dir / LOSS_NAME, lambda tmp: loss.to_dataset().to_netcdf(tmp))
+    # No loss_history.nc: the task's losses are written once, in its store (the report reads them there).
+    (run_dir / LOSS_NAME).unlink(missing_ok=True)  # one an earlier version wrote would go stale
     # The report reuses diagnostics.nc when these keys match the run (see ppl_vae.report.runs).
     return {**cache_key(spec, info, run_dir / CHECKPOINT_NAME), "checkpoint_step": int(history.size)}
 

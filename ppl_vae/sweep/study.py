@@ -22,11 +22,12 @@ Layout of a sweep directory::
 
     spec.json                  the validated spec; a rerun with another spec is refused
     runs/<name>/               one run directory per configuration, as ppl_vae.inference
-                               writes them (config.json, checkpoint.pt, loss_history.nc,
-                               metrics.json) plus diagnostics.nc, a view of the task's store;
-                               or error.json if it failed
+                               writes them (config.json, checkpoint.pt, metrics.json) plus
+                               diagnostics.nc, a view of the task's store; or error.json if
+                               it failed
     store/<task>.nc            a task's diagnostics and losses along ``run``, written once
-                               (:mod:`ppl_vae.sweep.store`)
+                               (:mod:`ppl_vae.sweep.store`); a run's training loss is read
+                               from here (the report does), not from a file of its own
     combined.nc                every finished run's diagnostics stacked along ``run``
     summary.json               counts and failures of the last invocation
 

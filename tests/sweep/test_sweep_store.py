@@ -10,6 +10,8 @@ import xarray as xr
 from ppl_vae.diagnostics import load
 from ppl_vae.diagnostics.io import is_view, load_view, run_view, save_tree, stack_runs, view_target, write_view
 from ppl_vae.sweep import SweepSpec, rebuild_combined, run_study
+from ppl_vae.inference.checkpoint import load_checkpoint
+from ppl_vae.report.runs import read_loss_history
 from ppl_vae.sweep.api import run_task
 
 SPEC = {
@@ -79,10 +81,14 @@ def test_each_task_is_one_store_file_and_every_run_a_view_of_it(sweep):
     for name in summary.finished:
         view = out / "runs" / name / "diagnostics.nc"
         assert is_view(view) and view.stat().st_size < 1000  # a pointer, not a copy
-        loss = xr.load_dataset(out / "runs" / name / "loss_history.nc").loss.values
+        assert not (out / "runs" / name / "loss_history.nc").exists()  # the loss is written once, in the store
+        loss = read_loss_history(out / "runs" / name)  # what the report draws
+        assert loss.dims == ("step",) and loss.attrs["units"] == "nats"
         store, run = view_target(view)
         with xr.open_datatree(store) as tree:
-            np.testing.assert_array_equal(tree["loss"].to_dataset().loss.sel(run=run).values, loss)
+            np.testing.assert_array_equal(tree["loss"].to_dataset().loss.sel(run=run).values, loss.values)
+        checkpoint = load_checkpoint(out / "runs" / name / "checkpoint.pt")  # the same numbers as trained
+        np.testing.assert_array_equal(np.asarray(checkpoint["loss_history"]), loss.values)
 
 
 def test_a_task_writes_its_store_in_one_opening_and_no_diagnostics_file_per_run(tmp_path, monkeypatch):
@@ -101,7 +107,7 @@ def test_a_task_writes_its_store_in_one_opening_and_no_diagnostics_file_per_run(
     assert summary.counts["finished"] == 3
     assert opened.count("store") == 1  # one task, one opening of its store
     runs_written = [where for where in opened if where.startswith("beta=")]
-    assert len(runs_written) == 3  # each run's loss_history.nc only (the report draws it); no diagnostics file
+    assert runs_written == []  # no netCDF file per run: neither diagnostics nor losses (both in the store)
 
 
 def test_a_resumed_sweep_combines_earlier_runs_from_their_stores(sweep, tmp_path):
@@ -132,3 +138,27 @@ def test_in_memory_views_equal_the_views_read_from_disk(sweep):
     from_file = load(out / "runs" / name / "diagnostics.nc")
     for group in from_file.groups():
         xr.testing.assert_identical(from_tree[group], from_file[group])
+
+
+def test_a_runs_loss_is_read_from_its_store_its_checkpoint_or_an_older_versions_file(sweep, tmp_path):
+    """The report finds a sweep run's loss wherever this or an earlier version left it, the same numbers."""
+    import shutil
+
+    from ppl_vae._io import DamagedFileError
+
+    _, out, summary = sweep
+    name = summary.finished[0]
+    from_store = read_loss_history(out / "runs" / name)
+    alone = tmp_path / "alone"  # copied without its sweep's store: the view points nowhere
+    shutil.copytree(out / "runs" / name, alone)
+    xr.testing.assert_identical(read_loss_history(alone), from_store)
+    (alone / "diagnostics.nc").unlink()  # e.g. recomputed into a file of its own: no view at all
+    xr.testing.assert_identical(read_loss_history(alone), from_store)
+    older = from_store.to_dataset().assign(loss=from_store + 1.0)  # a run directory of an earlier version
+    older.to_netcdf(alone / "loss_history.nc")
+    np.testing.assert_array_equal(read_loss_history(alone).values, from_store.values + 1.0)  # its file comes first
+    damaged = tmp_path / "sweep"
+    shutil.copytree(out, damaged)
+    view_target(damaged / "runs" / name / "diagnostics.nc")[0].write_bytes(b"CDF\x01 cut short")
+    with pytest.raises(DamagedFileError, match="training loss"):
+        read_loss_history(damaged / "runs" / name)
