@@ -164,29 +164,41 @@ def combine(idatas: Mapping[str, az.InferenceData] | Sequence[az.InferenceData],
     if not runs:
         raise ValueError("idatas must hold at least one InferenceData")
     names, idatas = list(runs), list(runs.values())
-    run_coords: dict = {"run": names}
-    run_coords.update({name: ("run", values) for name, values in run_hyperparameters(idatas).items()})
-    run_coords["family"] = ("run", np.array([str(i.attrs.get("family", "")) for i in idatas]))
-    run_coords["arch"] = ("run", np.array([str(json.loads(i.attrs.get("model_config", "{}")).get("arch", ""))
-                                           for i in idatas]))
     shared = [g for g in idatas[0].groups() if all(g in idata.groups() for idata in idatas)]
     groups = {}
     for group in shared:
-        prepared = [_prepared(idata[group], name) for idata, name in zip(idatas, names)]
-        combined = xr.concat(
-            [ds for ds, _ in prepared],
-            dim="run",
-            data_vars="all",
-            coords="minimal",
-            compat="equals",
-            join="outer",
-            combine_attrs="drop_conflicts",
-        )
-        extra_coords = sorted({name for _, extra in prepared for name in extra})
-        groups[group] = combined.set_coords(extra_coords).assign_coords(run_coords)
+        groups[group] = _concat_prepared([_prepared(idata[group], name) for idata, name in zip(idatas, names)])
+    return _finish_combined(groups, names, [idata.attrs for idata in idatas], as_inference_data)
+
+
+def _concat_prepared(prepared: list[tuple[xr.Dataset, list[str]]]) -> xr.Dataset:
+    """Prepared runs (or blocks of runs) of one group concatenated along ``run``, their coordinates restored."""
+    combined = xr.concat(
+        [ds for ds, _ in prepared],
+        dim="run",
+        data_vars="all",
+        coords="minimal",
+        compat="equals",
+        join="outer",
+        combine_attrs="drop_conflicts",
+    )
+    extra_coords = sorted({name for _, extra in prepared for name in extra})
+    return combined.set_coords(extra_coords)
+
+
+def _finish_combined(groups: dict[str, xr.Dataset], names: list[str], attrs: list[Mapping],
+                     as_inference_data: bool) -> az.InferenceData | PlainDiagnostics:
+    """The combined groups with the runs' hyper-parameters, family and arch along ``run``, and their provenance."""
+    holders = [PlainDiagnostics({}, a) for a in attrs]  # what run_hyperparameters reads: .attrs
+    run_coords: dict = {"run": names}
+    run_coords.update({name: ("run", values) for name, values in run_hyperparameters(holders).items()})
+    run_coords["family"] = ("run", np.array([str(a.get("family", "")) for a in attrs]))
+    run_coords["arch"] = ("run", np.array([str(json.loads(a.get("model_config", "{}")).get("arch", ""))
+                                           for a in attrs]))
+    groups = {group: ds.assign_coords(run_coords) for group, ds in groups.items()}
     # each run's provenance (config, data spec, seed), keyed by run name
-    attrs = {"runs": json.dumps({name: _plain(i.attrs) for name, i in zip(names, idatas)}, default=str)}
-    plain = PlainDiagnostics(groups, attrs)
+    combined_attrs = {"runs": json.dumps({name: _plain(a) for name, a in zip(names, attrs)}, default=str)}
+    plain = PlainDiagnostics(groups, combined_attrs)
     return plain.to_inference_data() if as_inference_data else plain
 
 
@@ -358,3 +370,101 @@ def load_view_loss(path: str | os.PathLike) -> xr.DataArray:
         if "loss" not in losses.data_vars or run not in losses.indexes.get("run", ()):
             raise ValueError(f"{store} holds no training loss of run {run!r}")
         return losses["loss"].sel(run=run, drop=True).load()
+
+
+class StoreEntry:
+    """Run ``name`` of a task store held in memory (:func:`stack_runs`), for :func:`combine_entries`.
+
+    It reads as that run's diagnostics do (``attrs``, ``groups()``, ``entry[group]``,
+    through :func:`run_view`), but :func:`combine_entries` takes its store's runs
+    as one block, never cutting them apart and stacking them again.
+    """
+
+    def __init__(self, tree: xr.DataTree, name: str):
+        self.tree, self.name = tree, str(name)
+        self.position = store_runs(tree).index(self.name)
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.tree["runs"][str(self.position)].attrs)
+
+    def group_attrs(self, group: str) -> dict:
+        """The run's own attributes of ``group`` (as :func:`run_view` restores them)."""
+        own = self.tree["runs"][str(self.position)].children.get(group)
+        return dict((own if own is not None else self.tree["diagnostics"][group]).attrs)
+
+    def view(self) -> PlainDiagnostics:
+        """The run's diagnostics on their own (:func:`run_view`)."""
+        return run_view(self.tree, self.name, as_inference_data=False)
+
+    def groups(self) -> list[str]:
+        return self.view().groups()
+
+    def __getitem__(self, group: str) -> xr.Dataset:
+        return self.view()[group]
+
+
+def _prepared_block(ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
+    """A group's runs stacked along a leading ``run`` (a store's), prepared as :func:`_prepared` prepares each.
+
+    Run by run, every dimension gets an integer coordinate, non-index
+    coordinates become variables (restored after the concatenation), boolean
+    flags become floats and every variable gains the ``run`` dimension; a
+    coordinate the block's runs share (kept once, without ``run``, in the
+    store) is therefore repeated along ``run`` here too.
+    """
+    missing = {dim: np.arange(size) for dim, size in ds.sizes.items() if dim not in ds.coords}
+    ds = ds.assign_coords(missing)
+    extra_coords = [name for name in ds.coords if name not in ds.dims]
+    ds = ds.reset_coords(extra_coords)
+    ds = ds.assign({name: ds[name].astype(np.float64) for name, v in ds.data_vars.items() if v.dtype == bool})
+    n_runs = ds.sizes["run"]
+    ds = ds.assign({name: v.expand_dims(run=n_runs) for name, v in ds.data_vars.items() if "run" not in v.dims})
+    return ds, extra_coords
+
+
+def combine_entries(runs: Mapping[str, StoreEntry | az.InferenceData | PlainDiagnostics], *,
+                    as_inference_data: bool = True) -> az.InferenceData | PlainDiagnostics:
+    """:func:`combine` of named runs, some of them :class:`StoreEntry` of stores in memory: the same result.
+
+    The runs of one store are concatenated as one block (one preparation per
+    group and store instead of one per run); every other run as :func:`combine`
+    does; the result is put in the order of ``runs``. Group attributes are those
+    :func:`combine` keeps (``drop_conflicts`` over each run's own).
+    """
+    names = list(runs)
+    if not any(isinstance(run, StoreEntry) for run in runs.values()):
+        return combine(dict(runs), as_inference_data=as_inference_data)
+    blocks: dict[int, tuple[xr.DataTree, list[str]]] = {}
+    singles = []
+    for name, run in runs.items():
+        if isinstance(run, StoreEntry):
+            blocks.setdefault(id(run.tree), (run.tree, []))[1].append(name)
+        elif is_diagnostics(run):
+            singles.append(name)
+        else:
+            raise ValueError(f"every run must be an arviz.InferenceData, PlainDiagnostics or StoreEntry; not {name}")
+    first = runs[names[0]]
+    shared = [g for g in first.groups()
+              if all(g in (run.tree["diagnostics"].children if isinstance(run, StoreEntry) else run.groups())
+                     for run in runs.values())]
+    given = [name for _, members in blocks.values() for name in members] + singles  # concatenation order
+    order = [given.index(name) for name in names]
+    groups = {}
+    for group in shared:
+        prepared = []
+        for tree, members in blocks.values():
+            stacked = tree["diagnostics"][group].to_dataset(inherit=False)
+            labels = store_runs(tree)
+            if members != labels:
+                stacked = stacked.isel(run=[labels.index(name) for name in members])
+            prepared.append(_prepared_block(stacked))
+        prepared += [_prepared(runs[name][group], name) for name in singles]
+        combined = _concat_prepared(prepared)
+        if order != list(range(len(names))):
+            combined = combined.isel(run=order)
+        own = [run.group_attrs(group) if isinstance(run, StoreEntry) else dict(run[group].attrs)
+               for run in runs.values()]
+        combined.attrs = xr.merge([xr.Dataset(attrs=a) for a in own], combine_attrs="drop_conflicts").attrs
+        groups[group] = combined
+    return _finish_combined(groups, names, [run.attrs for run in runs.values()], as_inference_data)

@@ -43,6 +43,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Normal
 
+from ppl_vae._shapes import broadcast_shapes  # torch.broadcast_shapes imports sympy on first use (~0.5 s)
 from ppl_vae.inference.free_bits import free_bits_kl
 
 ANALYTIC = "analytic"
@@ -214,7 +215,7 @@ def log_density(fn, value: torch.Tensor, *, per_dimension: bool = False) -> torc
         loc, value = torch.broadcast_tensors(loc, value)
     # mse_loss: (value - loc)^2 as one kernel, forward and backward
     squares = torch.nn.functional.mse_loss(loc, value, reduction="none")
-    shape = squares.shape if scale.dim() <= squares.dim() else torch.broadcast_shapes(squares.shape, scale.shape)
+    shape = squares.shape if scale.dim() <= squares.dim() else broadcast_shapes(squares.shape, scale.shape)
     batch_dims = max(scale.dim() - event_dims, 0)
     if event_dims and all(size == 1 for size in scale.shape[batch_dims:]):
         # One std across the event (a decoder's eta_dec): divide the sum, not every element.
@@ -237,7 +238,7 @@ def kl_to_prior(guide_fn, model_fn, *, per_dimension: bool = False) -> torch.Ten
     p_scale = _compact(p.scale)
     variance_ratio = (_compact(q.scale) / p_scale).square()
     mean_term = ((q.loc - p.loc) / p_scale).square()
-    shape = torch.broadcast_shapes(mean_term.shape, variance_ratio.shape)
+    shape = broadcast_shapes(mean_term.shape, variance_ratio.shape)
     return 0.5 * (_event_sum(mean_term, shape, event_dims)
                   + _event_sum(variance_ratio - 1.0 - variance_ratio.log(), shape, event_dims))
 

@@ -25,6 +25,7 @@ import torch
 import xarray as xr
 from pyro import poutine
 
+from ppl_vae._shapes import broadcast_shapes  # torch.broadcast_shapes imports sympy on first use (~0.5 s)
 from ppl_vae.models import readout
 from ppl_vae.models.base import LatentVariableModel
 from ppl_vae.models.config import MHVAEConfig
@@ -46,7 +47,7 @@ def encoder2_input(config: MHVAEConfig, z1: torch.Tensor, x: torch.Tensor) -> to
     """
     if config.z2_input == "z1":
         return z1
-    lead = torch.broadcast_shapes(z1.shape[:-1], x.shape[:-1])
+    lead = broadcast_shapes(z1.shape[:-1], x.shape[:-1])
     return torch.cat([z1.expand(*lead, z1.shape[-1]), x.expand(*lead, x.shape[-1])], dim=-1)
 
 

@@ -67,7 +67,10 @@ def _train_options(spec: SweepSpec, seed: int, vectorised: bool, provenance: dic
 
 def write_task(out: Path, spec: SweepSpec, names: Sequence[str], grid: tuple[list, list], data_spec: dict,
                result: TaskOutcome, vectorised: bool, group: str) -> dict[str, Any]:
-    """Write one task's run directories and its store; return the finished runs' diagnostics (name -> idata).
+    """Write one task's run directories and its store; return the finished runs' diagnostics.
+
+    The diagnostics are returned as run name -> :class:`~ppl_vae.diagnostics.io.StoreEntry`
+    of the store in memory (what :func:`write_combined` stacks).
 
     Each configuration gets its ``config.json`` (and ``error.json`` if it
     failed, or ``checkpoint.pt``); then the task's
@@ -76,7 +79,7 @@ def write_task(out: Path, spec: SweepSpec, names: Sequence[str], grid: tuple[lis
     the store) and, last, its ``metrics.json`` (the finished marker). A crash
     anywhere before leaves the runs unfinished, to be redone.
     """
-    from ppl_vae.diagnostics.io import netcdf_safe_attrs, run_view, save_tree, write_view
+    from ppl_vae.diagnostics.io import StoreEntry, netcdf_safe_attrs, save_tree, write_view
 
     configs, seeds = grid
     runs = out / RUNS_DIR
@@ -98,7 +101,7 @@ def write_task(out: Path, spec: SweepSpec, names: Sequence[str], grid: tuple[lis
         write_view(run_dir / DIAGNOSTICS_NAME, f"{group}.nc", name)
         (run_dir / ERROR_NAME).unlink(missing_ok=True)
         atomic_write_json(run_dir / _metrics_name(), outcome.metrics)
-        written[name] = run_view(tree, name, as_inference_data=False)
+        written[name] = StoreEntry(tree, name)  # combined.nc takes the task's runs as one block
     return written
 
 
@@ -298,7 +301,9 @@ def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = N
     Coordinates along ``run``: the model hyper-parameters and ``family`` (as
     :func:`ppl_vae.diagnostics.combine` sets them), plus every other grid
     entry (``seed``, ``latent_dim``, ...) and ``final_loss``. ``fresh`` maps run
-    names to diagnostics already in memory (the runs just written); every other
+    names to diagnostics already in memory (the runs just written: entries of their
+    task's store, stacked a store at a time by
+    :func:`~ppl_vae.diagnostics.io.combine_entries`); every other
     run's come from :func:`run_diagnostics`:
     its view of its task store when made with the sweep's settings, else
     recomputed, so settings never mix. ``as_inference_data=False``: the result as a
@@ -311,7 +316,7 @@ def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = N
     FileNotFoundError
         No configuration has finished yet.
     """
-    from ppl_vae.diagnostics import combine
+    from ppl_vae.diagnostics.io import combine_entries
     from ppl_vae.inference import METRICS_NAME
 
     out, fresh = Path(out), dict(fresh or {})
@@ -326,7 +331,7 @@ def rebuild_combined(out: str | os.PathLike, fresh: Mapping[str, Any] | None = N
               else run_diagnostics(out / RUNS_DIR / name, spec, stores, as_inference_data=as_inference_data)
               for name, _ in done]
     final_loss = [_final_loss(out / RUNS_DIR / name / METRICS_NAME) for name, _ in done]
-    combined = combine(idatas, run_names=[name for name, _ in done], as_inference_data=as_inference_data)
+    combined = combine_entries(dict(zip([name for name, _ in done], idatas)), as_inference_data=as_inference_data)
     hyper = set(_config_class(spec.model)._hyperparameter_names)
     extra = {key: ("run", np.asarray([point[key] for _, point in done])) for key in spec.grid if key not in hyper}
     if "seed" not in extra:

@@ -1,18 +1,22 @@
-"""A sweep from the command line imports only what it uses: no ArviZ, matplotlib, seaborn or SciPy's optimiser.
+"""A sweep from the command line imports only what it uses: no ArviZ, matplotlib, SciPy's optimiser, dynamo, sympy.
 
 ArviZ costs a second or more to import (it imports matplotlib and SciPy's
 statistics), the report's plotting stack as much again, SciPy's optimiser (the
 theory's numeric solutions, which an MLP sweep never asks for) about half a
-second; a sweep writes its diagnostics as xarray trees and draws nothing, so
-none may come back on its path (a cache-key helper imported from the report, a
-top-level ``import arviz`` or ``from scipy.optimize import minimize``).
+second, ``torch._dynamo`` (which ``torch.optim`` imports at its first step)
+over a second and sympy (which ``torch.broadcast_shapes`` imports) half a
+second; a sweep writes its diagnostics as xarray trees, draws nothing and
+compiles nothing, so none may come back on its path (a cache-key helper imported
+from the report, a top-level ``import arviz``, a ``torch.optim`` optimiser, a
+``torch.broadcast_shapes`` in the loss).
 """
 
 import subprocess
 import sys
 
 #: Modules a sweep must not import (what the report and ArviZ bring).
-NOT_ON_THE_SWEEP_PATH = ("arviz", "matplotlib", "seaborn", "scipy.optimize", "ppl_vae.report", "ppl_vae.plots")
+NOT_ON_THE_SWEEP_PATH = ("arviz", "matplotlib", "seaborn", "scipy.optimize", "torch._dynamo", "sympy",
+                         "ppl_vae.report", "ppl_vae.plots")
 
 _SWEEP_THEN_LIST = """
 import sys

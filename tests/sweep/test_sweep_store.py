@@ -162,3 +162,35 @@ def test_a_runs_loss_is_read_from_its_store_its_checkpoint_or_an_older_versions_
     view_target(damaged / "runs" / name / "diagnostics.nc")[0].write_bytes(b"CDF\x01 cut short")
     with pytest.raises(DamagedFileError, match="training loss"):
         read_loss_history(damaged / "runs" / name)
+
+
+def test_combined_nc_from_the_stores_in_memory_equals_the_runs_combined_one_by_one(tmp_path):
+    """Two tasks whose runs interleave in sweep order and differ in latent size (NaN padding), then a resume."""
+    import shutil
+
+    from ppl_vae.sweep.spec import run_name
+    from ppl_vae.sweep.store import write_combined
+
+    spec = SweepSpec.from_dict({**SPEC, "model_options": {}, "grid": {"beta": [0.5, 2.0], "latent_dim": [2, 3]}})
+    out = tmp_path / "sweep"
+    summary = run_study(spec, out)  # tasks by latent size: runs 0 and 2, runs 1 and 3
+    assert summary.counts["finished"] == 4 and len(list((out / "store").iterdir())) == 2
+    shutil.copy(out / "combined.nc", tmp_path / "from_memory.nc")
+    write_combined(out)  # nothing in memory: every run read from its view and combined one by one
+    _assert_same_combined(load(tmp_path / "from_memory.nc"), load(out / "combined.nc"))
+    sweep_order = [run_name(point) for point in spec.points()]  # the tasks' runs interleave in it
+    assert list(load(out / "combined.nc").collapse.run.values) == sweep_order != list(summary.finished)
+    shutil.rmtree(out / "runs" / summary.finished[1])  # a resume: one fresh run among three earlier ones
+    assert run_study(spec, out).finished == (summary.finished[1],)
+    shutil.copy(out / "combined.nc", tmp_path / "resumed.nc")
+    write_combined(out)
+    _assert_same_combined(load(tmp_path / "resumed.nc"), load(out / "combined.nc"))
+
+
+def _assert_same_combined(a, b):
+    assert a.groups() == b.groups()
+    for group in a.groups():
+        xr.testing.assert_identical(a[group], b[group])
+        for name in a[group].variables:
+            assert a[group][name].attrs == b[group][name].attrs, (group, name)
+    assert dict(a.attrs) == dict(b.attrs)
