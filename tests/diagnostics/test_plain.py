@@ -1,5 +1,7 @@
 """PlainDiagnostics holds what an InferenceData of the same groups and attributes holds, without ArviZ."""
 
+import pickle
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -29,6 +31,9 @@ def test_it_lists_and_holds_the_groups_an_inference_data_would():
     assert is_inference_data(back) and back.groups() == idata.groups() and dict(back.attrs) == plain.attrs
     with pytest.raises(AttributeError):
         plain.constant_data
+    sent = pickle.loads(pickle.dumps(plain))  # as a Ray worker sends a task's results back
+    assert sent.groups() == plain.groups() and sent.attrs == plain.attrs
+    xr.testing.assert_identical(sent["collapse"], plain["collapse"])
 
 
 def test_combine_gives_the_same_groups_for_plain_runs_and_for_inference_data():
