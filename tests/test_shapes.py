@@ -26,6 +26,7 @@ def test_shapes_that_do_not_broadcast_are_refused_as_torch_refuses_them(shapes):
 
 
 def test_it_imports_no_sympy():
-    code = "import sys; from ppl_vae._shapes import broadcast_shapes; broadcast_shapes((2, 1), (3,)); print('sympy' in sys.modules)"
+    code = ("import sys; from ppl_vae._shapes import broadcast_shapes; broadcast_shapes((2, 1), (3,)); "
+            "print('sympy' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

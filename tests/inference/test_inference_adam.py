@@ -40,7 +40,8 @@ def test_its_updates_and_state_are_torchs_fused_adam_bit_for_bit():
     for index, state in saved_torch["state"].items():
         assert list(saved_mine["state"][index]) == list(state)
         for name, value in state.items():
-            assert saved_mine["state"][index][name].dtype == value.dtype and torch.equal(saved_mine["state"][index][name], value)
+            mine_value = saved_mine["state"][index][name]
+            assert mine_value.dtype == value.dtype and torch.equal(mine_value, value)
 
 
 @pytest.mark.parametrize("direction", ["torch -> ours", "ours -> torch"])
