@@ -77,6 +77,9 @@ def _make_optimizer(name: str, parameters, lr: float, clip_norm: float | None) -
         return ClippedAdam(parameters, lr=lr, clip_norm=10.0 if clip_norm is None else clip_norm)
     # The fused kernel updates every tensor in one pass: the same Adam, a fraction of the per-step cost. It is
     # called as torch.optim.Adam(fused=True) calls it, minus torch.optim's import of torch._dynamo (~1.3 s).
+    # The kernel is private: a torch without it gets torch's own fused Adam (the same update, slower start).
+    if not hasattr(torch, "_fused_adam_"):
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
     return FusedAdam(parameters, lr=lr)
 
 

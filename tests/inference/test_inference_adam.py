@@ -92,3 +92,12 @@ print("torch._dynamo" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_torch_without_the_private_kernel_trains_with_torchs_own_fused_adam(monkeypatch):
+    from ppl_vae.inference.trainer import _make_optimizer
+
+    monkeypatch.delattr(torch, "_fused_adam_")
+    optimizer = _make_optimizer("adam", [torch.nn.Parameter(torch.ones(3))], 0.1, None)
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.param_groups[0]["fused"] is True
