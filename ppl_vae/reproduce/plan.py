@@ -84,19 +84,19 @@ def describe_plan(plans: Mapping[str, Sequence[RunPlan] | None], *,
                   seconds_per_step: float = GPU_SECONDS_PER_STEP) -> str:
     """A text table: per experiment and group, configurations x steps x seeds, runs and estimated GPU hours;
     then the total, and which experiments declared no plan (their cost is not in it)."""
-    lines = [f"{'experiment':32s} {'what':46s} {'configs x steps x seeds':>24s} {'runs':>6s} {'GPU h':>7s}"]
+    lines = [f"{'experiment':32s} {'what':56s} {'configs x steps x seeds':>24s} {'runs':>6s} {'GPU h':>7s}"]
     total, missing = 0.0, []
     for name, groups in plans.items():
         if groups is None:
             missing.append(name)
-            lines.append(f"{name:32s} {'(no plan declared)':46s} {'?':>24s} {'?':>6s} {'?':>7s}")
+            lines.append(f"{name:32s} {'(no plan declared)':56s} {'?':>24s} {'?':>6s} {'?':>7s}")
             continue
         for group in groups:
             hours = group.hours(seconds_per_step)
             total += hours
             shape = f"{group.configs} x {group.steps:,} x {group.seeds}"
             label = group.label + ("" if group.vectorised else " (one after another)")
-            lines.append(f"{name:32s} {label[:46]:46s} {shape:>24s} {group.runs:6d} {hours:7.2f}")
+            lines.append(f"{name:32s} {label:56s} {shape:>24s} {group.runs:6d} {hours:7.2f}")
     lines.append(f"total: about {total:.2f} GPU hours ({total * 60:.0f} min) of training at an assumed "
                  f"{seconds_per_step * 1000:g} ms per step (not measured; diagnostics not included)"
                  + (f"; no plan declared by {', '.join(missing)} (not in the total)" if missing else ""))

@@ -37,7 +37,7 @@ EXPERIMENTS: dict[str, str] = {
     "mhvae_beta1_beta2": "6.6 ReLU MLP MHVAE (sigma1 fixed): collapse of z2 over beta1 and beta2, the eta_enc sweep",
     "mhvae_beta_eta_grid": "6.6 (appendix table) ReLU MLP MHVAE: held-out NLL, KL and active units over beta1, beta2 "
                            "and eta_dec",
-    "mhvae_cnn_reconstructions": "6.6 CNN MHVAE: reconstructions through z2 over beta1 x beta2 (the figure grid), z2 "
+    "mhvae_reconstruction_grid": "6.6 CNN MHVAE: reconstructions through z2 over beta1 x beta2 (the figure grid), z2 "
                                  "collapse and top-down error along its edges",
     "vae_fixed_vs_learnable_variance": "6.7 VAE with learnable vs fixed encoder variance",
     "mitigations": "6.8 derived predictions, not an experiment of the paper: decorrelated CVAE input, MHVAE skip "

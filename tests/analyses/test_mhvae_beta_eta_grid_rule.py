@@ -44,7 +44,8 @@ def _runs(along_beta1=ALONG_BETA1, along_beta2=ALONG_BETA2, along_eta_dec=ALONG_
             jitter = rng.normal(0, noise) if noise else 0.0
             live = float(np.clip(D2 - collapsed - jitter, 0, D2))
             rows.append({"beta1": b1, "beta2": b2, "eta_dec": e, "seed": s, "z2_collapse_level": 1 - live / D2,
-                         "z2_active_units": live, "z2_kl_total": live, "nll": nll + (rng.normal(0, 0.1) if noise else 0)})
+                         "z2_active_units": live, "z2_kl_total": live,
+                         "nll": nll + (rng.normal(0, 0.1) if noise else 0.0)})
     return pd.DataFrame(rows)
 
 

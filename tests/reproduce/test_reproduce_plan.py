@@ -82,7 +82,7 @@ def test_full_mode_prints_the_plan_before_it_starts(fake_analyses, tmp_path):
 def test_every_new_experiment_declares_its_plan(tmp_path):
     from ppl_vae.reproduce import default_analyses_dir
 
-    names = ["mhvae_beta_eta_grid", "mhvae_cnn_reconstructions", "cvae_completions"]
+    names = ["mhvae_beta_eta_grid", "mhvae_reconstruction_grid", "cvae_completions"]
     plans = plan_experiments(Settings("full", tmp_path), names, default_analyses_dir())
     assert all(plans[name] for name in names)
     assert "no plan declared" not in describe_plan(plans)

@@ -1,4 +1,4 @@
-"""The CNN MHVAE reconstruction grid (SPEC 6.6) rule says yes to the expected table and no to its
+"""The MHVAE reconstruction grid (SPEC 6.6) rule says yes to the expected table and no to its
 counterfactuals."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ METRICS = ["z2_collapse_level", "topdown_mse"]
 
 @pytest.fixture(scope="module")
 def experiment():
-    return load_script("mhvae_cnn_reconstructions", default_analyses_dir())
+    return load_script("mhvae_reconstruction_grid", default_analyses_dir())
 
 
 def _theory(beta1: float, beta2: float) -> int:
@@ -105,9 +105,10 @@ def test_the_reconstruction_goes_through_z2(experiment):
     assert metrics["direct_mse"] != pytest.approx(metrics["topdown_mse"])  # z1's direct path is untouched
 
 
-def test_the_plan_counts_the_grid_and_its_runs_one_after_another(experiment, tmp_path):
-    (group,) = experiment.plan(Settings("quick", tmp_path))
-    assert (group.configs, group.seeds, group.steps, group.vectorised) == (9, 3, experiment.QUICK_STEPS, False)
-    assert group.sequential_steps == 27 * experiment.QUICK_STEPS
-    (group,) = experiment.plan(Settings("full", tmp_path))
-    assert (group.configs, group.seeds) == (25, 5)
+def test_the_plan_counts_the_grid_and_the_cnn_runs_one_after_another(experiment, tmp_path):
+    (group,) = experiment.plan(Settings("quick", tmp_path))  # quick: the MLP maps, one vectorised run
+    assert (group.configs, group.seeds, group.steps, group.vectorised) == (9, 3, experiment.QUICK_STEPS, True)
+    assert group.sequential_steps == experiment.QUICK_STEPS
+    (group,) = experiment.plan(Settings("full", tmp_path))  # full: the authors' CNN, 5 x 5, one run after another
+    assert (group.configs, group.seeds, group.vectorised) == (25, 5, False)
+    assert group.sequential_steps == 125 * group.steps
