@@ -46,10 +46,13 @@ def _experiments() -> list[str]:
               help="Non-linear experiments: the standard beta-ELBO, or the authors' ReLU-script objective "
                    "(||y - mu||^2 / eta_dec^2 + beta KL with a gradient-norm clip of 0.01: twice the -ELBO at KL "
                    "weight beta / 2). Linear experiments always use the standard beta-ELBO.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print what the job would train (configurations x steps x seeds per experiment, and an estimate "
+                   "of GPU hours) and stop. Full mode prints it before it starts anyway.")
 @click.option("--analyses-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the analysis scripts (default: analyses/ of the source checkout).")
 def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, resume, objective,
-            analyses_dir) -> None:
+            plan_only, analyses_dir) -> None:
     """Reproduce the experiments of Dang et al. (ICLR 2024); see docs/science.md and analyses/RESULTS.md.
 
     Without --quick the experiments run at the paper's scale on MNIST (local
@@ -78,6 +81,11 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
              *(["--objective", objective] if objective != "standard" else [])]
     command_line = " ".join(shlex.quote(word) for word in words)
 
+    if plan_only or scale == "full":  # the cost of a full job, before it starts
+        click.echo(_plan_text(settings, list(only), analyses_dir))
+        if plan_only:
+            return
+
     def finish(outcomes) -> None:  # while the results folder is still claimed
         write_index(settings.out, outcomes, scale=scale, command=command_line)
         write_results_markdown(settings.out, outcomes, command=command_line, wall_time=time.perf_counter() - start,
@@ -100,3 +108,16 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
     if failed:
         click.echo(f"failed: {', '.join(failed)} (details in {index})", err=True)
         sys.exit(1)
+
+
+def _plan_text(settings, only: list[str], analyses_dir) -> str:
+    """:func:`ppl_vae.reproduce.plan.describe_plan` of the selected experiments, with the settings it is for."""
+    from ppl_vae.reproduce.plan import describe_plan, plan_experiments
+    from ppl_vae.reproduce.runner import check_names, find_analyses_dir
+
+    try:
+        plans = plan_experiments(settings, check_names(only or None), find_analyses_dir(analyses_dir))
+    except INPUT_ERRORS as err:
+        raise input_error(err) from None
+    return (f"Plan ({settings.scale} scale, {settings.n_seeds} seeds, objective {settings.objective}):\n"
+            + describe_plan(plans))

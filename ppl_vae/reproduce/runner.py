@@ -30,9 +30,15 @@ EXPERIMENTS: dict[str, str] = {
     "theorem_checks": "6.1 linear CVAE / MHVAE / VAE trained by SVI against the closed forms",
     "cvae_linear_quadrant_beta": "6.2 linear CVAE on the quadrant split: theory vs learned singular values over beta",
     "cvae_mlp_beta_eta": "6.3 ReLU MLP CVAE: collapse, KL, AU and NLL over beta and eta_dec",
+    "cvae_completions": "6.3 ReLU MLP CVAE: completions of held-out quadrant inputs over beta and eta_dec (spread "
+                        "across prior draws, posterior reconstruction error)",
     "correlation_levels": "6.4 input-output correlation (synthetic): stronger correlation, more collapse",
     "collapse_per_class": "6.5 collapse level per digit class against its x-y correlation",
     "mhvae_beta1_beta2": "6.6 ReLU MLP MHVAE (sigma1 fixed): collapse of z2 over beta1 and beta2, the eta_enc sweep",
+    "mhvae_beta_eta_grid": "6.6 (appendix table) ReLU MLP MHVAE: held-out NLL, KL and active units over beta1, beta2 "
+                           "and eta_dec",
+    "mhvae_reconstruction_grid": "6.6 CNN MHVAE: reconstructions through z2 over beta1 x beta2 (the figure grid), z2 "
+                                 "collapse and top-down error along its edges",
     "vae_fixed_vs_learnable_variance": "6.7 VAE with learnable vs fixed encoder variance",
     "mitigations": "6.8 derived predictions, not an experiment of the paper: decorrelated CVAE input, MHVAE skip "
                    "path x -> z2 (learned prior reported)",

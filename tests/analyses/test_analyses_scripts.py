@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from ppl_vae.reproduce import EXPERIMENTS, ClaimCheck, default_analyses_dir, load_script, read_claim, read_manifest
+from ppl_vae.reproduce import (EXPERIMENTS, ClaimCheck, default_analyses_dir, load_script, parse_settings, read_claim,
+                               read_manifest, training_options)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -21,10 +22,29 @@ def analyses_dir():
     return default_analyses_dir()
 
 
+def _record_training(module) -> list[tuple[int, int, int]]:
+    """Wrap the script's ``run_replicates``: each call's (configurations, seeds, steps) lands in the returned list."""
+    calls, real = [], getattr(module, "run_replicates", None)
+    if real is None:
+        return calls
+
+    def recording(configs, train, settings, *, kind="mlp", **overrides):
+        steps = (training_options(settings, kind=kind) | overrides)["steps"]
+        calls.append((len(configs), settings.n_seeds, steps))
+        return real(configs, train, settings, kind=kind, **overrides)
+
+    module.run_replicates = recording
+    return calls
+
+
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_script_tiny_run_writes_manifest_files_and_claim(name, analyses_dir, tmp_path):
     module = load_script(name, analyses_dir)
-    check = module.main(["--tiny", "--out", str(tmp_path), "--device", "cpu"])
+    argv = ["--tiny", "--out", str(tmp_path), "--device", "cpu"]
+    calls = _record_training(module)
+    check = module.main(argv)
+    if hasattr(module, "plan"):  # the cost full mode prints is what the script trains (ppl_vae.reproduce.plan)
+        assert [(g.configs, g.seeds, g.steps) for g in module.plan(parse_settings(name, argv))] == calls
 
     assert isinstance(check, ClaimCheck)
     assert check.experiment == name and check.claim and check.rule and check.numbers
