@@ -194,14 +194,22 @@ def log_likelihood_group(metrics: xr.Dataset, name: str, metrics_data: str, obs_
     importance-weighted estimate of log p(obs_i) of one (held-out) point, not a
     log-likelihood per posterior draw (see :func:`~ppl_vae.diagnostics.compare.loo`).
     """
-    pointwise = (metrics["iw_log_likelihood_pointwise"].isel(eval_obs=np.asarray(obs_index))
-                 .rename(eval_obs="obs").assign_coords(obs=np.asarray(obs_index)))
-    pointwise = pointwise.expand_dims(chain=[0], draw=[0])
-    return xr.Dataset({name: pointwise.assign_attrs(
-        units="nats per data point",
-        long_name=f"importance-weighted log p({name}) per point, K = {metrics.attrs['iw_samples']} guide draws",
-        evaluated_on=metrics_data,
-    )}).assign_attrs(eval_data_sha256=metrics.attrs["eval_data_sha256"], iw_samples=metrics.attrs["iw_samples"])
+    obs_index = np.asarray(obs_index)
+    source = metrics["iw_log_likelihood_pointwise"]
+    if source.dims != ("eval_obs",):
+        raise ValueError(f"metrics.iw_log_likelihood_pointwise must be over eval_obs alone, got {source.dims}")
+    # Built from the values at once: a sweep builds this group for every configuration, and
+    # selecting, renaming and expanding the DataArray cost several times the data.
+    attrs = {**source.attrs,
+             "units": "nats per data point",
+             "long_name": f"importance-weighted log p({name}) per point, K = {metrics.attrs['iw_samples']} "
+                          "guide draws",
+             "evaluated_on": metrics_data}
+    values = source.values[obs_index][None, None]  # (chain=1, draw=1, obs)
+    return xr.Dataset({name: (("chain", "draw", "obs"), values, attrs)},
+                      coords={"chain": [0], "draw": [0], "obs": obs_index},
+                      attrs={"eval_data_sha256": metrics.attrs["eval_data_sha256"],
+                             "iw_samples": metrics.attrs["iw_samples"]})
 
 
 def diagnose(

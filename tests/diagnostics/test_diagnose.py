@@ -4,6 +4,7 @@ import arviz as az
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from ppl_vae import __version__
 from ppl_vae.data.bundle import DataBundle
@@ -201,3 +202,23 @@ def test_diagnose_refuses_data_that_does_not_fit_the_model(cvae_and_bundle):
     narrow = DataBundle("narrow", bundle.x[:, :-1], bundle.y)
     with pytest.raises(ValueError, match="data x must have shape"):
         diagnose(model, narrow, iw_samples=2, progress=False, device="cpu")
+
+
+def test_the_log_likelihood_group_is_the_metrics_pointwise_values_at_the_observed_points():
+    from ppl_vae.diagnostics.core import log_likelihood_group
+    from ppl_vae.diagnostics.likelihood import metrics_dataset
+
+    rng = np.random.default_rng(0)
+    pointwise = {name: rng.normal(size=9) for name in ("iw_log_likelihood", "elbo", "elbo_beta", "squared_error")}
+    metrics = metrics_dataset(pointwise, iw_samples=7, seed=2, digest="abc")
+    obs_index = np.array([1, 4, 8])
+    got = log_likelihood_group(metrics, "y", "test", obs_index)
+    # what it is, spelled with xarray's selection (as the group was first built)
+    source = metrics["iw_log_likelihood_pointwise"]
+    expected = xr.Dataset({"y": source.isel(eval_obs=obs_index).rename(eval_obs="obs").assign_coords(obs=obs_index)
+                           .expand_dims(chain=[0], draw=[0]).assign_attrs(
+        units="nats per data point", long_name="importance-weighted log p(y) per point, K = 7 guide draws",
+        evaluated_on="test")}).assign_attrs(eval_data_sha256="abc", iw_samples=7)
+    xr.testing.assert_identical(got, expected)
+    assert got["y"].attrs == expected["y"].attrs and got["y"].dims == ("chain", "draw", "obs")
+    np.testing.assert_array_equal(got["y"].values[0, 0], pointwise["iw_log_likelihood"][obs_index])

@@ -194,3 +194,61 @@ def _assert_same_combined(a, b):
         for name in a[group].variables:
             assert a[group][name].attrs == b[group][name].attrs, (group, name)
     assert dict(a.attrs) == dict(b.attrs)
+
+
+def _concat(parts):
+    """What stack_runs stacked with before it built alike runs directly: xarray's concatenation."""
+    return xr.concat(parts, dim="run", data_vars="all", coords="different", compat="equals", join="exact",
+                     combine_attrs="drop_conflicts")
+
+
+def test_a_tasks_runs_are_stacked_as_xarray_concatenates_them(task_diagnostics):
+    from ppl_vae.diagnostics.io import _stack_alike
+
+    idatas, _ = task_diagnostics
+    for group in idatas[0].groups():
+        parts = [idata[group] for idata in idatas]
+        direct = _stack_alike(parts)
+        assert direct is not None, group  # one task's configurations: the direct path is taken
+        xr.testing.assert_identical(direct, _concat(parts))
+        for name in direct.variables:
+            assert direct[name].attrs == _concat(parts)[name].attrs, (group, name)
+
+
+def test_runs_whose_coordinates_or_attributes_differ_are_concatenated_by_xarray(task_diagnostics):
+    from ppl_vae.diagnostics.io import _stack_alike
+
+    idatas, names = task_diagnostics
+    collapse = [idata["collapse"] for idata in idatas]
+    n = collapse[0].sizes["obs"]
+    moved = [part.assign_coords(tag=("obs", np.arange(n) * k)) for k, part in enumerate(collapse)]
+    assert _stack_alike(moved) is None  # a coordinate differs between the runs
+    tree = stack_runs([_Groups({"collapse": part}, idata.attrs) for part, idata in zip(moved, idatas)], names)
+    xr.testing.assert_identical(tree["diagnostics/collapse"].to_dataset(inherit=False),
+                                _concat(moved).assign_coords(run=names))
+    # a data attribute that differs is dropped, as xarray's drop_conflicts drops it
+    marked = [part.assign_attrs(only_here=k) for k, part in enumerate(collapse)]
+    direct = _stack_alike(marked)
+    assert direct is not None and "only_here" not in direct.attrs
+    xr.testing.assert_identical(direct, _concat(marked))
+
+
+class _Groups(dict):
+    """Groups and attributes, read as stack_runs reads a run's diagnostics."""
+
+    def __init__(self, groups, attrs):
+        super().__init__(groups)
+        self.attrs = attrs
+
+    def groups(self):
+        return list(self)
+
+
+def test_safe_dataset_leaves_the_given_dataset_untouched():
+    from ppl_vae.diagnostics.io import safe_dataset
+
+    ds = xr.Dataset({"a": ("x", [1.0, 2.0], {"flag": True, "opts": {"k": 1}})}, coords={"x": [0, 1]},
+                    attrs={"none": None})
+    safe = safe_dataset(ds)
+    assert safe["a"].attrs == {"flag": 1, "opts": '{"k": 1}'} and safe.attrs == {"none": "None"}
+    assert ds["a"].attrs == {"flag": True, "opts": {"k": 1}} and ds.attrs == {"none": None}
