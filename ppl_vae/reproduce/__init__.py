@@ -36,6 +36,7 @@ from ppl_vae.reproduce.analysis import (
     diagnose_sweep,
     fit_options,
     image_data,
+    mlp_schedule,
     mnist_available,
     relative_error_above_floor,
     replicates,
@@ -73,5 +74,5 @@ __all__ = [
     "run_script", "relative_error_above_floor", "combine_runs", "diagnose_runs", "replicates", "run_replicates", "Check", "Verdict", "allowance", "bound_check", "close_check",
     "order_check", "seed_summary", "spearman_check", "trend_checks",
     "parse_settings", "read_claim", "read_manifest", "run_experiments", "run_name", "run_one", "select_runs",
-    "seed_trends", "series", "subsample", "training_options", "write_index",
+    "seed_trends", "series", "subsample", "training_options", "write_index", "mlp_schedule",
 ]

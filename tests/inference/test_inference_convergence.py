@@ -124,3 +124,40 @@ def test_cli_train_flags_a_frozen_model(tmp_path):
     assert "warning: training did not converge" in result.output and "barely moved" in result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["converged"] is False
+
+
+def _kl_verdict(columns):
+    """judge() of one configuration whose per-dimension KL (nats) reads ``columns[d]`` at the snapshots."""
+    flat = np.random.default_rng(0).normal(10.0, 0.01, size=(500, 1))
+    n = len(columns[0])
+    kl = np.array([(1.0,) * n, (0.5,) * n, *columns]).T  # (snapshots, dims), two steady active dims first
+    return judge([[{"sv": None, "kl": row}] for row in kl], flat, 1, np.array([0.5]))[0]
+
+
+def test_dimensions_hovering_at_the_threshold_do_not_count_as_movement():
+    # measured (per-class MLP CVAE, digit 7): two dimensions at the threshold flip the hard count 9 -> 11
+    hovering = [(0.0102, 0.0099, 0.0100, 0.0100), (0.0100, 0.0099, 0.0099, 0.0098)]
+    verdict = _kl_verdict(hovering)
+    assert verdict["converged"] is True and verdict["kl_crossed_dims"] == 0
+    assert np.ptp(verdict["kl_collapsed_counts"]) == 2  # the hard count alone would have failed it
+
+
+def test_dimensions_crossing_the_threshold_while_moving_are_flagged():
+    # measured (MHVAE, beta1 = beta2 = 1, 8,000 steps, final rate 0.1 of the first): minibatch noise moves them
+    moving = [(0.0135, 0.0099, 0.0232, 0.0085), (0.0185, 0.015, 0.0069, 0.0069)]
+    verdict = _kl_verdict(moving)
+    assert verdict["converged"] is False and "2 dimensions crossed the collapse threshold" in verdict["reason"]
+    # one that starts inside the band and leaves it counts too
+    assert _kl_verdict([(0.0095, 0.02, 0.03, 0.05), (0.0105, 0.004, 0.002, 0.001)])["converged"] is False
+
+
+def test_two_dimensions_crossing_in_opposite_directions_are_flagged():
+    # the net count never changes (the hard count's range is 0), yet two dimensions swapped state
+    swapped = [(0.002, 0.004, 0.015, 0.03), (0.03, 0.015, 0.004, 0.002)]
+    verdict = _kl_verdict(swapped)
+    assert np.ptp(verdict["kl_collapsed_counts"]) == 0
+    assert verdict["converged"] is False and "2 dimensions crossed" in verdict["reason"]
+
+
+def test_one_crossing_is_within_the_count_tolerance():
+    assert _kl_verdict([(0.002, 0.004, 0.015, 0.03), (0.5, 0.5, 0.5, 0.5)])["converged"] is True

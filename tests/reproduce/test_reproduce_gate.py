@@ -138,3 +138,17 @@ def test_runs_the_verdict_does_not_read_are_reported_but_do_not_gate():
     assert check.status == "agrees"
     assert check.convergence["n_unused"] == 2 and check.convergence["n_unused_not_converged"] == 1
     assert "1 of them did not converge" in gate.describe(check.convergence)
+
+
+def test_the_measured_schedules_apply_where_they_were_measured(tmp_path):
+    """Quick mode: the MHVAE trains MHVAE_SCHEDULE, mlp_schedule gives MLP_SCHEDULE; full mode keeps its own."""
+    from ppl_vae.reproduce.analysis import MHVAE_SCHEDULE, MLP_SCHEDULE, mlp_schedule
+
+    quick, full = Settings(scale="quick", out=tmp_path), Settings(scale="full", out=tmp_path)
+    mhvae = training_options(quick, kind="mhvae")
+    assert (mhvae["lr"], mhvae["final_lr_fraction"]) == (MHVAE_SCHEDULE["lr"], MHVAE_SCHEDULE["final_lr_fraction"])
+    assert training_options(full, kind="mhvae")["lr"] == training_options(full, kind="mlp")["lr"]
+    assert mlp_schedule(quick) == MLP_SCHEDULE and mlp_schedule(full) == {}
+    options = fit_options(training_options(quick, kind="mlp") | mlp_schedule(quick))
+    assert options["lr"] == MLP_SCHEDULE["lr"]
+    assert options["lr_decay"] ** (options["steps"] - 1) == pytest.approx(MLP_SCHEDULE["final_lr_fraction"])
