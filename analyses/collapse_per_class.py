@@ -34,7 +34,9 @@ import pandas as pd
 from ppl_vae import plots
 from ppl_vae.models import CVAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, RunCollector, Verdict, image_data, mlp_schedule,
-                               run_replicates, run_script, seed_summary, seed_trends, spearman_check)
+                               run_replicates, run_script, seed_summary, seed_trends, spearman_check,
+                               training_options)
+from ppl_vae.reproduce.plan import RunPlan
 from ppl_vae.theory import linear_cvae
 
 NAME = "collapse_per_class"
@@ -76,6 +78,33 @@ def class_schedule(settings, arch: str) -> dict:
     return options
 
 
+def class_grid(settings) -> list[int]:
+    """The digit classes, one training set each (three in tiny mode, all ten otherwise)."""
+    return settings.pick([0, 1, 9], list(range(10)), list(range(10)))
+
+
+def training_kind(arch: str) -> str:
+    """``training_options``' kind of an architecture: the linear CVAE's full-batch schedule, minibatch otherwise."""
+    return "linear" if arch == "linear" else "mlp"
+
+
+def training_overrides(settings, arch: str) -> dict:
+    """What a run of ``arch`` changes in its kind's ``training_options``: nothing for the linear CVAE,
+    :func:`class_schedule` for the MLP and the CNN."""
+    return {} if arch == "linear" else class_schedule(settings, arch)
+
+
+def plan(settings) -> list[RunPlan]:
+    """What :func:`run` trains (``ppl-vae reproduce`` prints it before a full job): per class, one run per
+    architecture (one configuration; the linear and MLP seeds vectorised, the CNN's one after another, as it has
+    no batched layers), in :func:`run`'s order."""
+    steps = {arch: (training_options(settings, kind=training_kind(arch)) | training_overrides(settings, arch))["steps"]
+             for arch in ARCHITECTURES}
+    names = {arch: arch if arch == "linear" else arch.upper() for arch in ARCHITECTURES}
+    return [RunPlan(f"{names[arch]} CVAE, digit {digit}", 1, settings.n_seeds, steps[arch], vectorised=arch != "cnn")
+            for digit in class_grid(settings) for arch in ARCHITECTURES]
+
+
 def judge(runs: pd.DataFrame) -> Verdict:
     """The rule, a pure function of the per-seed table (counterfactual tests in ``tests/analyses``).
 
@@ -102,7 +131,7 @@ def main(argv=None) -> ClaimCheck:
 
 def run(settings) -> ClaimCheck:
     out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
-    classes = settings.pick([0, 1, 9], list(range(10)), list(range(10)))
+    classes = class_grid(settings)
     latent, eta_dec = settings.pick(4, 16, 16), settings.pick(0.25, 0.25, 0.5)
     hidden = settings.pick((16,), (100,), (100,))
     runs = RunCollector(settings)
@@ -114,8 +143,8 @@ def run(settings) -> ClaimCheck:
             config = CVAEConfig(train.x.shape[1], train.y.shape[1], latent, arch=arch, hidden_dims=hidden,
                                 beta=BETA, eta_enc=ETA_ENC, eta_dec=eta_dec, latent_mapping="separate",
                                 image_shape=(side, side) if arch == "cnn" else None, split="quadrant")
-            result = run_replicates([config], train, settings, kind="linear" if arch == "linear" else "mlp",
-                                    **({} if arch == "linear" else class_schedule(settings, arch)))
+            result = run_replicates([config], train, settings, kind=training_kind(arch),
+                                    **training_overrides(settings, arch))
             runs.add(result, train, test, f"{arch},digit {digit}",
                      {"arch": arch, "digit": digit, "n_train": train.n,
                       "predicted_collapsed": int(theory.attrs["n_collapsed"]), "theta_mean": float(theory.theta.mean())})

@@ -45,7 +45,8 @@ from ppl_vae.data import CORRELATION_LEVELS, synthetic_pairs, train_test_split
 from ppl_vae.models import CVAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, RunCollector, Verdict, close_check, mlp_schedule,
                                order_check, run_replicates, run_script, seed_summary, seed_trends, spearman_check,
-                               trend_checks)
+                               training_options, trend_checks)
+from ppl_vae.reproduce.plan import RunPlan
 from ppl_vae.theory import linear_cvae
 
 NAME = "correlation_levels"
@@ -92,6 +93,23 @@ def judge(summary: pd.DataFrame, dim: int, table: pd.DataFrame | None = None) ->
     return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
+def training_overrides(settings, arch: str) -> dict:
+    """What a run of ``arch`` changes in ``training_options(settings, kind=arch)``: the MLP's steps, batch and
+    rate (``mlp_schedule``); the linear CVAE keeps the defaults."""
+    if arch != "mlp":
+        return {}
+    return {"steps": settings.steps(30, 3000, 62500), "batch_size": settings.pick(16, 64, 16),
+            **mlp_schedule(settings)}
+
+
+def plan(settings) -> list[RunPlan]:
+    """What :func:`run` trains (``ppl-vae reproduce`` prints it before a full job): per correlation level, one run
+    per architecture (one configuration, its seeds vectorised), in :func:`run`'s order."""
+    return [RunPlan(f"{'MLP' if arch == 'mlp' else arch} CVAE, correlation {level}", 1, settings.n_seeds,
+                    (training_options(settings, kind=arch) | training_overrides(settings, arch))["steps"])
+            for level in CORRELATION_LEVELS for arch in ARCHITECTURES]
+
+
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
     return run_script(__doc__, run, argv)
@@ -100,8 +118,6 @@ def main(argv=None) -> ClaimCheck:
 def run(settings) -> ClaimCheck:
     out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
     n, dim = settings.pick(200, 1000, 1000), settings.pick(4, 16, 128)
-    mlp_options = {"steps": settings.steps(30, 3000, 62500), "batch_size": settings.pick(16, 64, 16),
-                   **mlp_schedule(settings)}
     runs = RunCollector(settings)
     for level, a in CORRELATION_LEVELS.items():
         pairs = synthetic_pairs(n, dim, correlation=level, spectrum=np.ones(dim), seed=settings.seed)
@@ -111,8 +127,7 @@ def run(settings) -> ClaimCheck:
         for arch in ARCHITECTURES:
             config = CVAEConfig(dim, dim, dim, arch=arch, hidden_dims=(dim,), beta=BETA, eta_enc=ETA_ENC,
                                 eta_dec=ETA_DEC)
-            result = run_replicates([config], train, settings, kind=arch,
-                                    **(mlp_options if arch == "mlp" else {}))
+            result = run_replicates([config], train, settings, kind=arch, **training_overrides(settings, arch))
             runs.add(result, train, test, f"{level},{arch}",
                      {"level": level, "a": a, "arch": arch, "predicted_collapsed": float(predicted.attrs["n_collapsed"]),
                       "theta_mean": float(predicted.theta.mean())})

@@ -41,7 +41,8 @@ from ppl_vae import plots
 from ppl_vae.models import CVAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, collapse_table, diagnose_sweep, image_data,
                                mlp_schedule, order_check, run_name, run_replicates, run_script, seed_summary,
-                               seed_trends, select_runs, trend_checks)
+                               seed_trends, select_runs, training_options, trend_checks)
+from ppl_vae.reproduce.plan import RunPlan
 
 NAME = "cvae_mlp_beta_eta"
 CLAIM = "Non-linear (ReLU MLP) CVAE: larger beta or larger eta_dec gives more posterior collapse."
@@ -58,11 +59,26 @@ def grid(settings) -> tuple[dict[str, list[float]], float]:
     return {"beta": betas, "eta_dec": etas}, reference
 
 
+def pairs(values: dict[str, list[float]], reference: float) -> list[tuple[float, float]]:
+    """(beta, eta_dec): beta over its values at eta_dec = reference, then eta_dec over its values at beta = 1,
+    each once."""
+    return list(dict.fromkeys([(b, reference) for b in values["beta"]] + [(1.0, e) for e in values["eta_dec"]]))
+
+
 def configurations(base: CVAEConfig, values: dict[str, list[float]], reference: float) -> list[CVAEConfig]:
-    """beta over its values at eta_dec = reference, then eta_dec over its values at beta = 1 (no duplicates)."""
-    pairs = [(b, reference) for b in values["beta"]] + [(1.0, e) for e in values["eta_dec"]]
-    unique = list(dict.fromkeys(pairs))
-    return [dataclasses.replace(base, beta=b, eta_dec=e) for b, e in unique]
+    """One config per :func:`pairs` entry."""
+    return [dataclasses.replace(base, beta=b, eta_dec=e) for b, e in pairs(values, reference)]
+
+
+def schedule(settings) -> dict:
+    """The SVI options every run trains with: ``training_options``' MLP defaults and ``mlp_schedule``'s rate."""
+    return training_options(settings, kind="mlp") | mlp_schedule(settings)
+
+
+def plan(settings) -> list[RunPlan]:
+    """What :func:`run` trains (``ppl-vae reproduce`` prints it before a full job): one vectorised run."""
+    return [RunPlan("MLP CVAE, beta / eta_dec lines", len(pairs(*grid(settings))), settings.n_seeds,
+                    schedule(settings)["steps"])]
 
 
 def judge(summary: pd.DataFrame, reference: float) -> Verdict:

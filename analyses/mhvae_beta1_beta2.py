@@ -52,7 +52,8 @@ from ppl_vae import plots
 from ppl_vae.models import MHVAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, collapse_table, diagnose_sweep, image_data,
                                run_name, run_replicates, run_script, seed_summary, seed_trends, select_runs,
-                               trend_checks)
+                               training_options, trend_checks)
+from ppl_vae.reproduce.plan import RunPlan
 from ppl_vae.theory import linear_mhvae
 
 NAME = "mhvae_beta1_beta2"
@@ -75,13 +76,27 @@ def grid(settings) -> dict[str, list[float]]:
             "reconstruction": settings.pick([1.0, 2.0], [0.1, 1.0, 2.0], [0.1, 1.0, 2.0, 4.0, 6.0])}
 
 
+def triples(values: dict[str, list[float]]) -> list[tuple[float, float, float]]:
+    """(beta1, beta2, eta_enc): beta1 at beta2 = 1, beta2 at beta1 = 1, eta_enc at beta1 = beta2 = 1, then the
+    reconstruction grid, each once."""
+    return list(dict.fromkeys([(b, 1.0, ETA) for b in values["beta1"]] + [(1.0, b, ETA) for b in values["beta2"]]
+                              + [(1.0, 1.0, e) for e in values["eta_enc"]]
+                              + [(b1, b2, ETA) for b1 in values["reconstruction"]
+                                 for b2 in values["reconstruction"]]))
+
+
 def configurations(base: MHVAEConfig, values: dict[str, list[float]]) -> list[MHVAEConfig]:
-    """beta1 at beta2 = 1, beta2 at beta1 = 1, eta_enc at beta1 = beta2 = 1, then the reconstruction grid
-    (each (beta1, beta2, eta_enc) once)."""
-    triples = ([(b, 1.0, ETA) for b in values["beta1"]] + [(1.0, b, ETA) for b in values["beta2"]]
-               + [(1.0, 1.0, e) for e in values["eta_enc"]]
-               + [(b1, b2, ETA) for b1 in values["reconstruction"] for b2 in values["reconstruction"]])
-    return [dataclasses.replace(base, beta1=b1, beta2=b2, eta_enc=e) for b1, b2, e in dict.fromkeys(triples)]
+    """One config per :func:`triples` entry."""
+    return [dataclasses.replace(base, beta1=b1, beta2=b2, eta_enc=e) for b1, b2, e in triples(values)]
+
+
+def plan(settings) -> list[RunPlan]:
+    """What :func:`run` trains (``ppl-vae reproduce`` prints it before a full job): one vectorised run at
+    ``training_options``' MHVAE steps."""
+    values = grid(settings)
+    side = len(values["reconstruction"])
+    return [RunPlan(f"MLP MHVAE, beta1 / beta2 / eta_enc lines + {side} x {side} grid", len(triples(values)),
+                    settings.n_seeds, training_options(settings, kind="mhvae")["steps"])]
 
 
 def _line(summary: pd.DataFrame, **fixed: float) -> pd.DataFrame:

@@ -58,7 +58,8 @@ from ppl_vae import plots
 from ppl_vae.models import CVAEConfig, MHVAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, collapse_table, combine_runs, diagnose_runs,
                                image_data, mlp_schedule, order_check, run_replicates, run_script, seed_summary,
-                               seed_trends)
+                               seed_trends, training_options)
+from ppl_vae.reproduce.plan import RunPlan
 from ppl_vae.theory import linear_cvae
 
 NAME = "mitigations"
@@ -71,6 +72,10 @@ JUDGED = (("cvae", "decorrelated"), ("mhvae", "skip"))
 #: 6.6's MHVAE: eta_enc = eta_dec, the fixed q(z1|x) std, beta1.
 MHVAE_ETA, MHVAE_SIGMA1, MHVAE_BETA1 = 0.5, 0.5, 1.0
 METRICS = ("collapse_level", "active_units", "kl_total", "nll")
+#: The CVAE variants, trained in this order, one vectorised run each.
+CVAE_VARIANTS = ("baseline", "decorrelated", "learned_prior")
+#: What q(z2 | .) reads: the plain MHVAE's z1, the skip path's z1 and x (both in one vectorised run).
+MHVAE_Z2_INPUTS = ("z1", "z1+x")
 #: Smallest difference in active units that counts (one latent dimension).
 AU_FLOOR = 1.0
 
@@ -120,6 +125,22 @@ def judge(summary: pd.DataFrame, latent: int) -> Verdict:
     return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
+def beta_grid(settings) -> list[float]:
+    """The KL weights every variant trains at (the CVAE's beta, the MHVAE's beta2)."""
+    return settings.pick([1.0, 2.0], [0.5, 1.0, 2.0], [0.5, 1.0, 2.0])
+
+
+def plan(settings) -> list[RunPlan]:
+    """What :func:`run` trains (``ppl-vae reproduce`` prints it before a full job): one vectorised run per CVAE
+    variant (``training_options``' MLP steps), then one of both MHVAE variants (its MHVAE steps)."""
+    betas = beta_grid(settings)
+    cvae_steps = (training_options(settings, kind="mlp") | mlp_schedule(settings))["steps"]
+    return ([RunPlan(f"MLP CVAE, {variant}, beta line", len(betas), settings.n_seeds, cvae_steps)
+             for variant in CVAE_VARIANTS]
+            + [RunPlan("MLP MHVAE, plain and skip path, beta2 line", len(MHVAE_Z2_INPUTS) * len(betas),
+                       settings.n_seeds, training_options(settings, kind="mhvae")["steps"])])
+
+
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
     return run_script(__doc__, run, argv)
@@ -142,7 +163,7 @@ def _rows(combined, family: str, variants: list[str], site: str, extra: dict | N
 
 def run(settings) -> ClaimCheck:
     out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
-    betas = settings.pick([1.0, 2.0], [0.5, 1.0, 2.0], [0.5, 1.0, 2.0])
+    betas = beta_grid(settings)
     latent = settings.pick(4, 16, 16)
     cvae_rows, combined_cvae = cvae_variants(settings, betas, latent)
     out.inference_data("diagnostics_cvae", combined_cvae, "diagnose() of every CVAE variant, beta and seed")
@@ -190,7 +211,8 @@ def cvae_variants(settings, betas: list[float], latent: int):
                              decorrelate(test, MIXING, settings.seed + 1)),
             "learned_prior": (dataclasses.replace(base, prior="learned"), train, test)}
     idatas, names, seeds, labels, predicted = [], [], [], [], []
-    for variant, (config, variant_train, variant_test) in data.items():
+    for variant in CVAE_VARIANTS:
+        config, variant_train, variant_test = data[variant]
         configs = [dataclasses.replace(config, beta=b) for b in betas]
         counts = {c: _theorem2_count(variant_train, c) for c in configs}
         result = run_replicates(configs, variant_train, settings, kind="mlp", **mlp_schedule(settings))
@@ -217,7 +239,7 @@ def mhvae_variants(settings, betas: list[float], latent: int):
     train, test = image_data(settings, split=None)
     base = MHVAEConfig(train.x.shape[1], (latent, latent), arch="mlp", hidden_dims=settings.pick((16,), (64,), (256,)),
                        beta1=MHVAE_BETA1, eta_enc=MHVAE_ETA, eta_dec=MHVAE_ETA, sigma1=MHVAE_SIGMA1, sigma2=None)
-    configs = [dataclasses.replace(base, beta2=b, z2_input=z2_input) for z2_input in ("z1", "z1+x") for b in betas]
+    configs = [dataclasses.replace(base, beta2=b, z2_input=z2_input) for z2_input in MHVAE_Z2_INPUTS for b in betas]
     result = run_replicates(configs, train, settings, kind="mhvae")
     labels = ["baseline" if c.z2_input == "z1" else "skip" for c in result.configs]
     names = [f"{label},beta2={c.beta2:g}" for label, c in zip(labels, result.configs)]
