@@ -45,7 +45,7 @@ def test_the_issue_22_counterparts_are_checked(experiment, tmp_path):
     from ppl_vae.reproduce import Settings
 
     synthetic = {label: base for label, base, _ in experiment.experiments(6, 4)}
-    assert synthetic["mhvae_beta1_2"].beta1 == 2.0
+    assert synthetic["mhvae_beta1_3"].beta1 == 3.0
     real = {label: base for label, base, _ in experiment.real_experiments(64, Settings("quick", tmp_path))}
     authors = real["real_vae_learnable_authors"]
     assert (authors.latent_dim, authors.eta_dec, authors.beta, authors.encoder_std) == (5, 1.0, 1.0, None)
