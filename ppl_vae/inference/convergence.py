@@ -36,10 +36,15 @@ watches what the run reports:
 
 - the decoder singular values at a few steps spread over the last
   :data:`WINDOW` of training (one small SVD each): a mode that crosses the
-  collapse tolerance, a mode that jitters by more than :data:`RTOL` of the
-  largest singular value, or an active mode still drifting one way (a linear
-  trend over the window larger than three residual deviations and than
-  :data:`DRIFT_RTOL` of its value) means the readout has not settled;
+  collapse tolerance, a mode that reaches the tolerance and jitters by more
+  than :data:`RTOL` of the largest singular value, an active mode still
+  drifting one way (a linear trend over the window larger than three residual
+  deviations and than :data:`DRIFT_RTOL` of its value), or a mode below the
+  tolerance throughout that rises toward it (a significant upward trend of
+  more than :data:`RTOL` of the tolerance) means the readout has not settled.
+  A mode below the tolerance throughout is otherwise left alone: SVI keeps it
+  a few thousandths from zero, and measuring that noise against the
+  tolerance (when every mode is collapsed, the scale) flagged settled runs;
 - the loss over the same window: a decrease between its two halves larger
   than three standard errors and than :data:`LOSS_RTOL` (relative) means
   training was still improving when it stopped (item 2 above).
@@ -251,13 +256,21 @@ def _sv_reasons(singular_values: np.ndarray, details: dict[str, Any]) -> list[st
         reasons.append(f"the collapsed count changed between {counts.min()} and {counts.max()} over the last "
                        f"{WINDOW:.0%} of the steps")
     scale = max(float(singular_values.max()), COLLAPSE_TOL)
-    jitter = float(np.ptp(singular_values, axis=0).max()) / scale
+    # a mode below the tolerance at every snapshot reads "collapsed" throughout: its SVI noise around zero
+    # (a few thousandths) is not a readout that moves, so only modes that reach the tolerance are held to RTOL
+    reached = (singular_values >= COLLAPSE_TOL).any(axis=0)
+    jitter = float(np.ptp(singular_values[:, reached], axis=0).max()) / scale if reached.any() else 0.0
     if jitter > RTOL:
         reasons.append(f"the decoder singular values still moved by {jitter:.0%} of the largest one")
     drift = _drift(singular_values[:, (singular_values >= COLLAPSE_TOL).all(axis=0)])
     if drift > DRIFT_RTOL:
         reasons.append(f"an active decoder singular value was still drifting ({drift:.0%} over the stretch)")
-    details.update(collapsed_counts=counts.tolist(), max_rel_jitter_decoder_sv=jitter, max_rel_drift_active_sv=drift)
+    rise = _rise(singular_values[:, ~reached])
+    if rise > RTOL:
+        reasons.append(f"a collapsed decoder singular value was rising toward the collapse tolerance "
+                       f"({rise:.0%} of it over the stretch)")
+    details.update(collapsed_counts=counts.tolist(), max_rel_jitter_decoder_sv=jitter, max_rel_drift_active_sv=drift,
+                   max_rel_rise_collapsed_sv=rise)
     return reasons
 
 
@@ -273,6 +286,22 @@ def _drift(values: np.ndarray) -> float:
     significant = change > 3 * noise
     relative = np.where(significant, change / values.mean(axis=0), 0.0)
     return float(relative.max())
+
+
+def _rise(values: np.ndarray) -> float:
+    """The largest significant upward trend of ``(snapshots, modes)`` collapsed singular values, relative to
+    :data:`~ppl_vae.models.readout.COLLAPSE_TOL` (0 if none rises significantly).
+
+    A collapsed mode leaving its saddle grows from near zero toward the tolerance: that readout has not settled
+    even before the count changes. Settling down (a falling trend) or noise is not a rise.
+    """
+    if values.shape[1] == 0 or values.shape[0] < 3:
+        return 0.0
+    steps = np.arange(values.shape[0], dtype=np.float64)
+    slope, intercept = np.polyfit(steps, values, 1)
+    noise = (values - (np.outer(steps, slope) + intercept)).std(axis=0, ddof=2)
+    change = slope * steps[-1]
+    return float(np.where((change > 0) & (change > 3 * noise), change / COLLAPSE_TOL, 0.0).max())
 
 
 def _loss_drop(loss: np.ndarray) -> float | None:

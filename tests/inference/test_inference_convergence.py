@@ -90,6 +90,20 @@ def test_judge_reads_a_changing_count_a_drift_and_a_falling_loss():
     assert "loss was still falling" in judge(settled, falling, 1)[0]["reason"]
 
 
+def test_judge_leaves_collapsed_modes_noise_alone_but_reads_a_rise():
+    """Every mode collapsed (a z2 that collapses entirely): SVI noise of a few thousandths is settled (it read as
+    13% "jitter" of the 0.05 tolerance before); a collapsed mode climbing toward the tolerance is not."""
+    flat = np.random.default_rng(0).normal(10.0, 0.01, size=(500, 1))
+    noise = np.random.default_rng(1).uniform(-0.002, 0.002, size=(8, 4))
+    settling = [[np.array([0.014, 0.008, 0.003, 0.001]) * (1.0 - 0.08 * i) + np.abs(noise[i])] for i in range(8)]
+    verdict = judge(settling, flat, 1)[0]
+    assert verdict["converged"] is True, verdict
+    rising = [[np.array([0.002 + 0.004 * i, 0.008, 0.003, 0.001]) + np.abs(noise[i])] for i in range(8)]
+    verdict = judge(rising, flat, 1)[0]
+    assert verdict["converged"] is False and "rising toward the collapse tolerance" in verdict["reason"]
+    assert verdict["collapsed_counts"] == [4] * 8  # the count alone did not catch it
+
+
 def test_judge_reads_the_kl_metric_and_the_movement():
     flat = np.random.default_rng(0).normal(10.0, 0.01, size=(500, 1))
     steady = [[{"sv": None, "kl": np.array([1.0, 0.5, 0.001])}] for _ in range(4)]
