@@ -31,6 +31,7 @@ import xarray as xr
 from ppl_vae.diagnostics import theory_group
 from ppl_vae.models import CVAEConfig
 from ppl_vae.models.readout import readout_summary
+from ppl_vae.reproduce.plan import RunPlan
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, bound_check, close_check, image_batch_threads,
                                image_data,
                                relative_error_above_floor, run_replicates, run_script, seed_summary, seed_trends,
@@ -80,6 +81,28 @@ def judge(table: pd.DataFrame) -> Verdict:
     return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
+def beta_grid(settings) -> list[float]:
+    """The betas trained: full, the authors' grid (0.1 to 5.0 in steps of 0.1); quick, six on the digits."""
+    return settings.pick([0.5, 2.0], QUICK_BETAS, np.round(np.arange(1, 51) * 0.1, 1).tolist())
+
+
+def schedule(settings, n_train: int) -> dict:
+    """Training options: full, the authors' Adam lr 1e-4 for 100 epochs of batch 128 over ``n_train`` rows;
+    quick, full batch with a decaying rate to reach the optimum in minutes."""
+    # the residual spectrum of images spans a factor ~20: the small modes need a longer, gentler schedule
+    steps = settings.steps(40, 8000, int(np.ceil(100 * n_train / 128)))
+    return {"steps": steps, **({"lr": 1e-4, "lr_decay": 1.0, "batch_size": 128} if settings.scale == "full" else
+                               {"lr": 0.02, "final_lr_fraction": 0.05})}
+
+
+def plan(settings) -> list[RunPlan]:
+    """What :func:`run` trains (``ppl-vae reproduce`` prints it before a full job): one vectorised run over beta.
+    Full mode's step count follows the training rows, so the images are read (local files only)."""
+    train, _ = image_data(settings, split="quadrant")
+    return [RunPlan("linear CVAE, quadrant split, beta line", len(beta_grid(settings)), settings.n_seeds,
+                    schedule(settings, train.n)["steps"])]
+
+
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
     return run_script(__doc__, run, argv)
@@ -89,18 +112,12 @@ def run(settings) -> ClaimCheck:
     out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
     train, _ = image_data(settings, split="quadrant")
     latent = settings.pick(4, 16, 64)
-    # full: the authors' grid (beta 0.1 to 5.0 in steps of 0.1), eta_enc = eta_dec = 1, Adam lr 1e-4, 100 epochs of
-    # batch 128; quick: six betas on the digits, full batch with a decaying rate to reach the optimum in minutes
-    betas = settings.pick([0.5, 2.0], QUICK_BETAS, np.round(np.arange(1, 51) * 0.1, 1).tolist())
+    betas = beta_grid(settings)
     eta_dec = settings.pick(QUICK_ETA_DEC, QUICK_ETA_DEC, 1.0)
     base = CVAEConfig(train.x.shape[1], train.y.shape[1], latent, eta_dec=eta_dec)
-    # the residual spectrum of images spans a factor ~20: the small modes need a longer, gentler schedule
-    steps = settings.steps(40, 8000, int(np.ceil(100 * train.n / 128)))
-    schedule = ({"lr": 1e-4, "lr_decay": 1.0, "batch_size": 128} if settings.scale == "full" else
-                {"lr": 0.02, "final_lr_fraction": 0.05})
     with image_batch_threads(settings):
         result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings, kind="linear",
-                                steps=steps, **schedule)
+                                **schedule(settings, train.n))
 
     groups, rows = [], []
     for config, seed, model in zip(result.configs, result.seeds, result.models):

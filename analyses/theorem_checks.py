@@ -36,6 +36,7 @@ singular values of modes clear of the threshold), ``theory_<model>.nc`` (predict
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 
 import numpy as np
@@ -50,6 +51,7 @@ from ppl_vae.models.readout import readout_summary
 from ppl_vae.reproduce import (Check, ClaimCheck, ExperimentOutput, Verdict, bound_check, image_batch_threads,
                                image_data,
                                relative_error_above_floor, run_name, run_replicates, run_script, seed_summary)
+from ppl_vae.reproduce.plan import RunPlan
 from ppl_vae.sweep import expand_grid
 
 NAME = "theorem_checks"
@@ -139,6 +141,23 @@ def judge(table: pd.DataFrame) -> Verdict:
     return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
+def schedule(settings) -> dict:
+    """Every run's training options: full batch, lr 0.05 decaying to 3e-3 of it (module docstring)."""
+    # the rotation of nearly equal modes into the latent axes is slow (the loss is flat along it)
+    return {"steps": settings.steps(40, 3500, 12000), "lr": 0.05, "final_lr_fraction": 3e-3}
+
+
+def plan(settings) -> list[RunPlan]:
+    """What :func:`run` trains (``ppl-vae reproduce`` prints it before a full job): one vectorised run per model
+    variant (the configurations of its grid x the seeds), synthetic first, then the real-data counterparts."""
+    dim, latent = (len(SPECTRUM) if settings.scale != "tiny" else 4), settings.pick(2, LATENT, LATENT)
+    # the number of configurations does not depend on the images' width, so no data is read here
+    variants = experiments(dim, latent) + real_experiments(dim, settings)
+    steps = schedule(settings)["steps"]
+    return [RunPlan(f"linear {base.family.upper()}, {label}", math.prod(len(v) for v in grid.values()),
+                    settings.n_seeds, steps) for label, base, grid in variants]
+
+
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
     return run_script(__doc__, run, argv)
@@ -152,9 +171,7 @@ def run(settings) -> ClaimCheck:
     single = synthetic_gaussian(n, dim, spectrum=spectrum, seed=settings.seed)
     pairs = synthetic_pairs(n, dim, correlation="noise_1_2", spectrum=spectrum, seed=settings.seed)
     images, _ = image_data(settings, test_fraction=0.1)
-    # the rotation of nearly equal modes into the latent axes is slow (the loss is flat along it)
-    steps = settings.steps(40, 3500, 12000)
-    options = {"steps": steps, "lr": 0.05, "final_lr_fraction": 3e-3}
+    options = schedule(settings)
 
     cases = [(label, base, grid, pairs if base.family == "cvae" else single)
              for label, base, grid in experiments(dim, latent)]

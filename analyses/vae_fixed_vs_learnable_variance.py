@@ -38,7 +38,9 @@ from ppl_vae import plots
 from ppl_vae.diagnostics.collapse import AU_THRESHOLD
 from ppl_vae.models import VAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, RunCollector, Verdict, close_check, image_batch_threads,
-                               image_data, order_check, run_replicates, run_script, seed_summary, seed_trends)
+                               image_data, order_check, run_replicates, run_script, seed_summary, seed_trends,
+                               training_options)
+from ppl_vae.reproduce.plan import RunPlan
 from ppl_vae.theory import linear_vae
 
 NAME = "vae_fixed_vs_learnable_variance"
@@ -49,6 +51,8 @@ ETA_ENC, ETA_DEC = 1.0, 0.5
 VARIANCES = {"learnable": None, "fixed_prior_std": ETA_ENC, "fixed_0.5": 0.5}
 #: Variants the MLP is trained with (SPEC 6.7: ReLU VAE with sigma = 0.5 against learnable).
 MLP_VARIANCES = ("learnable", "fixed_0.5")
+#: Architectures, in training order.
+ARCHS = ("linear", "mlp")
 
 
 def predicted_counts(x, latent: int, beta: float, std: float | None) -> dict[str, float]:
@@ -104,6 +108,35 @@ def judge(summary: pd.DataFrame) -> Verdict:
     return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
+def beta_grid(settings) -> list[float]:
+    """The betas each architecture and variance is trained at."""
+    return settings.pick([0.5, 2.0], [0.5, 1.0, 2.0, 4.0], [0.5, 1.0, 2.0, 4.0])
+
+
+def variants(arch: str) -> dict[str, float | None]:
+    """Encoder-variance variants of an architecture: name -> fixed std (None: learnable)."""
+    return VARIANCES if arch == "linear" else {k: VARIANCES[k] for k in MLP_VARIANCES}
+
+
+def training_overrides(settings, arch: str) -> dict:
+    """The linear model's own schedule (its kind's defaults for the MLP)."""
+    if arch != "linear":
+        return {}
+    # the linear model is held to the closed form, so it trains to convergence: full batch on the
+    # digits; minibatches on MNIST (full batch would hold all 60,000 images per step)
+    return {"steps": settings.steps(40, 2500, 20000), "lr": 0.05, "final_lr_fraction": 3e-3,
+            "batch_size": settings.pick(None, None, 512)}
+
+
+def plan(settings) -> list[RunPlan]:
+    """What :func:`run` trains (``ppl-vae reproduce`` prints it before a full job): one vectorised run over beta
+    per architecture and variance."""
+    return [RunPlan(f"{arch} VAE, encoder variance {variance}, beta line", len(beta_grid(settings)),
+                    settings.n_seeds, (training_options(settings, kind=arch) | training_overrides(settings, arch))
+                    ["steps"])
+            for arch in ARCHS for variance in variants(arch)]
+
+
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
     return run_script(__doc__, run, argv)
@@ -112,21 +145,16 @@ def main(argv=None) -> ClaimCheck:
 def run(settings) -> ClaimCheck:
     out = ExperimentOutput(settings.out, NAME, overwrite=settings.overwrite)
     train, test = image_data(settings, split=None)
-    betas = settings.pick([0.5, 2.0], [0.5, 1.0, 2.0, 4.0], [0.5, 1.0, 2.0, 4.0])
+    betas = beta_grid(settings)
     latent = settings.pick(4, 16, 64)
     hidden = settings.pick((16,), (64,), (256,))
     runs = RunCollector(settings)
     x = train.x.double()
-    for arch in ("linear", "mlp"):
-        variants = VARIANCES if arch == "linear" else {k: VARIANCES[k] for k in MLP_VARIANCES}
-        for variance, std in variants.items():
+    for arch in ARCHS:
+        for variance, std in variants(arch).items():
             base = VAEConfig(train.x.shape[1], latent, arch=arch, hidden_dims=hidden, eta_enc=ETA_ENC,
                              eta_dec=ETA_DEC, encoder_std=std)
-            # the linear model is held to the closed form, so it trains to convergence: full batch on the
-            # digits; minibatches on MNIST (full batch would hold all 60,000 images per step)
-            steps = settings.steps(40, 2500, 20000)
-            overrides = ({"steps": steps, "lr": 0.05, "final_lr_fraction": 3e-3,
-                          "batch_size": settings.pick(None, None, 512)} if arch == "linear" else {})
+            overrides = training_overrides(settings, arch)
             with image_batch_threads(settings) if arch == "linear" else contextlib.nullcontext():
                 result = run_replicates([dataclasses.replace(base, beta=b) for b in betas], train, settings,
                                         kind=arch, **overrides)

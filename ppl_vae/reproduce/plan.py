@@ -69,14 +69,19 @@ class RunPlan:
 
 
 def plan_experiments(settings, names: Sequence[str], analyses_dir) -> dict[str, list[RunPlan] | None]:
-    """Each experiment's declared ``plan(settings)`` (None for a script that declares none), in ``names`` order."""
+    """Each experiment's declared ``plan(settings)`` in ``names`` order: None for a script that declares none, or
+    whose plan is sized by data files that are missing."""
+    from ppl_vae.reproduce.analysis import MissingDataError
     from ppl_vae.reproduce.runner import load_script
 
     plans: dict[str, list[RunPlan] | None] = {}
     for name in names:
         module = load_script(name, analyses_dir)
         declared = getattr(module, "plan", None)
-        plans[name] = None if declared is None else list(declared(settings))
+        try:
+            plans[name] = None if declared is None else list(declared(settings))
+        except MissingDataError:  # a plan sized by its data (e.g. full mode's MNIST rows) without the files
+            plans[name] = None
     return plans
 
 
@@ -89,7 +94,7 @@ def describe_plan(plans: Mapping[str, Sequence[RunPlan] | None], *,
     for name, groups in plans.items():
         if groups is None:
             missing.append(name)
-            lines.append(f"{name:32s} {'(no plan declared)':56s} {'?':>24s} {'?':>6s} {'?':>7s}")
+            lines.append(f"{name:32s} {'(no plan, or its data is missing)':56s} {'?':>24s} {'?':>6s} {'?':>7s}")
             continue
         for group in groups:
             hours = group.hours(seconds_per_step)
@@ -99,5 +104,5 @@ def describe_plan(plans: Mapping[str, Sequence[RunPlan] | None], *,
             lines.append(f"{name:32s} {label:56s} {shape:>24s} {group.runs:6d} {hours:7.2f}")
     lines.append(f"total: about {total:.2f} GPU hours ({total * 60:.0f} min) of training at an assumed "
                  f"{seconds_per_step * 1000:g} ms per step (not measured; diagnostics not included)"
-                 + (f"; no plan declared by {', '.join(missing)} (not in the total)" if missing else ""))
+                 + (f"; no plan (or its data missing) for {', '.join(missing)} (not in the total)" if missing else ""))
     return "\n".join(lines)

@@ -51,7 +51,7 @@ def test_plans_are_read_from_each_script_and_a_missing_one_is_named(fake_analyse
     assert "4 x 1,000 x 5" in text and "2 x 500 x 5" in text and "(one after another)" in text
     # 1,000 batched steps + 10 runs x 500 steps one after another, at 0.6 s: 1 h
     assert "total: about 1.00 GPU hours (60 min)" in text
-    assert f"no plan declared by {second} (not in the total)" in text
+    assert f"no plan (or its data missing) for {second} (not in the total)" in text
 
 
 def test_the_plan_follows_the_settings(fake_analyses, tmp_path):
@@ -67,7 +67,7 @@ def test_reproduce_plan_prints_the_cost_and_runs_nothing(fake_analyses, tmp_path
                                       "--analyses-dir", str(directory), "--seeds", "2"])
     assert result.exit_code == 0, result.output
     assert "Plan (full scale, 2 seeds" in result.output and "4 x 1,000 x 2" in result.output
-    assert "no plan declared by" in result.output
+    assert "no plan (or its data missing) for" in result.output
     assert not out.exists()  # nothing ran, nothing was written
 
 
@@ -79,10 +79,18 @@ def test_full_mode_prints_the_plan_before_it_starts(fake_analyses, tmp_path):
     assert result.output.index("Plan (full scale") < result.output.index("MNIST")
 
 
-def test_every_new_experiment_declares_its_plan(tmp_path):
+def test_every_experiment_declares_its_plan(tmp_path):
+    from ppl_vae.reproduce import EXPERIMENTS, default_analyses_dir
+
+    plans = plan_experiments(Settings("quick", tmp_path), list(EXPERIMENTS), default_analyses_dir())
+    assert all(plans[name] for name in EXPERIMENTS)
+    assert "no plan" not in describe_plan(plans)
+
+
+def test_a_plan_sized_by_missing_data_is_listed_as_unknown_not_raised(tmp_path):
     from ppl_vae.reproduce import default_analyses_dir
 
-    names = ["mhvae_beta_eta_grid", "mhvae_reconstruction_grid", "cvae_completions"]
-    plans = plan_experiments(Settings("full", tmp_path), names, default_analyses_dir())
-    assert all(plans[name] for name in names)
-    assert "no plan declared" not in describe_plan(plans)
+    names = ["cvae_linear_quadrant_beta", "cvae_completions"]  # the first counts full mode's MNIST rows
+    plans = plan_experiments(Settings("full", tmp_path, mnist_dir=tmp_path / "none"), names, default_analyses_dir())
+    assert plans["cvae_linear_quadrant_beta"] is None and plans["cvae_completions"]
+    assert "no plan (or its data missing) for cvae_linear_quadrant_beta" in describe_plan(plans)
