@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pandas as pd
 
 from ppl_vae import plots

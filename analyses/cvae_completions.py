@@ -63,8 +63,8 @@ from ppl_vae import plots
 from ppl_vae.data.images import join_split
 from ppl_vae.models import CVAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, collapse_table, diagnose_sweep, image_data,
-                               run_name, run_replicates, run_script, seed_summary, seed_trends, training_options,
-                               trend_checks)
+                               quick_overrides, run_name, run_replicates, run_script, seed_summary, seed_trends,
+                               training_options, trend_checks)
 from ppl_vae.reproduce.plan import RunPlan
 
 NAME = "cvae_completions"
@@ -101,10 +101,7 @@ def configurations(base: CVAEConfig, values: dict[str, list[float]], reference: 
 
 def training_overrides(settings) -> dict:
     """The quick schedule (:data:`QUICK_STEPS`...); tiny and full keep ``training_options``' MLP defaults."""
-    if settings.scale != "quick":
-        return {}
-    return {"steps": settings.steps(QUICK_STEPS, QUICK_STEPS, QUICK_STEPS), "lr": QUICK_LR,
-            "final_lr_fraction": QUICK_FINAL_LR_FRACTION}
+    return quick_overrides(settings, steps=QUICK_STEPS, lr=QUICK_LR, final_lr_fraction=QUICK_FINAL_LR_FRACTION)
 
 
 def schedule(settings) -> dict:

@@ -51,10 +51,9 @@ import pandas as pd
 from ppl_vae import plots
 from ppl_vae.models import MHVAEConfig
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, collapse_table, diagnose_sweep, image_data,
-                               run_name, run_replicates, run_script, seed_summary, seed_trends, select_runs,
-                               training_options, trend_checks)
+                               mhvae_theory_counts, run_name, run_replicates, run_script, seed_summary, seed_trends,
+                               select_runs, training_options, trend_checks)
 from ppl_vae.reproduce.plan import RunPlan
-from ppl_vae.theory import linear_mhvae
 
 NAME = "mhvae_beta1_beta2"
 CLAIM = ("ReLU MHVAE with a fixed q(z1|x) std and a learnable q(z2|z1) std: a larger beta2 collapses z2 more, "
@@ -136,12 +135,6 @@ def judge(summary: pd.DataFrame, d2: int) -> Verdict:
     return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
-def theory_counts(x, config: MHVAEConfig) -> dict[str, float]:
-    """Theorem 3's collapsed z1 and z2 modes of the linear MHVAE with ``config``'s hyper-parameters."""
-    theory = linear_mhvae(x, config.latent_dims, beta1=config.beta1, beta2=config.beta2, eta_enc=config.eta_enc,
-                          eta_dec=config.eta_dec, sigma1=config.sigma1, sigma2=None)
-    return {"predicted_z1_collapsed": float(theory.z1_collapsed.sum()),
-            "predicted_z2_collapsed": float(theory.z2_collapsed.sum())}
 
 
 def main(argv=None) -> ClaimCheck:
@@ -163,7 +156,7 @@ def run(settings) -> ClaimCheck:
     combined = diagnose_sweep(result, train, test, settings, names=[run_name(c, KEYS) for c in result.configs])
     out.inference_data("diagnostics", combined, "diagnose() of every configuration and seed, combined along run")
     x = train.x.double().numpy()
-    counts = {c: theory_counts(x, c) for c in configs}
+    counts = {c: mhvae_theory_counts(x, c) for c in configs}
     predicted = pd.DataFrame([counts[c] for c in result.configs])
     table = pd.concat([collapse_table(combined), predicted], axis=1)
     out.table("runs", table, "per configuration and seed: collapsed dimensions (mean KL < 0.01), active units, "

@@ -66,8 +66,8 @@ from ppl_vae import plots
 from ppl_vae.models import MHVAEConfig
 from ppl_vae.models.mhvae import encoder2_input
 from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, Verdict, collapse_table, diagnose_sweep, image_data,
-                               run_name, run_replicates, run_script, seed_summary, seed_trends, training_options,
-                               trend_checks)
+                               quick_overrides, run_name, run_replicates, run_script, seed_summary, seed_trends,
+                               training_options, trend_checks)
 from ppl_vae.reproduce.plan import RunPlan
 from ppl_vae.theory import linear_mhvae
 
@@ -108,10 +108,7 @@ def judged_edges(values: list[float]) -> tuple[tuple[str, str, float, float], ..
 
 def training_overrides(settings) -> dict:
     """The quick schedule (:data:`QUICK_STEPS`...); tiny and full keep ``training_options``' MHVAE defaults."""
-    if settings.scale != "quick":
-        return {}
-    return {"steps": settings.steps(QUICK_STEPS, QUICK_STEPS, QUICK_STEPS), "lr": QUICK_LR,
-            "final_lr_fraction": QUICK_FINAL_LR_FRACTION}
+    return quick_overrides(settings, steps=QUICK_STEPS, lr=QUICK_LR, final_lr_fraction=QUICK_FINAL_LR_FRACTION)
 
 
 def schedule(settings) -> dict:

@@ -39,7 +39,6 @@ import contextlib
 import math
 import sys
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 

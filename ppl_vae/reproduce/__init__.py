@@ -37,7 +37,9 @@ from ppl_vae.reproduce.analysis import (
     fit_options,
     image_data,
     mlp_schedule,
+    mhvae_theory_counts,
     mnist_available,
+    quick_overrides,
     relative_error_above_floor,
     replicates,
     run_name,
@@ -69,7 +71,7 @@ from ppl_vae.reproduce.settings import (SCALES, Settings, compute_threads, exper
 __all__ = [
     "EXPERIMENTS", "SCALES", "gate", "fit_options", "authors_objective", "ClaimCheck", "ExperimentOutcome", "ExperimentOutput", "MissingDataError", "RunCollector",
     "Settings",
-    "check_names", "collapse_table", "compute_threads", "image_batch_threads", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
+    "check_names", "collapse_table", "compute_threads", "image_batch_threads", "mhvae_theory_counts", "quick_overrides", "default_analyses_dir", "diagnose_options", "diagnose_sweep",
     "experiment_parser", "find_analyses_dir", "image_data", "load_script", "mnist_available",
     "run_script", "relative_error_above_floor", "combine_runs", "diagnose_runs", "replicates", "run_replicates", "Check", "Verdict", "allowance", "bound_check", "close_check",
     "order_check", "seed_summary", "spearman_check", "trend_checks",

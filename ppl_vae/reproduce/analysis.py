@@ -404,3 +404,22 @@ def relative_error_above_floor(group, floor: float) -> float:
         expected, learned = group[name].values[clear], group[f"learned_{name}"].values[clear]
         errors.extend(np.abs(learned - expected) / expected)
     return float(np.max(errors))
+
+
+def quick_overrides(settings: Settings, *, steps: int, lr: float, final_lr_fraction: float) -> dict[str, Any]:
+    """An experiment's own measured schedule at the quick scale (``steps`` capped by ``max_steps``); tiny and
+    full keep :func:`training_options`' defaults (``{}``)."""
+    if settings.scale != "quick":
+        return {}
+    return {"steps": settings.steps(steps, steps, steps), "lr": lr, "final_lr_fraction": final_lr_fraction}
+
+
+def mhvae_theory_counts(x: torch.Tensor, config) -> dict[str, float]:
+    """Theorem 3's collapsed z1 and z2 modes of the linear MHVAE with ``config``'s hyper-parameters (an
+    :class:`~ppl_vae.models.MHVAEConfig` with a learnable q(z2|z1) std) on data ``x`` of shape ``(n, d)``."""
+    from ppl_vae.theory import linear_mhvae
+
+    theory = linear_mhvae(x, config.latent_dims, beta1=config.beta1, beta2=config.beta2, eta_enc=config.eta_enc,
+                          eta_dec=config.eta_dec, sigma1=config.sigma1, sigma2=None)
+    return {"predicted_z1_collapsed": float(theory.z1_collapsed.sum()),
+            "predicted_z2_collapsed": float(theory.z2_collapsed.sum())}
