@@ -135,8 +135,6 @@ def judge(summary: pd.DataFrame, d2: int) -> Verdict:
     return Verdict(rule, tuple(checks), int(summary.n_seeds.min()))
 
 
-
-
 def main(argv=None) -> ClaimCheck:
     """Parse the command line, run the experiment, return its claim check."""
     return run_script(__doc__, run, argv)
