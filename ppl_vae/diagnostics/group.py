@@ -162,7 +162,7 @@ def diagnose_group(
     Parameters
     ----------
     models
-        K suite models of one family and architecture (a linear or mlp one:
+        K suite models of one family and architecture (linear, mlp or cnn:
         see :func:`~ppl_vae.inference.batched.can_vectorise`), differing in
         hyper-parameters and weights. They are moved to ``device`` in place, as
         ``diagnose`` moves its model; their weights are not changed.

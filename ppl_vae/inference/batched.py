@@ -91,8 +91,6 @@ def can_vectorise(configs: Sequence[Any], models: Sequence[nn.Module] | None = N
         if other != first:
             differing = sorted(key for key in set(first) | set(other) if first.get(key) != other.get(key))
             return False, f"configuration {k} differs from configuration 0 in {', '.join(differing)}"
-    if configs[0].arch == "cnn":
-        return False, "arch='cnn' has no batched layers"
     if models is not None and not all(is_stackable(model) for model in models):
         return False, "the networks hold layers that cannot be batched over configurations"
     return True, ""

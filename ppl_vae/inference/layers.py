@@ -4,7 +4,8 @@ A sweep over K configurations of one architecture trains K networks whose
 weights are stacked along a leading *configuration* dimension, so that one
 batched matrix product replaces K small ones. :class:`BatchedLinear` is the
 building block; :func:`stack_modules` turns K ordinary networks (any nesting
-of ``nn.Linear``, element-wise layers and free parameters) into one batched
+of ``nn.Linear``, element-wise layers, free parameters and the suite's
+convolutional blocks, :mod:`~ppl_vae.inference.batched_conv`) into one batched
 network, and :func:`unstack_into` writes the trained slices back.
 
 Shapes: a batched layer maps a shared input ``(B, in)`` or a per-configuration
@@ -115,37 +116,46 @@ class BatchedLinear(nn.Module):
 
 
 class UnsupportedLayerError(TypeError):
-    """A network holds a layer that has no batched counterpart (e.g. a convolution)."""
+    """A network holds a layer that has no batched counterpart (e.g. a bare convolution)."""
 
 
 #: Layers that mix more than the last dimension, so a leading configuration
-#: dimension would be misread as a batch of images or normalised over.
+#: dimension would be misread as a batch of images or normalised over. The
+#: convolutions inside the suite's ConvEncoder / ConvDecoder are batched as
+#: whole blocks (:func:`_batched_blocks`); anywhere else they are refused.
 _NOT_BATCHABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.BatchNorm1d,
                   nn.BatchNorm2d, nn.LayerNorm, nn.Flatten, nn.Unflatten)
+
+
+def _batched_blocks() -> dict:
+    """Ordinary block type -> the function stacking K of them (imported here: batched_conv imports this module)."""
+    from ppl_vae.inference.batched_conv import BATCHED_BLOCKS
+
+    return BATCHED_BLOCKS
 
 
 def is_stackable(module: nn.Module) -> bool:
     """True when :func:`stack_modules` can batch ``module`` over configurations.
 
-    That is: every sub-module is an ``nn.Linear`` or holds only 1-D free
-    tensors (a learnable log-std vector, a fixed std buffer), and none is a
-    convolution, normalisation or reshaping layer.
+    That is: every sub-module is an ``nn.Linear``, a suite
+    :class:`~ppl_vae.models.networks.ConvEncoder` / ``ConvDecoder`` (exactly those
+    types: they have batched counterparts), or holds only 1-D free tensors (a
+    learnable log-std vector, a fixed std buffer); no other convolution,
+    normalisation or reshaping layer.
     """
-    for sub in module.modules():
-        if isinstance(sub, _NOT_BATCHABLE):
-            return False
-        if isinstance(sub, nn.Linear):
-            continue
-        own = [*sub.parameters(recurse=False), *(b for b in sub.buffers(recurse=False) if b is not None)]
-        if any(tensor.dim() != 1 for tensor in own):
-            return False
-    return True
+    if type(module) in _batched_blocks() or isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, _NOT_BATCHABLE):
+        return False
+    own = [*module.parameters(recurse=False), *(b for b in module.buffers(recurse=False) if b is not None)]
+    return all(tensor.dim() == 1 for tensor in own) and all(is_stackable(child) for child in module.children())
 
 
 def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
     """One batched network from K networks of identical structure.
 
-    Each ``nn.Linear`` becomes a :class:`BatchedLinear`; each free parameter or
+    Each ``nn.Linear`` becomes a :class:`BatchedLinear`, each ``ConvEncoder`` /
+    ``ConvDecoder`` its grouped-convolution counterpart; each free parameter or
     buffer of shape ``s`` becomes ``(K, 1, *s)`` (a configuration dimension
     and a singleton that broadcasts over the data batch; 1-D tensors only).
     The result runs the first network's ``forward`` code on batched tensors,
@@ -165,14 +175,18 @@ def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
     Raises
     ------
     UnsupportedLayerError
-        A network holds a layer without a batched counterpart (convolutions,
-        normalisation layers).
+        A network holds a layer without a batched counterpart (a convolution
+        outside the suite's conv blocks, normalisation layers).
     """
     if not modules:
         raise ValueError("modules must hold at least one network")
     if not is_stackable(modules[0]):
         raise UnsupportedLayerError(f"{type(modules[0]).__name__} holds layers that cannot be batched "
-                                    "over configurations (only Linear and element-wise layers can)")
+                                    "over configurations (only Linear, element-wise layers and the suite's "
+                                    "ConvEncoder / ConvDecoder blocks can)")
+    blocks = _batched_blocks()
+    if type(modules[0]) in blocks:
+        return blocks[type(modules[0])](list(modules))
     if isinstance(modules[0], nn.Linear):
         return BatchedLinear.from_linears(list(modules))
     template = copy.deepcopy(modules[0])
@@ -181,9 +195,12 @@ def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
 
 
 def _stack_into(target: nn.Module, sources: list[nn.Module]) -> None:
+    blocks = _batched_blocks()
     for name, child in list(target.named_children()):
         children = [getattr(source, name) for source in sources]
-        if isinstance(child, nn.Linear):
+        if type(child) in blocks:
+            setattr(target, name, blocks[type(child)](children))
+        elif isinstance(child, nn.Linear):
             setattr(target, name, BatchedLinear.from_linears(children))
         else:
             _stack_into(child, children)
@@ -207,7 +224,7 @@ def _with_batch_axis(stacked: torch.Tensor, name: str) -> torch.Tensor:
 def unstack_into(batched: nn.Module, modules: Sequence[nn.Module]) -> None:
     """Copy slice k of a network made by :func:`stack_modules` into ``modules[k]``."""
     for k, module in enumerate(modules):
-        if isinstance(batched, BatchedLinear):
+        if hasattr(batched, "copy_slice_to"):  # BatchedLinear or a batched conv block
             batched.copy_slice_to(k, module)
         else:
             _copy_slice(batched, module, k)
@@ -215,7 +232,7 @@ def unstack_into(batched: nn.Module, modules: Sequence[nn.Module]) -> None:
 
 def _copy_slice(batched: nn.Module, target: nn.Module, k: int) -> None:
     for name, child in batched.named_children():
-        if isinstance(child, BatchedLinear):
+        if hasattr(child, "copy_slice_to"):
             child.copy_slice_to(k, getattr(target, name))
         else:
             _copy_slice(child, getattr(target, name), k)

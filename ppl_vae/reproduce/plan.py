@@ -10,8 +10,8 @@ prints them: ``ppl-vae reproduce`` does so before a full-scale job starts (and
 declared": its cost is unknown, and the total says so.
 
 The hours are an estimate: the training steps one after another (a vectorised
-run of K configurations is one step per step; architectures without batched
-layers, the CNN, train their runs one after another) times
+run of K configurations is one step per step; runs declared not vectorised
+train one after another) times
 :data:`GPU_SECONDS_PER_STEP`, an assumption, not a measurement (no GPU was
 available when it was set; ``ppl-vae bench --device cuda`` measures it). It
 leaves out the diagnostics (importance sampling with K = 1000 in full mode),
@@ -44,7 +44,7 @@ class RunPlan:
         SVI steps of each run.
     vectorised
         True when all ``configs * seeds`` runs train together as one batched
-        run; False when they train one after another (e.g. ``arch='cnn'``).
+        run; False when they train one after another (e.g. ``vectorise='never'``).
     """
 
     label: str

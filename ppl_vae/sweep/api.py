@@ -268,8 +268,9 @@ def plan_tasks(configs: Sequence[Any], seeds: Sequence[int], fit_options: dict[s
     Parameters
     ----------
     vectorise
-        ``'auto'``: chunks of batchable architectures (linear, mlp) are one task,
-        others one task per configuration; ``'always'`` (or True): batch or
+        ``'auto'``: chunks of batchable architectures (linear, mlp, cnn) are one
+        task, others (a user's network with layers that cannot be batched) one
+        task per configuration; ``'always'`` (or True): batch or
         ValueError; ``'never'`` (or False): one task per configuration.
 
     Raises
@@ -343,7 +344,7 @@ def run_sweep(base_config: Any, grid: Mapping[str, Sequence[Any]] | Sequence[Any
     vectorise
         ``'auto'``: one batched run when the configurations share an
         architecture (differ only in ``hyperparameters()`` and seed) and it has
-        batched layers (linear, mlp), else one run each. ``'always'``: batched
+        batched layers (linear, mlp, cnn), else one run each. ``'always'``: batched
         or ValueError. ``'never'``: one run each.
     group_size
         At most this many configurations per run (None: all that share an architecture).

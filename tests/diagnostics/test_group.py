@@ -25,11 +25,18 @@ def _mhvae(beta: float, eta_dec: float) -> MHVAEConfig:
                        eta_dec=eta_dec)
 
 
+def _cnn_cvae(beta: float, eta_dec: float) -> CVAEConfig:
+    """8x8 images, x the bottom-left quadrant: the batched ConvEncoder / ConvDecoder see (S, K, n, d) draws."""
+    return CVAEConfig(x_dim=16, y_dim=48, latent_dim=3, arch="cnn", image_shape=(8, 8), split="quadrant",
+                      hidden_dims=(8,), beta=beta, eta_dec=eta_dec, prior="learned")
+
+
 #: (family builder, data) cases; each gets four configurations with distinct hyper-parameters and seeds.
 CASES = {
     "linear-cvae": (lambda b, e: _cvae("linear", b, e), lambda: synthetic_pairs(90, 4, y_dim=5, seed=0)),
     "mlp-cvae": (lambda b, e: _cvae("mlp", b, e), lambda: synthetic_pairs(90, 4, y_dim=5, seed=1)),
     "mlp-mhvae": (_mhvae, lambda: synthetic_gaussian(90, 6, seed=2)),
+    "cnn-cvae": (_cnn_cvae, lambda: synthetic_pairs(90, 16, y_dim=48, seed=3)),
 }
 HYPERPARAMETERS = [(0.5, 1.0), (1.0, 0.5), (2.0, 1.0), (0.25, 2.0)]
 

@@ -139,7 +139,9 @@ def test_can_vectorise_names_what_differs():
     ok, reason = can_vectorise([base, CVAEConfig(x_dim=3, y_dim=2, latent_dim=1)])
     assert not ok and "latent_dim" in reason
     cnn = CVAEConfig(x_dim=16, y_dim=48, latent_dim=2, arch="cnn", image_shape=(8, 8), split="quadrant")
-    assert not can_vectorise([cnn, cnn])[0]
+    assert can_vectorise([cnn, dataclasses.replace(cnn, beta=2.0)]) == (True, "")  # batched conv blocks
+    ok, reason = can_vectorise([cnn, dataclasses.replace(cnn, split="half", x_dim=32, y_dim=32)])
+    assert not ok and "split" in reason
 
 
 def test_models_of_different_architectures_are_refused_by_name():

@@ -100,7 +100,8 @@ def test_unstack_writes_trained_slices_back():
         torch.testing.assert_close(net(x), out[k])
 
 
-def test_convolutions_are_not_stackable():
+def test_bare_convolutions_are_not_stackable():
+    """Only the suite's ConvEncoder / ConvDecoder have batched counterparts (tests/inference/test_inference_batched_conv.py)."""
     conv_net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
     assert not is_stackable(conv_net)
     assert is_stackable(mlp(3, (4,), 2))

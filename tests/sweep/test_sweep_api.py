@@ -74,6 +74,20 @@ def test_mhvae_sweep_is_vectorised_and_returns_ordinary_models():
     assert not torch.equal(w0, w1)  # each model got its own trained slice
 
 
+def test_cnn_seeds_train_as_one_task_and_equal_separate_runs():
+    """The CNN's seeds (here of one digit-like 8x8 image set) are one batched task; each equals its own run."""
+    data = synthetic_pairs(64, 16, y_dim=48, seed=0)
+    base = CVAEConfig(16, 48, 2, arch="cnn", image_shape=(8, 8), split="quadrant", hidden_dims=(8,))
+    options = {"steps": 4, "batch_size": 16, "lr": 1e-3, "device": "cpu", "diagnostics": False, "readout": False}
+    together = run_sweep(base, {"seed": [0, 1, 2]}, data, **options)
+    apart = run_sweep(base, {"seed": [0, 1, 2]}, data, vectorise="never", **options)
+    assert (together.path, apart.path) == ("vectorised", "separate")
+    np.testing.assert_allclose(together.dataset.loss.values, apart.dataset.loss.values, rtol=1e-5, atol=1e-5)
+    for ours, theirs in zip(together.models, apart.models):
+        for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_vectorised_sweep_matches_separate_runs_and_the_theory():
     """Each configuration: decoder singular values of the modes the theory keeps within 3%
     of the closed form and of its own separate run (same seed); the same number of
