@@ -95,12 +95,12 @@ def training_overrides(settings, arch: str) -> dict:
 
 def plan(settings) -> list[RunPlan]:
     """What :func:`run` trains (``ppl-vae reproduce`` prints it before a full job): per class, one run per
-    architecture (one configuration; the linear and MLP seeds vectorised, the CNN's one after another, as it has
-    no batched layers), in :func:`run`'s order."""
+    architecture (one configuration, its seeds vectorised; the CNN's through grouped convolutions), in
+    :func:`run`'s order."""
     steps = {arch: (training_options(settings, kind=training_kind(arch)) | training_overrides(settings, arch))["steps"]
              for arch in ARCHITECTURES}
     names = {arch: arch if arch == "linear" else arch.upper() for arch in ARCHITECTURES}
-    return [RunPlan(f"{names[arch]} CVAE, digit {digit}", 1, settings.n_seeds, steps[arch], vectorised=arch != "cnn")
+    return [RunPlan(f"{names[arch]} CVAE, digit {digit}", 1, settings.n_seeds, steps[arch])
             for digit in class_grid(settings) for arch in ARCHITECTURES]
 
 

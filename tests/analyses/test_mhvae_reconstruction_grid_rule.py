@@ -105,10 +105,10 @@ def test_the_reconstruction_goes_through_z2(experiment):
     assert metrics["direct_mse"] != pytest.approx(metrics["topdown_mse"])  # z1's direct path is untouched
 
 
-def test_the_plan_counts_the_grid_and_the_cnn_runs_one_after_another(experiment, tmp_path):
+def test_the_plan_counts_the_grid_as_one_vectorised_run(experiment, tmp_path):
     (group,) = experiment.plan(Settings("quick", tmp_path))  # quick: the MLP maps, one vectorised run
     assert (group.configs, group.seeds, group.steps, group.vectorised) == (9, 3, experiment.QUICK_STEPS, True)
     assert group.sequential_steps == experiment.QUICK_STEPS
-    (group,) = experiment.plan(Settings("full", tmp_path))  # full: the authors' CNN, 5 x 5, one run after another
-    assert (group.configs, group.seeds, group.vectorised) == (25, 5, False)
-    assert group.sequential_steps == 125 * group.steps
+    (group,) = experiment.plan(Settings("full", tmp_path))  # full: the authors' CNN, 5 x 5, batched convolutions
+    assert (group.configs, group.seeds, group.vectorised) == (25, 5, True)
+    assert group.sequential_steps == group.steps
