@@ -233,10 +233,12 @@ def run_replicates(configs: Sequence[Any], train: DataBundle, settings: Settings
 
 
 def diagnose_options(settings: Settings) -> dict[str, Any]:
-    """Keywords of :func:`ppl_vae.diagnostics.diagnose` for the scale."""
-    return {"iw_samples": settings.pick(8, 100, 1000), "n_obs": settings.pick(4, 8, 16),
-            "n_draws": settings.pick(4, 10, 100), "kl_samples": settings.pick(2, 8, 16),
-            "seed": settings.seed, "device": settings.device, "progress": False}
+    """Keywords of :func:`ppl_vae.diagnostics.diagnose` for the scale (sample counts capped by ``max_draws``)."""
+    counts = {"iw_samples": settings.pick(8, 100, 1000), "n_obs": settings.pick(4, 8, 16),
+              "n_draws": settings.pick(4, 10, 100), "kl_samples": settings.pick(2, 8, 16)}
+    if settings.max_draws is not None:
+        counts = {name: min(count, settings.max_draws) for name, count in counts.items()}
+    return counts | {"seed": settings.seed, "device": settings.device, "progress": False}
 
 
 def subsample(bundle: DataBundle, seed: int, limit: int | None = None) -> DataBundle:

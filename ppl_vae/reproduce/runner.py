@@ -146,8 +146,10 @@ def run_one(name: str, settings: Settings, analyses_dir: str | Path) -> Experime
 
 def job_settings(settings: Settings) -> dict:
     """What must match for a resumed job to reuse an experiment's results (:data:`JOB`)."""
-    return {"scale": settings.scale, "seed": settings.seed, "seeds": settings.n_seeds,
-            "max_steps": settings.max_steps, "objective": settings.objective}
+    record = {"scale": settings.scale, "seed": settings.seed, "seeds": settings.n_seeds,
+              "max_steps": settings.max_steps, "objective": settings.objective}
+    # Named only when set, so that a job recorded before the cap existed still resumes.
+    return record if settings.max_draws is None else record | {"max_draws": settings.max_draws}
 
 
 def _resumable(settings: Settings) -> None:

@@ -60,6 +60,12 @@ class Settings:
         Cap on the SVI steps of every training run (None: the scale's own).
         Only the test suite sets it, to run the full-scale plumbing end to
         end on a small fixture; results under a cap are not findings.
+    max_draws
+        Cap on the diagnostics' sample counts (importance samples, posterior
+        and predictive draws, KL samples, shown rows; None: the scale's own).
+        Only the test suite sets it, beside ``max_steps``: full mode's 1,000
+        importance samples and 100 predictive draws of 784 pixels per run
+        cost minutes on a CPU, and the test checks the plumbing, not them.
     objective
         ``'standard'`` (the beta-ELBO, the default) or ``'authors'``: the
         non-linear (ReLU MLP / CNN) experiments train the authors' ReLU-script
@@ -77,6 +83,7 @@ class Settings:
     overwrite: bool = False
     n_seeds: int | None = None
     max_steps: int | None = None
+    max_draws: int | None = None
     objective: str = "standard"
 
     def __post_init__(self) -> None:
@@ -90,6 +97,8 @@ class Settings:
             raise ValueError(f"n_seeds must be an integer >= 1, got {self.n_seeds!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ValueError(f"max_steps must be an integer >= 1 or None, got {self.max_steps!r}")
+        if self.max_draws is not None and (not isinstance(self.max_draws, int) or self.max_draws < 1):
+            raise ValueError(f"max_draws must be an integer >= 1 or None, got {self.max_draws!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, got {self.objective!r}")
         object.__setattr__(self, "out", Path(self.out))
@@ -115,6 +124,8 @@ class Settings:
                 "--device", self.device, "--mnist-dir", str(self.mnist_dir)]
         if self.max_steps is not None:
             argv += ["--max-steps", str(self.max_steps)]
+        if self.max_draws is not None:
+            argv += ["--max-draws", str(self.max_draws)]
         if self.objective != "standard":
             argv += ["--objective", self.objective]
         if self.scale != "full":
@@ -136,6 +147,7 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=None,
                         help="replicates per configuration (default: tiny 2, quick 3, full 5)")
     parser.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--max-draws", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--mnist-dir", default=DEFAULT_MNIST_DIR,
                         help="folder of the MNIST IDX files (full mode; nothing is downloaded)")
@@ -155,7 +167,7 @@ def parse_settings(description: str, argv: Sequence[str] | None = None) -> Setti
     try:
         return Settings(scale=scale, out=Path(args.out), seed=args.seed, device=args.device,
                         mnist_dir=Path(args.mnist_dir), overwrite=args.overwrite, n_seeds=args.seeds,
-                        max_steps=args.max_steps, objective=args.objective)
+                        max_steps=args.max_steps, max_draws=args.max_draws, objective=args.objective)
     except ValueError as err:  # a usage error: one line and exit status 2, not a traceback
         parser.error(str(err))
 

@@ -12,8 +12,8 @@ import xarray as xr
 
 from ppl_vae.data import load_digits
 from ppl_vae.reproduce.settings import image_batch_threads
-from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, MissingDataError, Settings, compute_threads, image_data,
-                               parse_settings, read_manifest, series, subsample)
+from ppl_vae.reproduce import (ClaimCheck, ExperimentOutput, MissingDataError, Settings, compute_threads, diagnose_options,
+                               image_data, parse_settings, read_manifest, series, subsample)
 
 
 def test_settings_round_trip_through_the_command_line(tmp_path):
@@ -93,12 +93,23 @@ def test_series_draws_one_line_per_variable_and_hue():
 
 @pytest.mark.parametrize("argv, message", [(["--seeds", "0"], "n_seeds must be an integer >= 1"),
                                            (["--seed", "-1"], "seed must be an integer >= 0"),
-                                           (["--max-steps", "0"], "max_steps must be an integer >= 1")])
+                                           (["--max-steps", "0"], "max_steps must be an integer >= 1"),
+                                           (["--max-draws", "0"], "max_draws must be an integer >= 1")])
 def test_bad_script_arguments_are_one_usage_error(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_settings("an experiment", ["--quick", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_max_draws_caps_every_diagnostic_sample_count_and_travels_to_the_scripts(tmp_path):
+    full = diagnose_options(Settings("full", tmp_path))
+    capped = Settings("full", tmp_path, max_draws=4)
+    counts = ("iw_samples", "n_obs", "n_draws", "kl_samples")
+    assert {name: diagnose_options(capped)[name] for name in counts} == dict.fromkeys(counts, 4)
+    assert all(full[name] > 4 for name in counts)  # the cap bit: full mode's own counts are larger
+    assert parse_settings("x", capped.to_argv()) == capped
+    assert diagnose_options(Settings("tiny", tmp_path, max_draws=1000)) == diagnose_options(Settings("tiny", tmp_path))
 
 
 def test_seeds_default_by_scale_and_count_from_the_first_seed(tmp_path):
