@@ -221,10 +221,13 @@ def diagnose_group(
                   for k in range(len(models))]
     collapses = collapse_datasets(statistics, tuple(target.latent_sites), collapse_epsilon=collapse_epsilon,
                                   low_information_share=low_information_share)
-    idatas = []
+    idatas, first_draws = [], None
     for k, model in enumerate(models):
         alone = as_target(model)
-        groups = draw_datasets(alone, subset, select_config(traced, k), select_config(prior, k), obs_index)
+        # Every configuration's draws are of the same points: configuration 0's groups are the template.
+        groups = draw_datasets(alone, subset, select_config(traced, k), select_config(prior, k), obs_index,
+                               like=first_draws)
+        first_draws = groups if first_draws is None else first_draws
         metrics = metrics_dataset(_config(pointwise, k), iw_samples=iw_samples, seed=seed + 2, digest=digest)
         idatas.append(assemble(alone, args, groups, statistics[k], metrics, theory=theory, seed=seed,
                                kl_samples=kl_samples, metrics_data=metrics_data, data_spec=data_spec,
