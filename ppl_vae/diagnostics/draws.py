@@ -114,8 +114,14 @@ def draw_tensors(target: PyroTarget, subset: ModelArgs, *, n_draws: int = 100,
 
 
 def draw_datasets(target: PyroTarget, subset: ModelArgs, traced: TracedBatch, prior: PriorDraws,
-                  obs_index: np.ndarray) -> dict[str, xr.Dataset]:
-    """The groups of :func:`draw_groups` from one model's draws (every tensor ``(S, n, d)``)."""
+                  obs_index: np.ndarray, like: dict[str, xr.Dataset] | None = None) -> dict[str, xr.Dataset]:
+    """The groups of :func:`draw_groups` from one model's draws (every tensor ``(S, n, d)``).
+
+    ``like``: the groups of another configuration of the same group, drawn for the same
+    points (``obs_index``, ``subset``): a group whose variables have the same names,
+    dimensions, shapes and dtypes is that group with these values (a copy, ~7x cheaper
+    than building a Dataset); any other group is built.
+    """
     obs_name = variable_name(target.observed_site)
     latent = {variable_name(s): s for s in target.latent_sites}
     groups = {
@@ -131,4 +137,19 @@ def draw_datasets(target: PyroTarget, subset: ModelArgs, traced: TracedBatch, pr
     if constants:
         groups["constant_data"] = constants
     labels = None if subset.labels is None else subset.labels.cpu().numpy()
-    return {name: _dataset(variables, obs_index, labels) for name, variables in groups.items()}
+    return {name: _like(like.get(name), variables) if like is not None and _fits(like.get(name), variables)
+            else _dataset(variables, obs_index, labels) for name, variables in groups.items()}
+
+
+def _fits(template: xr.Dataset | None, variables: dict[str, Variable]) -> bool:
+    """Whether ``variables`` have ``template``'s names, dimensions, shapes, dtypes and attributes."""
+    if template is None or list(template.data_vars) != list(variables):
+        return False
+    return all(template[name].dims == dims and template[name].shape == array.shape
+               and template[name].dtype == array.dtype and template[name].attrs == attrs
+               for name, (dims, array, attrs) in variables.items())
+
+
+def _like(template: xr.Dataset, variables: dict[str, Variable]) -> xr.Dataset:
+    """``template`` (coordinates, attributes) holding the values of ``variables``."""
+    return template.copy(data={name: array for name, (_, array, _) in variables.items()})

@@ -530,6 +530,6 @@ def combine_entries(runs: Mapping[str, StoreEntry | az.InferenceData | PlainDiag
             combined = combined.isel(run=order)
         own = [run.group_attrs(group) if isinstance(run, StoreEntry) else dict(run[group].attrs)
                for run in runs.values()]
-        combined.attrs = xr.merge([xr.Dataset(attrs=a) for a in own], combine_attrs="drop_conflicts").attrs
+        combined.attrs = _merged_attrs(own)
         groups[group] = combined
     return _finish_combined(groups, names, [run.attrs for run in runs.values()], as_inference_data)

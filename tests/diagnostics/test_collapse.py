@@ -112,3 +112,40 @@ def test_collapsed_dimensions_uses_the_data_mean():
 def test_latent_statistics_rejects_bad_arguments(exact_vae, gaussian_bundle):
     with pytest.raises(ValueError, match="num_samples"):
         latent_statistics(exact_vae[0], gaussian_bundle, num_samples=0)
+
+
+def _group_statistics(sites, n_configs=6, seed=0):
+    """Per-configuration latent statistics of one group: typical, fully collapsed (config 3), masked (config 4)."""
+    from ppl_vae.diagnostics.collapse import statistics_dataset
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n_configs):
+        kl, mean = {}, {}
+        for width, site in zip((16, 5), sites):
+            kl[site] = rng.exponential(size=(40, width)) * rng.choice([1e-3, 0.02, 1.0], size=width)
+            mean[site] = rng.normal(size=(40, width)) * rng.choice([0.01, 1.0], size=width)
+            if k == 3:
+                kl[site][:] = 0.0  # every dimension collapsed: kl_share's other branch
+            if k == 4:
+                kl[site][7] = np.nan  # a masked point
+                mean[site][7] = np.nan
+        out.append(statistics_dataset(kl, mean, {site: "analytic" for site in sites}, 16))
+    return out
+
+
+@pytest.mark.parametrize("sites", [("z",), ("z1", "z2")])
+def test_collapse_datasets_equal_collapse_dataset_config_by_config(sites):
+    from ppl_vae.diagnostics.collapse import _collapse_values, collapse_dataset, collapse_datasets
+
+    statistics = _group_statistics(sites)
+    got = collapse_datasets(statistics, sites, collapse_epsilon=0.02, low_information_share=0.05)
+    for mine, stats in zip(got, statistics):
+        want = collapse_dataset(stats, sites, collapse_epsilon=0.02, low_information_share=0.05)
+        assert mine.identical(want)  # values bit for bit, coordinates, every attribute
+        assert list(mine.variables) == list(want.variables)
+        for name in want.variables:
+            assert mine[name].dtype == want[name].dtype and mine[name].attrs == want[name].attrs
+    # the typical configurations take the fast path, the fully collapsed one does not
+    assert _collapse_values(statistics[1], sites, got[0], 0.02, 0.05) is not None
+    assert _collapse_values(statistics[3], sites, got[0], 0.02, 0.05) is None

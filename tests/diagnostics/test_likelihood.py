@@ -80,3 +80,41 @@ def test_cvae_metrics_score_y_given_x(cvae_and_bundle):
 def test_evaluation_metrics_rejects_bad_sizes(exact_vae, gaussian_bundle, name, value):
     with pytest.raises(ValueError, match=name):
         evaluation_metrics(exact_vae[0], gaussian_bundle, progress=False, **{name: value})
+
+
+def _metrics_one_summary_at_a_time(pointwise, *, iw_samples, seed, digest):
+    """The ``metrics`` group as it was first built (each summary assigned to the Dataset in turn)."""
+    import xarray as xr
+
+    rows = len(pointwise["iw_log_likelihood"])
+    ds = xr.Dataset({f"{k}_pointwise": ("eval_obs", v) for k, v in pointwise.items()},
+                    coords={"eval_obs": np.arange(rows)})
+    n = int((~np.isnan(pointwise["iw_log_likelihood"])).sum())
+    ds["iw_log_likelihood"] = ds.iw_log_likelihood_pointwise.mean()
+    ds["iw_log_likelihood_se"] = ds.iw_log_likelihood_pointwise.std(ddof=1) / np.sqrt(max(n, 1))
+    ds["elbo"] = ds.elbo_pointwise.mean()
+    ds["elbo_beta"] = ds.elbo_beta_pointwise.mean()
+    ds["reconstruction_mse"] = ds.squared_error_pointwise.mean()
+    for name in ("iw_log_likelihood", "iw_log_likelihood_pointwise", "elbo", "elbo_pointwise"):
+        ds[name].attrs["units"] = "nats per data point"
+    ds["elbo_beta"].attrs["long_name"] = "ELBO with each KL term times the training beta"
+    ds["elbo_beta_pointwise"].attrs["long_name"] = ds["elbo_beta"].attrs["long_name"]
+    return ds.assign_attrs(iw_samples=iw_samples, n_eval=n, seed=seed, eval_data_sha256=digest)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_metrics_dataset_equals_the_group_built_one_summary_at_a_time(masked):
+    from ppl_vae.diagnostics.likelihood import metrics_dataset
+
+    rng = np.random.default_rng(3)
+    pointwise = {name: rng.normal(size=37) for name in ("iw_log_likelihood", "elbo", "elbo_beta", "squared_error")}
+    if masked:  # fully masked points are NaN (no likelihood): skipped by the summaries, not counted in n_eval
+        for values in pointwise.values():
+            values[[2, 30]] = np.nan
+    got = metrics_dataset(pointwise, iw_samples=11, seed=4, digest="d")
+    want = _metrics_one_summary_at_a_time(pointwise, iw_samples=11, seed=4, digest="d")
+    assert got.identical(want)  # values (bit for bit), dims, coords and every attribute
+    assert list(got.variables) == list(want.variables)  # the order the file is written in
+    for name in want.variables:
+        assert got[name].attrs == want[name].attrs and got[name].dtype == want[name].dtype
+    assert got.attrs["n_eval"] == (35 if masked else 37)
