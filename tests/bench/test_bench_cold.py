@@ -49,6 +49,18 @@ def test_a_timed_process_gives_wall_and_cpu_time_and_a_failure_is_an_error():
         cold.timed_process([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
 
 
+def test_the_cold_processes_find_the_package_compiled_as_an_installed_one_is():
+    import importlib.util
+    from pathlib import Path
+
+    import ppl_vae.bench.plain_grid as plain_module
+    import ppl_vae.cli as cli_module
+
+    cold.compile_bytecode()
+    for module in (cli_module, plain_module):  # both sides of the grid
+        assert Path(importlib.util.cache_from_source(module.__file__)).is_file()
+
+
 @pytest.mark.slow
 def test_cold_section_times_both_sides_from_their_command_lines(monkeypatch):
     monkeypatch.setattr(cold, "SWEEP_ARGS", TINY_SWEEP)
