@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_vae.data import synthetic_pairs
+from ppl_vae.data import synthetic_gaussian, synthetic_pairs
 from ppl_vae.inference import fit
-from ppl_vae.inference.convergence import (MIN_STEPS, MOVE_RTOL, NotConvergedWarning, judge, parameter_movement,
-                                          snapshot_steps)
-from ppl_vae.models import CVAEConfig, build_model
+from ppl_vae.inference.convergence import (MIN_STEPS, MOVE_RTOL, NotConvergedWarning, judge, kl_by_dimension,
+                                          parameter_movement, rotation_free, snapshot_steps)
+from ppl_vae.models import CVAEConfig, VAEConfig, build_model
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +175,41 @@ def test_two_dimensions_crossing_in_opposite_directions_are_flagged():
 
 def test_one_crossing_is_within_the_count_tolerance():
     assert _kl_verdict([(0.002, 0.004, 0.015, 0.03), (0.5, 0.5, 0.5, 0.5)])["converged"] is True
+
+
+def _rotated(model, seed):
+    """``model`` with its latent basis rotated (z -> R z): the encoder mean head times R, the decoder times R^T."""
+    noise = torch.randn(4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    rotation, _ = torch.linalg.qr(noise)
+    rotation = rotation.float()
+    with torch.no_grad():
+        model.encoder.loc.weight.copy_(rotation @ model.encoder.loc.weight)
+        if model.encoder.loc.bias is not None:  # the linear model has none
+            model.encoder.loc.bias.copy_(rotation @ model.encoder.loc.bias)
+        model.decoder.weight.copy_(model.decoder.weight @ rotation.T)
+    return model
+
+
+def test_a_fixed_isotropic_vae_is_read_the_same_in_every_latent_basis():
+    # its loss does not depend on the basis, so the readout must not either: per latent axis, two rotations of one
+    # model read different KLs (a "crossing" where nothing trained), along the principal axes the same ones
+    from ppl_vae.diagnostics.collapse import kl_per_dimension
+
+    data = synthetic_gaussian(128, 6, seed=0)
+    torch.manual_seed(0)
+    model = build_model(VAEConfig(6, 4, eta_enc=1.5, encoder_std=0.8))
+    assert rotation_free(model)
+    before = kl_by_dimension(model, data)
+    per_axis = kl_per_dimension(model, data, num_samples=1)["z"].values.mean(axis=0)
+    after = kl_by_dimension(_rotated(model, 1), data)
+    rotated_axis = kl_per_dimension(model, data, num_samples=1)["z"].values.mean(axis=0)
+    assert np.abs(per_axis - rotated_axis).max() > 1e-2  # the axes' KLs do move
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(before.sum(), per_axis.sum(), rtol=1e-4)  # the same KL, redistributed
+    assert np.all(np.diff(before) <= 0)
+
+
+def test_a_learned_or_anisotropic_encoder_std_keeps_the_latent_axes():
+    assert not rotation_free(build_model(VAEConfig(6, 4)))
+    assert not rotation_free(build_model(VAEConfig(6, 4, encoder_std=(0.5, 0.5, 0.5, 0.8))))
+    assert not rotation_free(build_model(CVAEConfig(6, 6, 4)))
