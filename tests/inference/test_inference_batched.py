@@ -90,13 +90,18 @@ def test_every_configuration_diverging_raises():
             progress=False, device="cpu", on_divergence="stop")
 
 
-def test_a_k_run_resumes_bit_for_bit(tmp_path):
-    data = synthetic_pairs(120, 4, y_dim=3, seed=1)
-    configs = [CVAEConfig(x_dim=4, y_dim=3, latent_dim=2, arch="mlp", hidden_dims=(8,), beta=b) for b in (0.5, 2.0)]
-    options = {"batch_size": 32, "lr": 1e-2, "progress": False, "device": "cpu", "seed": [5, 6]}
-    straight = fit([_seeded(c, k) for k, c in enumerate(configs)], data, steps=70, **options)
-    fit([_seeded(c, k) for k, c in enumerate(configs)], data, steps=35, run_dir=tmp_path / "run", **options)
-    resumed = fit([_seeded(c, 99) for c in configs], data, steps=70, run_dir=tmp_path / "run", resume=True,
+@pytest.mark.parametrize("base, data, batch_size, steps", [
+    (CVAEConfig(x_dim=4, y_dim=3, latent_dim=2, arch="mlp", hidden_dims=(8,)), synthetic_pairs(120, 4, y_dim=3, seed=1),
+     32, 70),
+    (CVAEConfig(16, 48, 3, arch="cnn", image_shape=(8, 8), split="quadrant", hidden_dims=(8,),
+                latent_mapping="separate"), synthetic_pairs(80, 16, y_dim=48, seed=1), 16, 10),
+], ids=["mlp", "cnn"])
+def test_a_k_run_resumes_bit_for_bit(base, data, batch_size, steps, tmp_path):
+    configs = [dataclasses.replace(base, beta=b) for b in (0.5, 2.0)]
+    options = {"batch_size": batch_size, "lr": 1e-2, "progress": False, "device": "cpu", "seed": [5, 6]}
+    straight = fit([_seeded(c, k) for k, c in enumerate(configs)], data, steps=steps, **options)
+    fit([_seeded(c, k) for k, c in enumerate(configs)], data, steps=steps // 2, run_dir=tmp_path / "run", **options)
+    resumed = fit([_seeded(c, 99) for c in configs], data, steps=steps, run_dir=tmp_path / "run", resume=True,
                   **options)
     np.testing.assert_array_equal(straight.loss.values, resumed.loss.values)
     for a, b in zip(straight.models, resumed.models):

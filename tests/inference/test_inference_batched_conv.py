@@ -21,14 +21,6 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 K = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _encoders(image_shape=(8, 8), out_dim=5):
     torch.manual_seed(0)
     return [ConvEncoder(image_shape, out_dim, channels=(3, 4)) for _ in range(K)]
@@ -162,20 +154,6 @@ def test_three_cnn_cvaes_trained_as_one_equal_their_separate_runs(changes):
         np.testing.assert_allclose(together.loss.values[k], alone.loss.values, rtol=1e-5, atol=1e-5)
         for (name, mine), theirs in zip(together.models[k].state_dict().items(), alone.model.state_dict().values()):
             torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5, msg=name)
-
-
-def test_a_cnn_k_run_resumes_bit_for_bit(tmp_path):
-    data = synthetic_pairs(80, 16, y_dim=48, seed=1)
-    configs = [_cnn_cvae(beta=b) for b in (0.5, 2.0)]
-    options = {"batch_size": 16, "lr": 1e-2, "progress": False, "device": "cpu", "seed": [5, 6]}
-    straight = fit([_seeded(c, k) for k, c in enumerate(configs)], data, steps=10, **options)
-    fit([_seeded(c, k) for k, c in enumerate(configs)], data, steps=5, run_dir=tmp_path / "run", **options)
-    resumed = fit([_seeded(c, 99) for c in configs], data, steps=10, run_dir=tmp_path / "run", resume=True,
-                  **options)
-    np.testing.assert_array_equal(straight.loss.values, resumed.loss.values)
-    for a, b in zip(straight.models, resumed.models):
-        for x, y in zip(a.state_dict().values(), b.state_dict().values()):
-            assert torch.equal(x, y)
 
 
 def test_batched_cnn_model_parameters_lead_with_the_configuration():
