@@ -371,7 +371,7 @@ def assemble(target: PyroTarget, args: ModelArgs, groups: dict[str, xr.Dataset],
              data_spec: dict | None, device: torch.device, collapse_epsilon: float = COLLAPSE_EPSILON,
              low_information_share: float = LOW_INFORMATION_SHARE,
              eval_args: ModelArgs | None = None,
-             as_inference_data: bool = True, collapse: xr.Dataset | None = None) -> az.InferenceData | PlainDiagnostics:
+             as_inference_data: bool = True) -> az.InferenceData | PlainDiagnostics:
     """One model's ``InferenceData`` from its draw groups, latent statistics and metrics.
 
     Adds the collapse, theory, log-likelihood and metrics groups and the
@@ -379,15 +379,11 @@ def assemble(target: PyroTarget, args: ModelArgs, groups: dict[str, xr.Dataset],
     ``args`` are the training data (theory, provenance); ``eval_args`` the
     points of every other group (default ``args``). ``as_inference_data=False``
     returns the same groups and attributes as a :class:`PlainDiagnostics` (no ArviZ).
-    ``collapse``: :func:`~ppl_vae.diagnostics.collapse.collapse_dataset` of ``statistics``
-    with these thresholds, when the caller built it already (a group's configurations).
     """
     eval_args = args if eval_args is None else eval_args
     groups = dict(groups)
-    if collapse is None:
-        collapse = collapse_dataset(statistics, target.latent_sites, collapse_epsilon=collapse_epsilon,
-                                    low_information_share=low_information_share)
-    collapse = collapse.assign_attrs(
+    collapse = collapse_dataset(statistics, target.latent_sites, collapse_epsilon=collapse_epsilon,
+                                low_information_share=low_information_share).assign_attrs(
         kl_samples=kl_samples, evaluated_on=metrics_data)
     if eval_args.labels is not None:
         collapse = collapse.assign_coords(label=("obs", eval_args.labels.cpu().numpy()))

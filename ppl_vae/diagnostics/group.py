@@ -34,8 +34,7 @@ from torch import nn
 from ..data.bundle import DataBundle
 from ._isolation import rng_preserved
 from ._traces import select_config
-from .collapse import (COLLAPSE_EPSILON, LOW_INFORMATION_SHARE, collapse_datasets, statistic_tensors,
-                       statistics_dataset)
+from .collapse import COLLAPSE_EPSILON, LOW_INFORMATION_SHARE, statistic_tensors, statistics_dataset
 from .core import assemble, check_sizes, place
 from .draws import draw_datasets, draw_tensors, select_observations, subset_rows
 from .likelihood import BATCH_SIZE, SAMPLE_CHUNK, metrics_dataset, pointwise_metrics
@@ -217,10 +216,6 @@ def diagnose_group(
                                      max_elements=max_elements))
     digest = eval_args.digest()
     metrics_data = "test" if test_data is not None else "train"
-    statistics = [statistics_dataset(_config(kl, k), _config(mean, k), methods, kl_samples)
-                  for k in range(len(models))]
-    collapses = collapse_datasets(statistics, tuple(target.latent_sites), collapse_epsilon=collapse_epsilon,
-                                  low_information_share=low_information_share)
     idatas, first_draws = [], None
     for k, model in enumerate(models):
         alone = as_target(model)
@@ -228,12 +223,13 @@ def diagnose_group(
         groups = draw_datasets(alone, subset, select_config(traced, k), select_config(prior, k), obs_index,
                                like=first_draws)
         first_draws = groups if first_draws is None else first_draws
+        statistics = statistics_dataset(_config(kl, k), _config(mean, k), methods, kl_samples)
         metrics = metrics_dataset(_config(pointwise, k), iw_samples=iw_samples, seed=seed + 2, digest=digest)
-        idatas.append(assemble(alone, args, groups, statistics[k], metrics, theory=theory, seed=seed,
+        idatas.append(assemble(alone, args, groups, statistics, metrics, theory=theory, seed=seed,
                                kl_samples=kl_samples, metrics_data=metrics_data, data_spec=data_spec,
                                device=torch_device, collapse_epsilon=collapse_epsilon,
                                low_information_share=low_information_share, eval_args=eval_args,
-                               as_inference_data=as_inference_data, collapse=collapses[k]))
+                               as_inference_data=as_inference_data))
     return idatas
 
 
