@@ -37,8 +37,12 @@ def _experiments() -> list[str]:
 @click.option("--mnist-dir", type=click.Path(file_okay=False), default="data/mnist", show_default=True,
               help="MNIST IDX files for the full mode (nothing is downloaded).")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty results folder.")
-@threads_option(0, " The full scale's runs use them; the quick scale's small models run on one (two for "
-                "full-batch image runs).")
+@threads_option(0, " Shared equally among the --jobs; the full scale's runs use their share, the quick scale's "
+                "small models run on one (two for full-batch image runs, within the share).")
+@click.option("--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Experiments run at once, each in a process of its own with an equal share of --threads; 0: one "
+                   "per CPU core at the --quick scale, one at the full scale (its runs share one GPU). 1: one "
+                   "after another in this process.")
 @click.option("--resume", is_flag=True,
               help="Continue a job in --out started with the same options: finished experiments are kept, the "
                    "others run again.")
@@ -51,7 +55,7 @@ def _experiments() -> list[str]:
                    "of GPU hours) and stop. Full mode prints it before it starts anyway.")
 @click.option("--analyses-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the analysis scripts (default: analyses/ of the source checkout).")
-def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, resume, objective,
+def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir, overwrite, jobs, resume, objective,
             plan_only, analyses_dir) -> None:
     """Reproduce the experiments of Dang et al. (ICLR 2024); see docs/science.md and analyses/RESULTS.md.
 
@@ -78,7 +82,8 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
              *[w for name in only for w in ("--only", name)], "--out", str(out), "--seed", str(seed),
              "--seeds", str(settings.n_seeds), *(["--max-steps", str(max_steps)] if max_steps else []),
              "--device", device, *(["--mnist-dir", str(mnist_dir)] if scale == "full" else []),
-             *(["--objective", objective] if objective != "standard" else [])]
+             *(["--objective", objective] if objective != "standard" else []),
+             *(["--jobs", str(jobs)] if jobs else [])]
     command_line = " ".join(shlex.quote(word) for word in words)
 
     if plan_only or scale == "full":  # the cost of a full job, before it starts
@@ -93,7 +98,7 @@ def command(quick, tiny, only, out, device, seed, n_seeds, max_steps, mnist_dir,
 
     try:
         outcomes = run_experiments(settings, list(only) or None, analyses_dir=analyses_dir, finish=finish,
-                                   resume=resume)
+                                   resume=resume, jobs=jobs or None)
     except RunDirectoryExistsError as err:
         raise click.ClickException(f"{err} (nothing was run)") from None
     except INPUT_ERRORS as err:

@@ -3,8 +3,9 @@
 The experiments themselves are the scripts of the repository's ``analyses/``
 folder; each parses :func:`parse_settings`, writes through
 :class:`ExperimentOutput` and returns a :class:`ClaimCheck`.
-:func:`run_experiments` runs them in process and :func:`write_index` writes the
-one-page report.
+:func:`run_experiments` runs them (side by side in worker processes on a machine
+with several cores, :mod:`ppl_vae.reproduce.workers`) and :func:`write_index`
+writes the one-page report.
 
 Convergence gate.  Every run a verdict uses carries ``fit``'s convergence record
 (parameters moved from their initial values; loss and per-dimension KL stable

@@ -1,9 +1,11 @@
-"""Run the analysis scripts of ``analyses/`` in process and collect their verdicts.
+"""Run the analysis scripts of ``analyses/`` and collect their verdicts.
 
 The scientific code lives in the scripts (each runnable on its own as
 ``python analyses/<name>.py --quick --out DIR``); this module only finds them,
 imports each one's ``main(argv)``, times it, and turns an exception into a
-failed entry of the summary instead of a crash of the whole job.
+failed entry of the summary instead of a crash of the whole job. The scripts run
+one after another in this process, or ``jobs`` at once in worker processes
+(:mod:`ppl_vae.reproduce.workers`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from tqdm.auto import tqdm
 
 from ppl_vae._io import atomic_write_json, check_path, prepare_run_dir
 from ppl_vae._lock import claim_output
+from ppl_vae._validate import check_int_range
 from ppl_vae.reproduce.analysis import MissingDataError, mnist_available
 from ppl_vae.reproduce.outputs import ClaimCheck, read_claim
 from ppl_vae.reproduce.settings import Settings
+from ppl_vae.reproduce.workers import default_jobs, expected_steps, run_in_workers
 
 #: The experiments of SPEC section 6, in the paper's order: script stem -> what it shows.
 EXPERIMENTS: dict[str, str] = {
@@ -175,7 +179,7 @@ def _finished(settings: Settings, name: str) -> ExperimentOutcome | None:
 def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
                     analyses_dir: str | Path | None = None, progress: bool = True,
                     finish: Callable[[list[ExperimentOutcome]], None] | None = None,
-                    resume: bool = False) -> list[ExperimentOutcome]:
+                    resume: bool = False, jobs: int | None = 1) -> list[ExperimentOutcome]:
     """Run the experiments into ``settings.out`` and write ``summary.json`` there.
 
     Parameters
@@ -196,6 +200,11 @@ def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
         (:data:`JOB`): an experiment that wrote its ``claim.json`` is read back
         (time 0), the others (never started, or interrupted) run again into
         their own folders. Full mode runs for hours: it resumes per experiment.
+    jobs
+        Experiments run at once, each in a process of its own with an equal
+        share of this process's torch threads (:mod:`ppl_vae.reproduce.workers`);
+        None: one per core at the tiny and quick scales, one at the full scale.
+        1 runs them one after another in this process.
 
     Raises
     ------
@@ -208,6 +217,7 @@ def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
         Another process is writing to ``settings.out`` (the folder is claimed for the whole job).
     """
     names = check_names(names)
+    jobs = default_jobs(settings) if jobs is None else check_int_range("jobs", jobs, 1)
     directory = find_analyses_dir(analyses_dir)
     needs_mnist = [name for name in names if name not in SYNTHETIC_ONLY]
     if settings.scale == "full" and needs_mnist and not mnist_available(settings.mnist_dir):
@@ -222,10 +232,17 @@ def run_experiments(settings: Settings, names: Sequence[str] | None = None, *,
         else:
             prepare_run_dir(settings.out, overwrite=settings.overwrite, hint="pass --overwrite to reuse it")
             atomic_write_json(settings.out / JOB, job_settings(settings))
-        bar = tqdm(names, desc="reproduce", unit="experiment", disable=not progress)
         rerun = dataclasses.replace(settings, overwrite=True) if resume else settings  # an interrupted folder
-        outcomes = [(resume and _finished(settings, name)) or _run_logged(name, rerun, directory, bar)
-                    for name in bar]
+        kept = {name: outcome for name in names if resume and (outcome := _finished(settings, name))}
+        todo = [name for name in names if name not in kept]
+        jobs = min(jobs, len(todo) or 1)
+        bar = tqdm(total=len(names), initial=len(kept), desc="reproduce", unit="experiment", disable=not progress)
+        if jobs == 1:
+            ran = {name: _run_logged(name, rerun, directory, bar) for name in todo}
+        else:
+            ran = _run_parallel(todo, rerun, directory, jobs, bar)
+        bar.close()
+        outcomes = [kept[name] if name in kept else ran[name] for name in names]
         atomic_write_json(settings.out / SUMMARY, {"scale": settings.scale, "seed": settings.seed,
                                                     "seeds": settings.seeds,
                                                     "device": settings.device,
@@ -239,6 +256,25 @@ def _run_logged(name: str, settings: Settings, directory: Path, bar) -> Experime
     """:func:`run_one`, its name on the progress bar and its status written under it."""
     bar.set_postfix_str(name)
     outcome = run_one(name, settings, directory)
-    bar.write(f"{name}: {outcome.status} in {outcome.seconds:.1f} s"
-              + (f" ({outcome.error.splitlines()[0]})" if outcome.error else ""))
+    _log(outcome, bar)
     return outcome
+
+
+def _log(outcome: ExperimentOutcome, bar) -> None:
+    bar.write(f"{outcome.name}: {outcome.status} in {outcome.seconds:.1f} s"
+              + (f" ({outcome.error.splitlines()[0]})" if outcome.error else ""))
+    bar.update(1)
+
+
+def _run_parallel(names: Sequence[str], settings: Settings, directory: Path, jobs: int,
+                  bar) -> dict[str, ExperimentOutcome]:
+    """:func:`run_one` of every name in worker processes, ``jobs`` at once, the longest first."""
+    import torch
+
+    cost = expected_steps(settings, names, directory)
+    order = sorted(names, key=lambda name: -cost[name])  # stable: ties keep the paper's order
+    threads = max(1, torch.get_num_threads() // jobs)
+    bar.set_postfix_str(f"{jobs} at once, {threads} thread(s) each")
+    return run_in_workers(run_one, order, settings, directory, jobs=jobs, threads=threads,
+                          crashed=lambda name, why: ExperimentOutcome(name, "failed", 0.0, error=why),
+                          done=lambda outcome: _log(outcome, bar))

@@ -175,6 +175,31 @@ def parse_settings(description: str, argv: Sequence[str] | None = None) -> Setti
 #: Torch CPU threads of the compute-bound runs at the quick scale (:func:`image_batch_threads`).
 QUICK_THREADS = 2
 
+#: Cores this process may use; None: the machine's. A parallel job gives each worker its share (:func:`use_cores`).
+_CORES: int | None = None
+
+
+def use_cores(count: int) -> None:
+    """Limit this process's compute-bound runs to ``count`` cores (a worker of a parallel reproduce job,
+    :mod:`ppl_vae.reproduce.workers`, whose other cores run other experiments)."""
+    global _CORES
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an integer >= 1, got {count!r}")
+    _CORES = count
+
+
+def machine_cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def available_cores() -> int:
+    """The cores this process's runs may use: its share of a parallel job, else the machine's."""
+    return _CORES or machine_cores()
+
 
 @contextlib.contextmanager
 def _threads(count: int) -> Iterator[None]:
@@ -208,12 +233,13 @@ def image_batch_threads(settings: Settings) -> Iterator[None]:
     Those are compute bound (K linear models times every image per step): on
     the idle 2-core machine two threads make them 1.6x faster (31.7 -> 19.8
     ms per step, 18 linear CVAEs on the digits quadrants). Tiny keeps one
-    thread (the test suite runs two workers), full keeps its own.
+    thread (the test suite runs two workers), full keeps its own. A worker of a
+    parallel job takes no more than its share of the cores (:func:`available_cores`).
     """
     if settings.scale != "quick":
         yield
         return
-    with _threads(min(QUICK_THREADS, os.cpu_count() or 1)):
+    with _threads(min(QUICK_THREADS, available_cores())):
         yield
 
 
