@@ -6,6 +6,13 @@ k-th block of the channel dimension, so one convolution call runs all K and no
 channel of one configuration reads another's. The linear parts are
 :class:`~ppl_vae.inference.layers.BatchedLinear`.
 
+On small images (at most :data:`DENSE_MAX_POSITIONS` input positions, e.g. the
+8 x 8 digits) a convolution is instead one dense matrix product per
+configuration: the kernel is spread into the matrix of the layer's linear map
+by a fixed tap matrix (:func:`tap_matrix`, read off the layer's own operation),
+which the CPU runs several times faster than the grouped convolution kernels
+at these sizes. Both give each configuration's convolution, to float rounding.
+
 Every parameter keeps the configuration as its leading dimension (a conv
 weight is stored ``(K, c_out, c_in, 3, 3)`` and viewed as grouped
 ``(K c_out, c_in, 3, 3)`` in ``forward``), because the engine's per-configuration
@@ -55,6 +62,102 @@ def _restore(out: torch.Tensor, lead: tuple[int, ...], rows: int) -> torch.Tenso
     return out.unflatten(1, (*lead, rows)).movedim(0, -3)
 
 
+#: Largest input (positions of one channel: 8 x 8) at which a convolution of a batched block runs as one dense
+#: matrix product per configuration instead of a grouped convolution. On such small images the convolution
+#: kernels cost far more than their arithmetic: on the 2-core development CPU, one thread, K = 3 and 128 rows
+#: of 8 x 8 digits, a grouped transposed convolution to 8 x 8 took 1.9 ms forward, where the dense product
+#: (7 times the multiply-adds: every output position reads every input position) takes a fraction of that.
+#: Larger images (MNIST's 28 x 28) keep the convolutions: there the dense product's extra arithmetic grows
+#: with the image.
+DENSE_MAX_POSITIONS = 64
+
+
+def _layer_inputs(shape: tuple[int, int], layers: Sequence[nn.Module]) -> list[tuple[int, int]]:
+    """The spatial input shape ``(h, w)`` of each convolution (or transposed convolution) in ``layers``."""
+    shapes = [tuple(shape)]
+    for layer in layers[:-1]:
+        (h, w), k, s, p = shapes[-1], layer.kernel_size, layer.stride, layer.padding
+        if isinstance(layer, nn.ConvTranspose2d):
+            o = layer.output_padding
+            shapes.append(((h - 1) * s[0] - 2 * p[0] + k[0] + o[0], (w - 1) * s[1] - 2 * p[1] + k[1] + o[1]))
+        else:
+            shapes.append(((h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1))
+    return shapes
+
+
+def tap_matrix(in_shape: tuple[int, int], layer: nn.Conv2d | nn.ConvTranspose2d) -> torch.Tensor:
+    """Which input position each kernel tap of ``layer`` carries to which output position.
+
+    Returns ``S`` of shape ``(T, Q, P)`` (float32, 0 / 1): ``T`` kernel taps, ``Q``
+    input and ``P`` output positions of one channel. It is read off the layer's
+    own operation (stride, padding, output padding) applied to one-hot images
+    with one-hot kernels, so the dense product of :func:`_conv_matrix` is that
+    operation.
+    """
+    positions, taps = in_shape[0] * in_shape[1], layer.kernel_size[0] * layer.kernel_size[1]
+    images = torch.eye(positions).reshape(positions, 1, *in_shape)
+    if isinstance(layer, nn.ConvTranspose2d):
+        hits = F.conv_transpose2d(images, torch.eye(taps).reshape(1, taps, *layer.kernel_size), stride=layer.stride,
+                                  padding=layer.padding, output_padding=layer.output_padding)
+    else:
+        hits = F.conv2d(images, torch.eye(taps).reshape(taps, 1, *layer.kernel_size), stride=layer.stride,
+                        padding=layer.padding)
+    return hits.flatten(2).transpose(0, 1).contiguous()  # (Q, T, P) -> (T, Q, P)
+
+
+def _register_taps(block: nn.Module, shapes: Sequence[tuple[int, int]], layers: Sequence[nn.Module]) -> None:
+    """``block.taps``: each layer's :func:`tap_matrix` where it runs dense, else None (buffers left out of the
+    state dict: they follow from the architecture, so checkpoints do not change)."""
+    for i, (shape, layer) in enumerate(zip(shapes, layers)):
+        dense = shape[0] * shape[1] <= DENSE_MAX_POSITIONS
+        block.register_buffer(f"taps_{i}", tap_matrix(shape, layer) if dense else None, persistent=False)
+
+
+def _taps(block: nn.Module, i: int) -> torch.Tensor | None:
+    """Layer i's :func:`tap_matrix` when it runs as a dense product, else None."""
+    return getattr(block, f"taps_{i}")
+
+
+def _conv_matrix(weight: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Per configuration, a convolution ``(K, c_out, c_in, kh, kw)`` as the matrix ``(K, c_in Q, c_out P)``."""
+    return _tap_product(weight.transpose(1, 2), taps)
+
+
+def _deconv_matrix(weight: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Per configuration, a transposed convolution ``(K, c_in, c_out, kh, kw)`` as ``(K, c_in Q, c_out P)``."""
+    return _tap_product(weight, taps)
+
+
+def _tap_product(weight: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """``(K, c_in, c_out, kh, kw)`` kernels and ``(T, Q, P)`` taps -> ``(K, c_in Q, c_out P)``: entry
+    ``(c, q), (o, p)`` sums kernel ``(c, o)``'s taps that carry position q to p."""
+    k, c_in, c_out = weight.shape[:3]
+    n_taps, n_in, n_out = taps.shape
+    dense = (weight.reshape(-1, n_taps) @ taps.reshape(n_taps, -1)).reshape(k, c_in, c_out, n_in, n_out)
+    return dense.transpose(2, 3).reshape(k, c_in * n_in, c_out * n_out)
+
+
+def _dense_layer(rows: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor, positions: int) -> torch.Tensor:
+    """``(K, N, c_in Q)`` or shared ``(N, Q)`` rows through ``(K, c_in Q, c_out P)`` plus the ``(K, c_out)`` bias,
+    to ``(K, N, c_out P)`` (channel-major, as a flattened ``(c, h, w)`` grid)."""
+    # expand, not repeat_interleave: the latter's gradient sums in another order traced than eager
+    bias_rows = bias.unsqueeze(-1).expand(*bias.shape, positions).reshape(bias.shape[0], 1, -1)
+    if rows.dim() == 2:  # one GEMM against the K matrices side by side
+        flat = rows @ matrix.transpose(0, 1).reshape(rows.shape[1], -1)
+        return flat.reshape(rows.shape[0], matrix.shape[0], -1).transpose(0, 1) + bias_rows
+    return torch.baddbmm(bias_rows, rows, matrix)
+
+
+def _rows_to_grid(rows: torch.Tensor, n_configs: int, channels: int, shape: tuple[int, int]) -> torch.Tensor:
+    """``(K, N, c h w)`` -> ``(N, K c, h, w)``: configuration k's channels are block k of a grouped convolution."""
+    return rows.reshape(n_configs, -1, channels, *shape).transpose(0, 1).reshape(-1, n_configs * channels, *shape)
+
+
+def _grid_to_rows(grid: torch.Tensor, n_configs: int) -> torch.Tensor:
+    """``(N, K c, h, w)`` -> ``(K, N, c h w)``."""
+    return grid.reshape(grid.shape[0], n_configs, -1).transpose(0, 1)
+
+
 class BatchedConvEncoder(nn.Module):
     """K :class:`~ppl_vae.models.networks.ConvEncoder` as one: ``(B, H W)`` or ``(..., K, B, H W)`` -> ``(..., K, B, out)``.
 
@@ -75,6 +178,8 @@ class BatchedConvEncoder(nn.Module):
         convs = [m for m in source.conv if isinstance(m, nn.Conv2d)]
         self.strides = [c.stride for c in convs]
         self.paddings = [c.padding for c in convs]
+        self.in_shapes = _layer_inputs(self.image_shape, convs)
+        _register_taps(self, self.in_shapes, convs)
         self.conv_weights = nn.ParameterList([nn.Parameter(torch.empty(n_configs, *c.weight.shape)) for c in convs])
         self.conv_biases = nn.ParameterList([nn.Parameter(torch.empty(n_configs, *c.bias.shape)) for c in convs])
         self.head = BatchedLinear(n_configs, source.head[1].in_features, source.head[1].out_features)
@@ -101,16 +206,26 @@ class BatchedConvEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         rows, lead = _per_config_rows(pixels, self.n_configs, "ConvEncoder")
-        k, shared = self.n_configs, pixels.dim() == 2
-        # shared: (B, 1, H, W), and the first convolution runs all K filters on it (groups=1);
-        # per configuration: (N, K, H, W), configuration k's image is input channel k (groups=K).
-        hidden = (rows if shared else rows.transpose(0, 1)).reshape(-1, 1 if shared else k, *self.image_shape)
+        k = self.n_configs
+        hidden, grid = rows, False  # rows (K, N, c h w), shared (N, H W); or a grid (N, K c, h, w)
         for i, (weight, bias) in enumerate(zip(self.conv_weights, self.conv_biases)):
-            groups = 1 if (shared and i == 0) else k
+            channels, shape = weight.shape[2], self.in_shapes[i]
+            taps = _taps(self, i)
+            if taps is not None:
+                if grid:
+                    hidden, grid = _grid_to_rows(hidden, k), False
+                hidden = F.relu(_dense_layer(hidden, _conv_matrix(weight, taps), bias, taps.shape[2]))
+                continue
+            # shared (N, 1, H, W): the first convolution runs all K filters on it (groups=1); else
+            # (N, K c, h, w), configuration k's channels are block k (groups=K)
+            shared = hidden.dim() == 2
+            if not grid:
+                hidden = (hidden.reshape(-1, 1, *shape) if shared else _rows_to_grid(hidden, k, channels, shape))
+                grid = True
             hidden = F.relu(F.conv2d(hidden, weight.flatten(0, 1), bias.flatten(), stride=self.strides[i],
-                                     padding=self.paddings[i], groups=groups))
-        # (N, K c, h, w) -> (K, N, c h w): the flatten order of nn.Flatten within each configuration
-        flat = hidden.reshape(hidden.shape[0], k, -1).transpose(0, 1)
+                                     padding=self.paddings[i], groups=1 if shared else k))
+        # -> (K, N, c h w): the flatten order of nn.Flatten within each configuration
+        flat = _grid_to_rows(hidden, k) if grid else hidden
         return _restore(self.head(flat), lead, pixels.shape[-2])
 
 
@@ -130,11 +245,12 @@ class BatchedConvDecoder(nn.Module):
         self.n_configs = n_configs
         self.image_shape = tuple(source.image_shape)
         self.coarse = tuple(source.coarse)
-        self.first_channels = source.channels[0]
         deconvs = [m for m in source.deconv if isinstance(m, nn.ConvTranspose2d)]
         self.strides = [d.stride for d in deconvs]
         self.paddings = [d.padding for d in deconvs]
         self.output_paddings = [d.output_padding for d in deconvs]
+        self.in_shapes = _layer_inputs(self.coarse, deconvs)
+        _register_taps(self, self.in_shapes, deconvs)
         self.head = BatchedLinear(n_configs, source.head.in_features, source.head.out_features)
         self.deconv_weights = nn.ParameterList([nn.Parameter(torch.empty(n_configs, *d.weight.shape))
                                                 for d in deconvs])
@@ -163,15 +279,19 @@ class BatchedConvDecoder(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         rows, lead = _per_config_rows(features, self.n_configs, "ConvDecoder")
         k = self.n_configs
-        # the head gives (K, N, c h w) either way; as (N, K c, h, w) configuration k owns channel block k
-        grid = self.head(rows)
-        n_rows = grid.shape[1]
-        hidden = grid.reshape(k, n_rows, self.first_channels, *self.coarse).transpose(0, 1)
-        hidden = hidden.reshape(n_rows, k * self.first_channels, *self.coarse)
+        hidden, grid = self.head(rows), False  # rows (K, N, c h w) or a grid (N, K c, h, w)
         for i, (weight, bias) in enumerate(zip(self.deconv_weights, self.deconv_biases)):
+            taps = _taps(self, i)
+            if taps is not None:
+                if grid:
+                    hidden, grid = _grid_to_rows(hidden, k), False
+                hidden = _dense_layer(F.relu(hidden), _deconv_matrix(weight, taps), bias, taps.shape[2])
+                continue
+            if not grid:  # configuration k owns channel block k
+                hidden, grid = _rows_to_grid(hidden, k, weight.shape[1], self.in_shapes[i]), True
             hidden = F.conv_transpose2d(F.relu(hidden), weight.flatten(0, 1), bias.flatten(), stride=self.strides[i],
                                         padding=self.paddings[i], output_padding=self.output_paddings[i], groups=k)
-        out = hidden.reshape(n_rows, k, math.prod(self.image_shape)).transpose(0, 1)
+        out = _grid_to_rows(hidden, k) if grid else hidden
         return _restore(out, lead, features.shape[-2])
 
 

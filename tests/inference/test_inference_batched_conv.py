@@ -11,7 +11,8 @@ from torch import nn
 from ppl_vae.data import synthetic_pairs
 from ppl_vae.inference import fit
 from ppl_vae.inference.batched import BatchedModel, can_vectorise
-from ppl_vae.inference.batched_conv import BatchedConvDecoder, BatchedConvEncoder
+from ppl_vae.inference import batched_conv
+from ppl_vae.inference.batched_conv import BatchedConvDecoder, BatchedConvEncoder, tap_matrix
 from ppl_vae.inference.layers import UnsupportedLayerError, is_stackable, stack_modules, unstack_into
 from ppl_vae.models import CVAEConfig, build_model
 from ppl_vae.models.networks import ConvDecoder, ConvEncoder
@@ -41,9 +42,18 @@ def _slice(inputs, k):
     return inputs if inputs.dim() == 2 else inputs.select(-3, k)
 
 
+@pytest.fixture(params=["dense", "grouped", "mixed"])
+def layer_paths(request, monkeypatch):
+    """Which layers of a batched block run as dense products: all of the test blocks' (their images are small),
+    none (grouped convolutions, as on MNIST's 28 x 28), or some (16 positions: the encoder's 8 x 8 input layer
+    grouped and its 4 x 4 one dense; the decoder's 2 x 3 grid dense and its 4 x 5 one grouped)."""
+    monkeypatch.setattr(batched_conv, "DENSE_MAX_POSITIONS", {"dense": 64, "grouped": 0, "mixed": 16}[request.param])
+    return request.param
+
+
 @pytest.mark.parametrize("kind", ["shared", "per_config", "draws"])
 @pytest.mark.parametrize("block", ["encoder", "decoder"])
-def test_slice_k_equals_network_k(block, kind):
+def test_slice_k_equals_network_k(block, kind, layer_paths):
     nets, width = (_encoders(), 64) if block == "encoder" else (_decoders(), 4)
     batched = stack_modules(nets)
     assert isinstance(batched, BatchedConvEncoder if block == "encoder" else BatchedConvDecoder)
@@ -56,7 +66,7 @@ def test_slice_k_equals_network_k(block, kind):
 
 
 @pytest.mark.parametrize("block", ["encoder", "decoder"])
-def test_gradients_equal_each_networks_and_stay_in_their_configuration(block):
+def test_gradients_equal_each_networks_and_stay_in_their_configuration(block, layer_paths):
     nets, width = (_encoders(), 64) if block == "encoder" else (_decoders(), 4)
     batched = stack_modules(nets)
     inputs = _inputs(width)["per_config"]
@@ -77,6 +87,32 @@ def test_gradients_equal_each_networks_and_stay_in_their_configuration(block):
     batched(inputs)[0].sum().backward()
     for name, p in batched.named_parameters():
         assert p.grad[1:].abs().max() == 0, name
+
+
+def test_the_layer_paths_are_the_ones_named(layer_paths):
+    dense = {"dense": [True, True, True, True], "grouped": [False] * 4, "mixed": [False, True, True, False]}
+    encoder, decoder = stack_modules(_encoders()), stack_modules(_decoders())
+    paths = [getattr(block, f"taps_{i}") is not None for block in (encoder, decoder) for i in range(2)]
+    assert paths == dense[layer_paths]
+    assert not any(name.startswith("taps") for name in {**encoder.state_dict(), **decoder.state_dict()})
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Conv2d(2, 3, 3, stride=1, padding=0),
+                                   nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=(0, 1))])
+def test_a_tap_matrix_product_is_the_layers_own_operation(layer):
+    """Per kernel tap, which input position reaches which output position: the product with the kernel is the
+    convolution itself (float64: exact up to the order of a 2 x 9-term sum)."""
+    layer = layer.double()
+    shape = (5, 6)
+    images = torch.randn(4, 2, *shape, dtype=torch.float64)
+    taps = tap_matrix(shape, layer).double()
+    weight = layer.weight.unsqueeze(0)
+    if isinstance(layer, nn.ConvTranspose2d):
+        matrix = batched_conv._deconv_matrix(weight, taps)
+    else:
+        matrix = batched_conv._conv_matrix(weight, taps)
+    dense = batched_conv._dense_layer(images.reshape(1, 4, -1), matrix, layer.bias.unsqueeze(0), taps.shape[2])
+    torch.testing.assert_close(dense[0], layer(images).flatten(1), rtol=1e-12, atol=1e-12)
 
 
 def test_unstack_round_trip_through_a_whole_network():
