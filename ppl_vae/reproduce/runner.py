@@ -274,7 +274,8 @@ def _run_parallel(names: Sequence[str], settings: Settings, directory: Path, job
     cost = expected_steps(settings, names, directory)
     order = sorted(names, key=lambda name: -cost[name])  # stable: ties keep the paper's order
     threads = max(1, torch.get_num_threads() // jobs)
-    bar.set_postfix_str(f"{jobs} at once, {threads} thread(s) each")
+    bar.write(f"{jobs} experiments at once, {threads} torch thread(s) each, the longest first")
     return run_in_workers(run_one, order, settings, directory, jobs=jobs, threads=threads,
                           crashed=lambda name, why: ExperimentOutcome(name, "failed", 0.0, error=why),
-                          done=lambda outcome: _log(outcome, bar))
+                          done=lambda outcome: _log(outcome, bar),
+                          running_now=lambda names: bar.set_postfix_str(", ".join(names)))

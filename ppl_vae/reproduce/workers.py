@@ -56,7 +56,8 @@ def _child(conn, run: Callable, name: str, settings: Settings, analyses_dir: Pat
 
 def run_in_workers(run: Callable, names: Sequence[str], settings: Settings, analyses_dir: Path, *, jobs: int,
                    threads: int, crashed: Callable[[str, str], object],
-                   done: Callable[[object], None] | None = None) -> dict[str, object]:
+                   done: Callable[[object], None] | None = None,
+                   running_now: Callable[[list[str]], None] | None = None) -> dict[str, object]:
     """``run(name, settings, analyses_dir)`` for every name, at most ``jobs`` at once, each in its own process.
 
     Parameters
@@ -76,6 +77,8 @@ def run_in_workers(run: Callable, names: Sequence[str], settings: Settings, anal
         ``crashed(name, reason)``: the outcome of an experiment whose process died without sending one.
     done
         Called with each outcome as it arrives (progress).
+    running_now
+        Called with the names running whenever that set changes (progress).
 
     Returns
     -------
@@ -102,6 +105,8 @@ def run_in_workers(run: Callable, names: Sequence[str], settings: Settings, anal
                 process.start()
                 send.close()  # the child holds the only write end: its death ends the pipe
                 running[process.sentinel] = (name, process, receive)
+            if running_now is not None:
+                running_now([name for name, _, _ in running.values()])
             # A child may block in send() until its outcome is read: wait on both its pipe and its exit.
             ready = multiprocessing.connection.wait([*running, *(r for _, _, r in running.values())])
             for sentinel in list(running):
