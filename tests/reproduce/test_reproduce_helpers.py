@@ -116,3 +116,37 @@ def test_seeds_default_by_scale_and_count_from_the_first_seed(tmp_path):
     assert parse_settings("x", ["--quick", "--seed", "4"]).seeds == [4, 5, 6]
     assert parse_settings("x", ["--tiny", "--seeds", "1"]).seeds == [0]
     assert Settings("full", tmp_path).n_seeds == 5
+
+
+def test_diagnose_runs_batches_one_architectures_models_to_diagnoses_numbers(tmp_path, monkeypatch):
+    import dataclasses
+
+    from ppl_vae import diagnostics
+    from ppl_vae.data import synthetic_pairs
+    from ppl_vae.models import CVAEConfig
+    from ppl_vae.reproduce import diagnose_runs, run_replicates
+
+    settings = Settings("tiny", tmp_path, device="cpu")
+    data = synthetic_pairs(120, 4, y_dim=3, seed=0)
+    configs = [CVAEConfig(4, 3, 2, arch="mlp", hidden_dims=(8,), beta=beta) for beta in (0.5, 2.0)]
+    result = run_replicates(configs, data, settings, steps=20)
+    batches = []
+    group = diagnostics.diagnose_group
+    monkeypatch.setattr(diagnostics, "diagnose_group", lambda models, *a, **k: batches.append(len(models))
+                        or group(models, *a, **k))
+    batched = diagnose_runs(result, data, data, settings)
+    assert batches == [4]
+    rows = subsample(data, settings.seed)
+    alone = [diagnostics.diagnose(model, rows, test_data=rows, **diagnose_options(settings))
+             for model in result.models]
+    assert len(batched) == len(alone) == 4
+    for ours, theirs in zip(batched, alone):
+        assert set(ours.groups()) == set(theirs.groups())
+        for name in ("posterior", "metrics"):
+            for variable in theirs[name].data_vars:
+                np.testing.assert_allclose(ours[name][variable].values, theirs[name][variable].values, rtol=1e-4,
+                                           atol=1e-5, err_msg=f"{name}/{variable}")
+    # models that cannot share a batch (two architectures) are diagnosed one by one
+    linear = run_replicates([CVAEConfig(4, 3, 2, arch="linear")], data, settings, steps=20)
+    mixed = dataclasses.replace(result, models=(result.models[0], linear.models[0]))
+    assert len(diagnose_runs(mixed, data, data, settings)) == 2 and batches == [4]
