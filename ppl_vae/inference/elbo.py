@@ -230,17 +230,34 @@ def kl_to_prior(guide_fn, model_fn, *, per_dimension: bool = False) -> torch.Ten
 
     Same shapes as :func:`log_density`; other pairs go to Pyro's ``kl_divergence``.
     """
+    parts = _normal_kl_parts(guide_fn, model_fn)
+    if parts is None:
+        q, p = _unwrap(guide_fn)[0], _unwrap(model_fn)[0]
+        return kl_divergence(q, p) if per_dimension else kl_divergence(guide_fn, model_fn)
+    return _kl_from_parts(parts, per_dimension=per_dimension)
+
+
+def _normal_kl_parts(guide_fn, model_fn) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """``((loc_q - loc_p) / scale_p)^2``, ``r - 1 - log r`` (``r = (scale_q / scale_p)^2``) and the event dimensions.
+
+    The per-dimension parts of the KL of two Normals, on their compact stds; None for other pairs.
+    """
     q, q_event_dims = _unwrap(guide_fn)
     p, p_event_dims = _unwrap(model_fn)
     if not (_is_normal(q) and _is_normal(p)) or q_event_dims != p_event_dims:
-        return kl_divergence(q, p) if per_dimension else kl_divergence(guide_fn, model_fn)
-    event_dims = 0 if per_dimension else q_event_dims
+        return None
     p_scale = _compact(p.scale)
     variance_ratio = (_compact(q.scale) / p_scale).square()
     mean_term = ((q.loc - p.loc) / p_scale).square()
-    shape = broadcast_shapes(mean_term.shape, variance_ratio.shape)
-    return 0.5 * (_event_sum(mean_term, shape, event_dims)
-                  + _event_sum(variance_ratio - 1.0 - variance_ratio.log(), shape, event_dims))
+    return mean_term, variance_ratio - 1.0 - variance_ratio.log(), q_event_dims
+
+
+def _kl_from_parts(parts: tuple[torch.Tensor, torch.Tensor, int], *, per_dimension: bool) -> torch.Tensor:
+    """Half the sum of the two parts of :func:`_normal_kl_parts`, each summed over the event first."""
+    mean_term, variance_term, event_dims = parts
+    event_dims = 0 if per_dimension else event_dims
+    shape = broadcast_shapes(mean_term.shape, variance_term.shape)
+    return 0.5 * (_event_sum(mean_term, shape, event_dims) + _event_sum(variance_term, shape, event_dims))
 
 
 def _scaled(term: torch.Tensor, site: dict) -> torch.Tensor:
@@ -306,10 +323,18 @@ def elbo_terms(model: Callable, guide: Callable, *args, estimators: Mapping[str,
             continue
         guide_site = guide_sites[name]
         floor = None if free_bits is None else free_bits.get(name)
+        analytic = estimators.get(name, SAMPLED) == ANALYTIC
+        parts = _normal_kl_parts(guide_site["fn"], site["fn"]) if analytic else None
         if kl_out is not None:
-            kl_out[name] = _row_mean_per_dimension(_per_dimension_kl(guide_site, site), guide_site["fn"])
-        if estimators.get(name, SAMPLED) == ANALYTIC:
-            kl = kl_to_prior(guide_site["fn"], site["fn"], per_dimension=floor is not None)
+            # Two Normals in closed form: from the loss's own parts (the operations a fresh KL makes, on
+            # the same tensors, so the same values; one pass over the batch fewer).
+            with torch.no_grad():
+                per_dimension = (_per_dimension_kl(guide_site, site) if parts is None
+                                 else _kl_from_parts(parts, per_dimension=True))
+            kl_out[name] = _row_mean_per_dimension(per_dimension, guide_site["fn"])
+        if analytic:
+            kl = (kl_to_prior(guide_site["fn"], site["fn"], per_dimension=floor is not None) if parts is None
+                  else _kl_from_parts(parts, per_dimension=floor is not None))
             term = _scaled(kl if floor is None else _floored(kl, floor), guide_site)
         elif floor is None:
             term = (_scaled(log_density(guide_site["fn"], guide_site["value"]), guide_site)

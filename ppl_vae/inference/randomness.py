@@ -133,8 +133,16 @@ class ConfigNoise(Messenger):
             return torch.randn(shape, generator=self.generators[0], device=like.device, dtype=like.dtype)
         if shape[0] != len(self.generators):
             raise ValueError(f"site {name!r} has {shape[0]} configurations, expected {len(self.generators)}")
-        return torch.stack([torch.randn(shape[1:], generator=g, device=like.device, dtype=like.dtype)
-                            for g in self.generators])
+        if like.device.type != "cpu":  # the in-place fill below is checked bit for bit on the CPU only
+            return torch.stack([torch.randn(shape[1:], generator=g, device=like.device, dtype=like.dtype)
+                                for g in self.generators])
+        # Slice k is filled in place by generator k: the values torch.stack of K separate randn draws gives
+        # (a slice of a contiguous (K, ...) tensor is contiguous, so normal_ takes the path a fresh tensor
+        # takes), without the K draws' allocations and the stack's copy.
+        noise = torch.empty(shape, device=like.device, dtype=like.dtype)
+        for slice_, generator in zip(noise, self.generators):
+            slice_.normal_(generator=generator)
+        return noise
 
     def state_dict(self) -> dict[str, Any]:
         return {"generators": [g.get_state() for g in self.generators]}

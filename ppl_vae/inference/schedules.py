@@ -144,6 +144,51 @@ def kl_weight(step, warmup_steps=0, cycle_steps=0, cycle_ratio=0.5, *, dtype: to
     return weight.to(dtype)
 
 
+
+class StepWeights:
+    """The KL weights of every scheduled site at each step of a run, computed a block of steps at a time.
+
+    ``at(step)`` gives ``{site: kl_weight(step, *schedule)}``, the same numbers bit for bit (the
+    formulas are element-wise, in float64, so one step's entry of a block is that step's own
+    computation), for the cost of one :func:`kl_weight` call per ``block`` steps instead of one per
+    step and site (about a dozen small tensor operations each, 50 us on the development CPU).
+
+    Parameters
+    ----------
+    schedules
+        Latent site -> ``(warmup_steps, cycle_steps, cycle_ratio)``, numbers for one model or
+        ``(K, 1)`` tensors for K configurations (as :func:`ppl_vae.inference.run_parts.kl_controls`
+        gives them), checked already.
+    block
+        Steps computed at once; a run asks for its steps in order, from any first step.
+    """
+
+    def __init__(self, schedules: dict[str, tuple], block: int = 1000):
+        self.schedules = dict(schedules)
+        self.block = check_int_range("block", block, 1)
+        self._first: int | None = None
+        self._weights: dict[str, torch.Tensor] = {}
+
+    def at(self, step: int) -> dict[str, torch.Tensor]:
+        """Site -> the KL weight at ``step``: a 0-d tensor, or ``(K, 1)``; ``{}`` without schedules."""
+        if not self.schedules:
+            return {}
+        if self._first is None or not self._first <= step < self._first + self.block:
+            self._first = step
+            self._weights = {site: _weight_block(step, self.block, *schedule)
+                             for site, schedule in self.schedules.items()}
+        offset = step - self._first
+        return {site: weights[offset] for site, weights in self._weights.items()}
+
+
+def _weight_block(first: int, count: int, warmup_steps, cycle_steps, cycle_ratio) -> torch.Tensor:
+    """``kl_weight`` at steps ``first .. first + count - 1``, stacked along a new leading dimension."""
+    values = (warmup_steps, cycle_steps, cycle_ratio)
+    device = next((v.device for v in values if isinstance(v, torch.Tensor)), None)
+    ndim = max(v.dim() if isinstance(v, torch.Tensor) else np.ndim(v) for v in values)
+    steps = torch.arange(first, first + count, dtype=torch.float64, device=device)
+    return kl_weight(steps.reshape(count, *(1,) * ndim), *values, validate=False)
+
 def schedule_curve(steps: int, warmup_steps=0, cycle_steps=0, cycle_ratio=0.5) -> xr.DataArray:
     """The KL weight over ``steps`` optimisation steps, as a DataArray (for reports and plots).
 

@@ -47,7 +47,7 @@ from ppl_vae.inference.program import as_bundle, as_program
 from ppl_vae.inference.randomness import NOISE_STREAM, ConfigBatches, ConfigNoise, make_generators
 from ppl_vae.inference.run_parts import (FitResult, TrainingDivergedError, _convergence, _loss_array,
                                          _newly_diverged, _Trainee, kl_controls)
-from ppl_vae.inference.schedules import kl_weight
+from ppl_vae.inference.schedules import StepWeights
 from ppl_vae.inference.traced import TracedLoss
 from ppl_vae.models.base import LatentVariableModel
 from ppl_vae.models.config import as_training_data
@@ -336,6 +336,7 @@ def fit(
         initial = convergence.parameter_copy(trainee.parameters)  # a frozen model is never settled
         snapshots: list[list] = []
         bar = _progress_bar(progress, start_step, total_steps, n_configs)
+        kl_weights = StepWeights(schedules)  # the schedules' weights a block of steps at a time
         pending: list[torch.Tensor] = []
         began = time.perf_counter()
         trainee.module.train()
@@ -346,8 +347,7 @@ def fit(
                 for group in opt.param_groups:
                     group["lr"] = lr * lr_decay**step
                 opt.zero_grad(set_to_none=True)
-                multipliers = {site: kl_weight(step, *schedule, validate=False)
-                               for site, schedule in schedules.items()}
+                multipliers = kl_weights.at(step)
                 record_kl = kl_history.is_record_step(step + 1, kl_every, total_steps)
                 kl_out = {} if record_kl or kl_each_step else None
                 losses = loss_fn(batch, multipliers, kl_out) if kl_out is not None else loss_fn(batch, multipliers)

@@ -12,8 +12,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from ppl_vae.data import synthetic_gaussian, synthetic_pairs
 from ppl_vae.inference.batched import BatchedModel
-from ppl_vae.inference.elbo import (ANALYTIC, SAMPLED, elbo_loss, estimator_name, per_config_loss,
-                                    site_estimators)
+from ppl_vae.inference.elbo import (ANALYTIC, SAMPLED, collect_sites, elbo_loss, estimator_name, kl_to_prior,
+                                    per_config_loss, site_estimators)
 from ppl_vae.inference.randomness import NOISE_STREAM, ConfigNoise, make_generators
 from ppl_vae.models import CVAEConfig, MHVAEConfig, VAEConfig, build_model
 
@@ -212,3 +212,34 @@ def test_gradients_equal_pyros_for_sampled_and_observed_sites(arch):
     torch.testing.assert_close(ours.sum(), pyros, rtol=1e-6, atol=1e-4)
     for got, want in zip(torch.autograd.grad(ours.sum(), parameters), torch.autograd.grad(pyros, parameters)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["cvae", "mhvae"])
+@pytest.mark.parametrize("floors", [None, 0.3])
+def test_the_kl_record_of_an_analytic_site_is_its_per_dimension_kl_bit_for_bit(family, floors):
+    # An analytic site's recorded KL comes from the parts of the loss's own closed form; it must be
+    # the per-dimension KL computed afresh, and asking for it must not move the loss or its gradient.
+    if family == "cvae":
+        models, data = _cvae_models("mlp", [1.0, 2.0]), synthetic_pairs(16, 5, y_dim=4, seed=7)
+    else:
+        models, data = _mhvae_models([1.0, 0.5]), synthetic_gaussian(16, 6, seed=7)
+    batched = BatchedModel(models)
+    estimators = site_estimators(models[0])
+    free_bits = None if floors is None else {site: torch.full((2, 1), floors) for site in estimators}
+    parameters = list(batched.parameters())
+    with _noise([3, 4]):
+        plain = per_config_loss(batched.model, batched.guide, *data.tensors(), estimators=estimators,
+                                free_bits=free_bits)
+    plain_grads = torch.autograd.grad(plain.sum(), parameters, allow_unused=True)
+    recorded: dict = {}
+    with _noise([3, 4]):
+        loss = per_config_loss(batched.model, batched.guide, *data.tensors(), estimators=estimators,
+                               free_bits=free_bits, kl_out=recorded)
+    assert torch.equal(loss, plain)
+    for ours, theirs in zip(torch.autograd.grad(loss.sum(), parameters, allow_unused=True), plain_grads):
+        assert (ours is None and theirs is None) or torch.equal(ours, theirs)
+    with _noise([3, 4]):
+        model_sites, guide_sites = collect_sites(batched.model, batched.guide, *data.tensors())
+    for site in estimators:
+        fresh = kl_to_prior(guide_sites[site]["fn"], model_sites[site]["fn"], per_dimension=True)
+        assert torch.equal(recorded[site], fresh.detach().mean(-2)), site

@@ -3,7 +3,7 @@ import pytest
 import torch
 import xarray as xr
 
-from ppl_vae.inference.schedules import (check_schedule, kl_weight, lr_decay_for, predicted_end_point,
+from ppl_vae.inference.schedules import (StepWeights, check_schedule, kl_weight, lr_decay_for, predicted_end_point,
                                          schedule_curve)
 from ppl_vae.theory import linear_vae
 
@@ -47,6 +47,28 @@ def test_per_configuration_tensors_broadcast_over_k():
     assert torch.equal(weight[1], kl_weight(torch.arange(12), warmup_steps=5, dtype=torch.float64))
     assert torch.equal(weight[2], kl_weight(torch.arange(12), cycle_steps=4, cycle_ratio=0.5, dtype=torch.float64))
 
+
+
+@pytest.mark.parametrize("schedule", [
+    (torch.tensor([[50.0], [0.0], [0.0], [3.0]]), torch.tensor([[0.0], [40.0], [7.0], [0.0]]),
+     torch.tensor([[0.5], [0.3], [0.77], [0.5]])),  # K configurations, as the batched engine has them
+    (100, 0, 0.5), (0, 37, 0.3), (0, 0, 0.5),  # one model's numbers
+])
+@pytest.mark.parametrize("first", [0, 7, 999_950])  # a fresh run, a resumed one, a long one
+def test_step_weights_are_each_steps_kl_weight_bit_for_bit(schedule, first):
+    # The trainer takes a run's weights from StepWeights; any difference from the per-step
+    # kl_weight call it replaced would change a scheduled run's numbers.
+    weights = StepWeights({"z1": schedule, "z2": (0, 5, 0.5)}, block=64)
+    for step in range(first, first + 300):  # several blocks, and a block starting mid-way
+        at = weights.at(step)
+        for site, own in (("z1", schedule), ("z2", (0, 5, 0.5))):
+            expected = kl_weight(step, *own, validate=False)
+            assert at[site].shape == expected.shape and at[site].dtype == expected.dtype
+            assert torch.equal(at[site], expected), (site, step)
+
+
+def test_step_weights_without_schedules_are_empty():
+    assert StepWeights({}).at(12) == {}
 
 def test_scalar_step_gives_scalar_and_default_dtype():
     weight = kl_weight(3, warmup_steps=10)
