@@ -144,7 +144,6 @@ def kl_weight(step, warmup_steps=0, cycle_steps=0, cycle_ratio=0.5, *, dtype: to
     return weight.to(dtype)
 
 
-
 class StepWeights:
     """The KL weights of every scheduled site at each step of a run, computed a block of steps at a time.
 
@@ -188,6 +187,7 @@ def _weight_block(first: int, count: int, warmup_steps, cycle_steps, cycle_ratio
     ndim = max(v.dim() if isinstance(v, torch.Tensor) else np.ndim(v) for v in values)
     steps = torch.arange(first, first + count, dtype=torch.float64, device=device)
     return kl_weight(steps.reshape(count, *(1,) * ndim), *values, validate=False)
+
 
 def schedule_curve(steps: int, warmup_steps=0, cycle_steps=0, cycle_ratio=0.5) -> xr.DataArray:
     """The KL weight over ``steps`` optimisation steps, as a DataArray (for reports and plots).
