@@ -88,7 +88,7 @@ def data_source(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 #: Torch CPU threads of train, sweep and report unless --threads says otherwise. One: the models are
 #: small, and on a busy machine torch's default (one thread per core) spins its threads against each
-#: other (``ppl-vae bench --only threads`` measures both; docs/benchmarks.md has the figures).
+#: other (``ppl-vae bench --section threads`` measures both; the README has the figures).
 DEFAULT_THREADS = 1
 
 
