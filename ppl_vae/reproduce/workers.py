@@ -78,7 +78,7 @@ def run_in_workers(run: Callable, names: Sequence[str], settings: Settings, anal
     done
         Called with each outcome as it arrives (progress).
     running_now
-        Called with the names running whenever that set changes (progress).
+        Called with the names running after each round of starts (progress).
 
     Returns
     -------
@@ -116,9 +116,10 @@ def run_in_workers(run: Callable, names: Sequence[str], settings: Settings, anal
                 try:
                     outcome = receive.recv()
                 except EOFError:  # it died before sending
-                    process.join()
-                    outcome = crashed(name, f"its worker process died (exit code {process.exitcode})")
+                    outcome = None
                 process.join()
+                if outcome is None:
+                    outcome = crashed(name, f"its worker process died (exit code {process.exitcode})")
                 receive.close()
                 del running[sentinel]
                 finish(name, outcome)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ppl_vae.reproduce import EXPERIMENTS, Settings, run_experiments
-from ppl_vae.reproduce.settings import available_cores, image_batch_threads, use_cores
+from ppl_vae.reproduce.settings import image_batch_threads, use_cores
 from ppl_vae.reproduce.workers import default_jobs, expected_steps
 
 #: Records what its process was given (threads, cores, the process id) and agrees.
@@ -125,16 +125,15 @@ def test_longest_first_reads_the_declared_plans(tmp_path):
                                                                                second: float("inf")}
 
 
-def test_a_workers_share_caps_the_image_runs_threads():
-    previous = available_cores()
-    try:
-        use_cores(1)
-        with image_batch_threads(Settings("quick", "x")):
-            assert torch.get_num_threads() == 1
-        with pytest.raises(ValueError, match="count"):
-            use_cores(0)
-    finally:
-        use_cores(previous)
+def test_a_workers_share_caps_the_image_runs_threads(monkeypatch):
+    from ppl_vae.reproduce import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "_CORES", None)  # restored after the test
+    use_cores(1)
+    with image_batch_threads(Settings("quick", "x")):
+        assert torch.get_num_threads() == 1
+    with pytest.raises(ValueError, match="count"):
+        use_cores(0)
 
 
 def test_real_experiments_give_the_same_claims_side_by_side_as_one_after_another(tmp_path):
