@@ -105,4 +105,28 @@ def main() -> None:
     """Detect, predict and explain posterior collapse in VAEs, CVAEs and MHVAEs."""
 
 
-__all__ = ["main"]
+def run() -> None:
+    """The ``ppl-vae`` console script: :func:`main` as a whole process.
+
+    Two settings belong to the process, not to :func:`main` (which tests and
+    callers invoke in their own processes):
+
+    - freed tensor memory is kept for reuse (:func:`ppl_vae._allocator.keep_freed_memory`):
+      up to 20% of a training step on the CPU went to faulting fresh pages in;
+    - at the end every object is frozen out of the cyclic garbage collector
+      (``gc.freeze``), so that the interpreter's exit does not traverse the
+      hundreds of thousands of objects torch, Pyro and xarray built: on the
+      development machine the exit of a one-epoch sweep took 0.9 s, frozen 0.2 s.
+      Every file is closed by then (each is written atomically and closed before
+      it is renamed into place), and reference counting still frees the rest.
+    """
+    from ppl_vae._allocator import keep_freed_memory
+
+    keep_freed_memory()
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
+__all__ = ["main", "run"]

@@ -44,14 +44,19 @@ def expected_steps(settings: Settings, names: Sequence[str], analyses_dir: str |
 
 def _child(conn, run: Callable, name: str, settings: Settings, analyses_dir: Path, threads: int) -> None:
     """A worker's body: ``threads`` torch threads, then ``run(name, settings, analyses_dir)`` sent back."""
+    import gc
+
     import torch
 
+    from ppl_vae._allocator import keep_freed_memory
     from ppl_vae.reproduce import settings as settings_module
 
+    keep_freed_memory()  # as the command line that started it
     torch.set_num_threads(threads)
     settings_module.use_cores(threads)
     conn.send(run(name, settings, analyses_dir))
     conn.close()
+    gc.freeze()  # the process ends here: its exit need not traverse every object (see ppl_vae.cli.run)
 
 
 def run_in_workers(run: Callable, names: Sequence[str], settings: Settings, analyses_dir: Path, *, jobs: int,

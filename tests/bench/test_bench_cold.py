@@ -66,7 +66,8 @@ def test_cold_section_times_both_sides_from_their_command_lines(monkeypatch):
     monkeypatch.setattr(cold, "SWEEP_ARGS", TINY_SWEEP)
     monkeypatch.setattr(cold, "PLAIN_ARGS", TINY_PLAIN)
     table = pd.DataFrame(cold.cold_rows(epochs=1, log=lambda line: None), columns=COLUMNS)
-    assert list(table.variant) == ["ppl-vae", "ppl-vae sweep", "plain_script", "ppl-vae sweep"]
+    assert list(table.variant) == ["ppl-vae", "ppl-vae sweep", "plain_script", "plain_script, freed memory kept",
+                                   "ppl-vae sweep"]
     assert (table.wall_s > 0).all()
     (line,) = grid.headline(table)
     assert line.startswith("grid from the command line, cold, files written: ppl-vae sweep")

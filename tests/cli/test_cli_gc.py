@@ -1,6 +1,7 @@
 """While a command runs the cyclic garbage collector runs less often; the caller's thresholds come back after."""
 
 import gc
+import sys
 
 import click
 from click.testing import CliRunner
@@ -26,3 +27,17 @@ def test_a_command_runs_with_the_raised_threshold_and_restores_the_callers(monke
         assert gc.get_threshold() == (700, 10, 10)  # restored after a failure too
     finally:
         gc.set_threshold(*before)
+
+
+def test_the_console_script_keeps_freed_memory_and_freezes_its_objects_at_the_end(monkeypatch):
+    import ppl_vae._allocator
+
+    calls = []
+    monkeypatch.setattr(ppl_vae._allocator, "keep_freed_memory", lambda: calls.append("allocator"))
+    monkeypatch.setattr(cli.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(sys, "argv", ["ppl-vae", "--help"])
+    try:
+        cli.run()
+    except SystemExit as exit_:
+        assert exit_.code in (0, None)
+    assert calls == ["allocator", "freeze"]
